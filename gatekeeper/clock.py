@@ -1,0 +1,37 @@
+"""Time as a dependency: the middleware reads the system clock, replay and tests inject their own."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Unix time in seconds."""
+        ...
+
+
+class SystemClock:
+    __slots__ = ()
+
+    def now(self) -> float:
+        return time.time()
+
+
+class ManualClock:
+    """A clock that moves only when told to: replay sets it from records, tests advance it."""
+
+    __slots__ = ("_now",)
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self._now = start
+
+    def now(self) -> float:
+        return self._now
+
+    def set(self, when: float) -> None:
+        self._now = when
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds

@@ -1,0 +1,33 @@
+"""Who a verified credential says the caller is: the common shape of API keys and JWTs."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gatekeeper.networks import EMPTY, NetworkSet
+
+
+class KeyStatus(enum.StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    SUSPENDED = "suspended"
+
+
+class CredentialKind(enum.StrEnum):
+    API_KEY = "api_key"
+    JWT = "jwt"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: CredentialKind
+    key_id: str
+    """The key id, or ``jwt:<issuer name>:<sub>`` for a token: what limits and audit key on."""
+    tenant: str
+    status: KeyStatus = KeyStatus.ACTIVE
+    expires_at: float | None = None
+    networks: NetworkSet = EMPTY
+    """The credential's own networks; empty means only the tenant's apply."""
+    labels: Mapping[str, str] = field(default_factory=dict)
