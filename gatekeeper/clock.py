@@ -1,4 +1,4 @@
-"""Time as a dependency: the middleware reads the system clock, replay and tests inject their own."""
+"""Time as a dependency: the middleware reads the system clock; replay and tests inject theirs."""
 
 from __future__ import annotations
 

@@ -115,12 +115,17 @@ AUTH_UNAVAILABLE = _r(
     "auth_unavailable", 503,
     "The service is temporarily unable to verify tokens. Retry later.",
     "A JWKS document needed to verify a JWT could not be fetched.")
+INTERNAL_ERROR = _r(
+    "internal_error", 503,
+    "The service could not verify this request. Retry later.",
+    "gatekeeper itself failed while deciding (a bug: logged with its traceback). It fails "
+    "closed: the request does not reach the app.")
 
 REFUSALS: tuple[Reason, ...] = (
     CREDENTIAL_MISSING, CREDENTIAL_MALFORMED, CREDENTIAL_CONFLICT, KEY_UNKNOWN, KEY_REVOKED,
     KEY_SUSPENDED, KEY_EXPIRED, TOKEN_INVALID, TOKEN_EXPIRED, TENANT_UNKNOWN, TENANT_DISABLED,
     TENANT_MISMATCH, NETWORK_NOT_ALLOWED, FORWARDED_MALFORMED, STORE_UNAVAILABLE,
-    AUTH_UNAVAILABLE,
+    AUTH_UNAVAILABLE, INTERNAL_ERROR,
 )
 """The table, in README order. A test keeps the README in step with it."""
 

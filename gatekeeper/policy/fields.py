@@ -55,11 +55,8 @@ class Fields:
             return default
         value = self._data[name]
         kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            ok = False  # YAML's `yes` must not pass as a number
-        else:
-            ok = isinstance(value, kinds)
-        if not ok:
+        # YAML's `yes` is a bool, and a bool is an int: it must not pass as a number
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             self.error(name, value, f"must be {what or _describe(kinds)}")
             return default if default is not _UNSET else None
         return value
@@ -111,12 +108,17 @@ class Fields:
     def entries(self, name: str) -> Iterator[tuple[str, Fields]]:
         """The named mapping's entries, each as its own ``Fields`` (e.g. tenants by name)."""
         outer = self.section(name)
-        for key, value in outer._data.items():
-            if not isinstance(key, str) or not key:
-                outer.error_here(key, "has a name that is not a non-empty string")
-                continue
-            outer._seen.add(key)
+        for key, value in outer.items():
             yield key, Fields(value, outer.field(key), self.errors)
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """Every entry of this mapping as raw values (e.g. PEM keys by key id)."""
+        for key, value in self._data.items():
+            if not isinstance(key, str) or not key:
+                self.error_here(key, "has a name that is not a non-empty string")
+                continue
+            self._seen.add(key)
+            yield key, value
 
     def finish(self) -> None:
         """Record every field this section did not read as unknown."""

@@ -1,0 +1,83 @@
+"""gatekeeper: pure-ASGI middleware that stops stolen and resold API keys.
+
+    from gatekeeper import Gatekeeper
+    app = Gatekeeper(app, "policy.yaml")
+"""
+
+from gatekeeper.audit import AuditLog
+from gatekeeper.auth import Authenticator
+from gatekeeper.client_address import ClientAddressPolicy, resolve_client
+from gatekeeper.clock import Clock, ManualClock, SystemClock
+from gatekeeper.credentials import Credential
+from gatekeeper.decision import Decision, decide
+from gatekeeper.errors import (
+    ConfigError,
+    GatekeeperError,
+    KeyExistsError,
+    KeyNotFoundError,
+    PolicyError,
+    StoreError,
+)
+from gatekeeper.facts import FactReader, RequestFacts
+from gatekeeper.keys import KEY_PATTERN, KeyRecord, build_key, hash_secret, new_key, parse_key
+from gatekeeper.metrics import Metrics
+from gatekeeper.middleware import SCOPE_KEY, Gatekeeper
+from gatekeeper.networks import IPAddr, NetworkSet, parse_ip
+from gatekeeper.policy.load import compile_policy, load_pepper, load_policy
+from gatekeeper.policy.model import Policy, TenantPolicy
+from gatekeeper.principal import CredentialKind, KeyStatus, Principal
+from gatekeeper.reasons import OK, REFUSALS, Reason, Refusal
+from gatekeeper.store import MemoryStore, SQLiteStore, Store, store_from_url
+from gatekeeper.tokens import JwtVerifier
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KEY_PATTERN",
+    "OK",
+    "REFUSALS",
+    "SCOPE_KEY",
+    "AuditLog",
+    "Authenticator",
+    "ClientAddressPolicy",
+    "Clock",
+    "ConfigError",
+    "Credential",
+    "CredentialKind",
+    "Decision",
+    "FactReader",
+    "Gatekeeper",
+    "GatekeeperError",
+    "IPAddr",
+    "JwtVerifier",
+    "KeyExistsError",
+    "KeyNotFoundError",
+    "KeyRecord",
+    "KeyStatus",
+    "ManualClock",
+    "MemoryStore",
+    "Metrics",
+    "NetworkSet",
+    "Policy",
+    "PolicyError",
+    "Principal",
+    "Reason",
+    "Refusal",
+    "RequestFacts",
+    "SQLiteStore",
+    "Store",
+    "StoreError",
+    "SystemClock",
+    "TenantPolicy",
+    "build_key",
+    "compile_policy",
+    "decide",
+    "hash_secret",
+    "load_pepper",
+    "load_policy",
+    "new_key",
+    "parse_ip",
+    "parse_key",
+    "resolve_client",
+    "store_from_url",
+]

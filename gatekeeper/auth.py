@@ -1,0 +1,85 @@
+"""From a credential to a Principal: the one place that touches the key store and JWT keys.
+
+Order of work is cheapest first: the verified-credential cache (a dict hit), then the
+checksum (garbage never reaches the store), then the store, then one HMAC. A cached key is
+re-read from the store after ``cache_ttl`` seconds, which bounds how long a revocation takes
+to reach this process.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from gatekeeper import reasons
+from gatekeeper.credentials import Credential
+from gatekeeper.errors import StoreError
+from gatekeeper.keys import hash_secret, parse_key, principal_for
+from gatekeeper.principal import CredentialKind, Principal
+from gatekeeper.reasons import Refusal
+from gatekeeper.store.base import Store
+from gatekeeper.tokens import JwtVerifier
+
+log = logging.getLogger("gatekeeper")
+
+_BAD_CHECKSUM = Refusal(reasons.CREDENTIAL_MALFORMED, detail="not a valid key (format or checksum)")
+_NO_ISSUERS = Refusal(reasons.TOKEN_INVALID, detail="no JWT issuers configured")
+_STORE_LOG_INTERVAL = 10.0
+
+
+class Authenticator:
+    def __init__(self, store: Store, pepper: bytes, *, cache_ttl: float = 1.0,
+                 verifier: JwtVerifier | None = None, cache_size: int = 100_000) -> None:
+        self.store = store
+        self._pepper = pepper
+        self._ttl = cache_ttl
+        self._jwt = verifier
+        self._cache: dict[str, tuple[Principal, float]] = {}
+        self._cache_size = cache_size
+        self._store_error_logged = float("-inf")
+
+    async def authenticate(self, credential: Credential, now: float) -> Principal | Refusal:
+        if credential.kind is CredentialKind.API_KEY:
+            return await self._api_key(credential.token, now)
+        if self._jwt is None:
+            return _NO_ISSUERS
+        return await self._jwt.verify(credential.token, now)
+
+    async def _api_key(self, token: str, now: float) -> Principal | Refusal:
+        hit = self._cache.get(token)
+        if hit is not None and now - hit[1] < self._ttl:
+            return hit[0]
+        parsed = parse_key(token)
+        if parsed is None:
+            return _BAD_CHECKSUM
+        key_id, secret = parsed
+        try:
+            record = await self.store.get_key(key_id)
+        except StoreError as exc:
+            self._log_store_error(exc, now)
+            return Refusal(reasons.STORE_UNAVAILABLE, key_id, exc.operation)
+        if record is None:
+            self._cache.pop(token, None)
+            return Refusal(reasons.KEY_UNKNOWN, key_id, "no such key id")
+        if not hmac.compare_digest(hash_secret(self._pepper, key_id, secret), record.secret_hash):
+            return Refusal(reasons.KEY_UNKNOWN, key_id, "secret does not match")
+        principal = principal_for(record)
+        self._remember(token, principal, now)
+        return principal
+
+    def _remember(self, token: str, principal: Principal, now: float) -> None:
+        cache = self._cache
+        cache.pop(token, None)
+        if len(cache) >= self._cache_size:
+            del cache[next(iter(cache))]  # oldest first: dicts keep insertion order
+        cache[token] = (principal, now)
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key from the cache at once (e.g. on a revocation notice)."""
+        for token in [t for t, (p, _) in self._cache.items() if p.key_id == key_id]:
+            del self._cache[token]
+
+    def _log_store_error(self, exc: StoreError, now: float) -> None:
+        if now - self._store_error_logged >= _STORE_LOG_INTERVAL:
+            self._store_error_logged = now
+            log.error("key store unavailable, refusing uncached keys (fail closed): %s", exc)

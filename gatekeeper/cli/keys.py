@@ -1,0 +1,141 @@
+"""``gatekeeper keys ...``: issue and manage keys in the policy's store. Secrets print once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from gatekeeper import key_admin
+from gatekeeper.errors import ConfigError
+from gatekeeper.keys import KeyRecord
+from gatekeeper.policy.load import load_pepper, load_policy
+from gatekeeper.policy.model import Policy
+from gatekeeper.principal import KeyStatus
+from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
+
+POLICY_ENV = "GATEKEEPER_POLICY"
+
+
+def add_parser(commands: Any) -> None:
+    keys = commands.add_parser("keys", help="issue, list, revoke and rotate API keys")
+    keys.add_argument("--policy", default=os.environ.get(POLICY_ENV),
+                      help=f"policy file (default: ${POLICY_ENV}); names the store and pepper")
+    keys.add_argument("--store", help="store URL, overriding the policy's (e.g. sqlite:///k.db)")
+    keys.add_argument("--json", action="store_true", help="print JSON")
+    sub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    create = sub.add_parser("create", help="issue a key (the secret is printed once)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--network", action="append", default=[], metavar="CIDR",
+                        help="allowed network (repeatable); the tenant's networks apply too")
+    create.add_argument("--expires-in", metavar="DURATION", help="e.g. 90d, 12h")
+    create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+
+    lst = sub.add_parser("list", help="list keys (never secrets)")
+    lst.add_argument("--tenant")
+    for name, text in (("show", "show one key's record"), ("revoke", "revoke a key for good"),
+                       ("suspend", "suspend a key until reinstated"),
+                       ("reinstate", "make a suspended key active again")):
+        sub.add_parser(name, help=text).add_argument("key_id")
+    rotate = sub.add_parser("rotate", help="issue a replacement; the old key works for --grace")
+    rotate.add_argument("key_id")
+    rotate.add_argument("--grace", default="24h", metavar="DURATION")
+
+
+async def run(args: argparse.Namespace) -> int:
+    if not args.policy:
+        raise ConfigError("--policy", None, f"is required (or set ${POLICY_ENV}): the policy "
+                                            "names the tenants, the store and the pepper")
+    policy = load_policy(args.policy)
+    store = store_from_url(args.store or policy.store or DEFAULT_STORE_URL,
+                           "--store" if args.store else "store")
+    try:
+        return await _dispatch(args, policy, store, time.time())
+    finally:
+        await store.close()
+
+
+async def _dispatch(args: argparse.Namespace, policy: Policy, store: Store, now: float) -> int:
+    action = args.action
+    if action == "create":
+        expires = None if args.expires_in is None else \
+            now + key_admin.parse_duration(args.expires_in, "--expires-in")
+        key, record = await key_admin.create_key(
+            store, load_pepper(policy.keys), policy, args.tenant, now, networks=args.network,
+            expires_at=expires, labels=_labels(args.label))
+        _print_secret(args, "Created", key, record)
+    elif action == "list":
+        records = await store.list_keys(args.tenant)
+        if args.json:
+            print(json.dumps([r.public_view() for r in records], indent=2))
+        else:
+            _table(records)
+    elif action == "show":
+        _show(args, await key_admin.get_key(store, args.key_id))
+    elif action == "rotate":
+        grace = key_admin.parse_duration(args.grace, "--grace")
+        key, new, old = await key_admin.rotate_key(
+            store, load_pepper(policy.keys), args.key_id, now, grace)
+        _print_secret(args, "Rotated", key, new,
+                      f"The old key {old.key_id} stays valid until {_time(old.expires_at)}.")
+    else:
+        status = {"revoke": KeyStatus.REVOKED, "suspend": KeyStatus.SUSPENDED,
+                  "reinstate": KeyStatus.ACTIVE}[action]
+        _show(args, await key_admin.set_status(store, args.key_id, status, now))
+    return 0
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for i, pair in enumerate(pairs):
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--label[{i}]", pair, "must look like KEY=VALUE")
+        labels[name] = value
+    return labels
+
+
+def _print_secret(args: argparse.Namespace, verb: str, key: str, record: KeyRecord,
+                  note: str = "") -> None:
+    if args.json:
+        print(json.dumps({"key": key, "record": record.public_view()}, indent=2))
+        return
+    print(f"{verb} key {record.key_id} for tenant {record.tenant}.")
+    print(f"\n    {key}\n")
+    print("This is the only time the key is shown: gatekeeper stores only a peppered hash.")
+    if note:
+        print(note)
+
+
+def _show(args: argparse.Namespace, record: KeyRecord) -> None:
+    if args.json:
+        print(json.dumps(record.public_view(), indent=2))
+        return
+    view = record.public_view()
+    for field in ("created_at", "updated_at", "expires_at"):
+        view[field] = _time(view[field])
+    width = max(len(k) for k in view)
+    for name, value in view.items():
+        print(f"{name:<{width}}  {value if value not in (None, [], {}) else '-'}")
+
+
+def _table(records: list[KeyRecord]) -> None:
+    rows = [("KEY ID", "TENANT", "STATUS", "NETWORKS", "EXPIRES", "CREATED")]
+    rows += [(r.key_id, r.tenant, r.status.value, ",".join(r.allowed_networks) or "-",
+              _time(r.expires_at), _time(r.created_at)) for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if not records:
+        print("(no keys)", file=sys.stderr)
+
+
+def _time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")

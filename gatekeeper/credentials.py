@@ -1,0 +1,67 @@
+"""Which credential a request carries: one of ours (``gk_...``) or a JWT, from one of three headers.
+
+Two different credentials in one request are refused: a gateway that checks
+``Authorization`` while the app behind reads ``api-key`` can be walked around.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from gatekeeper import reasons
+from gatekeeper.keys import PREFIX
+from gatekeeper.principal import CredentialKind
+from gatekeeper.reasons import Refusal
+
+CREDENTIAL_HEADERS = (b"authorization", b"api-key", b"x-api-key")
+MAX_TOKEN_LEN = 8192
+
+_MALFORMED_SCHEME = Refusal(reasons.CREDENTIAL_MALFORMED,
+                            detail="authorization scheme is not Bearer")
+_MALFORMED_EMPTY = Refusal(reasons.CREDENTIAL_MALFORMED, detail="empty credential")
+_MALFORMED_CHARS = Refusal(reasons.CREDENTIAL_MALFORMED,
+                           detail="credential has characters no key or JWT has")
+_MALFORMED_LONG = Refusal(reasons.CREDENTIAL_MALFORMED, detail="credential too long")
+_MALFORMED_SHAPE = Refusal(reasons.CREDENTIAL_MALFORMED,
+                           detail="neither a gatekeeper key nor a JWT")
+_CONFLICT = Refusal(reasons.CREDENTIAL_CONFLICT, detail="different credentials in one request")
+
+
+class Credential(NamedTuple):
+    kind: CredentialKind
+    token: str
+    header: str
+
+
+def token_from(name: bytes, value: bytes) -> str | Refusal:
+    """The bare token carried by one credential header."""
+    if name == b"authorization":
+        if value[:7].lower() != b"bearer ":
+            return _MALFORMED_SCHEME
+        value = value[7:]
+    value = value.strip()
+    if not value:
+        return _MALFORMED_EMPTY
+    if len(value) > MAX_TOKEN_LEN:
+        return _MALFORMED_LONG
+    if not value.isascii() or b" " in value or b"\t" in value:
+        return _MALFORMED_CHARS
+    return value.decode("ascii")
+
+
+def credential_from(found: list[tuple[bytes, bytes]]) -> Credential | Refusal | None:
+    """Pick the request's one credential from every credential header it sent."""
+    if not found:
+        return None
+    name, value = found[0]
+    token = token_from(name, value)
+    if isinstance(token, Refusal):
+        return token
+    for other_name, other_value in found[1:]:
+        if token_from(other_name, other_value) != token:
+            return _CONFLICT
+    if token.startswith(PREFIX):
+        return Credential(CredentialKind.API_KEY, token, name.decode())
+    if token.count(".") == 2:
+        return Credential(CredentialKind.JWT, token, name.decode())
+    return _MALFORMED_SHAPE

@@ -1,0 +1,75 @@
+"""The decision: a plain function of (request facts, authentication result, policy, now).
+
+No I/O, no clock, no globals: the middleware, ``replay`` and the tests all call ``decide``
+with the same inputs and get the same answer. Each refusal reason is decided here, in order.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from gatekeeper import reasons
+from gatekeeper.facts import RequestFacts
+from gatekeeper.policy.model import Policy
+from gatekeeper.principal import CredentialKind, KeyStatus, Principal
+from gatekeeper.reasons import OK, Reason, Refusal
+
+
+class Decision(NamedTuple):
+    reason: Reason
+    principal: Principal | None = None
+    key_id: str | None = None
+    tenant: str | None = None
+    detail: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return self.reason is OK
+
+
+_MISSING = Decision(reasons.CREDENTIAL_MISSING, detail="no credential header")
+
+
+def decide(facts: RequestFacts, auth: Principal | Refusal | None, policy: Policy,
+           now: float) -> Decision:
+    if facts.problem is not None:
+        return _from_refusal(facts.problem)
+    if auth is None:
+        return _MISSING
+    if isinstance(auth, Refusal):
+        return _from_refusal(auth)
+
+    p = auth
+    if p.status is not KeyStatus.ACTIVE:
+        reason = reasons.KEY_REVOKED if p.status is KeyStatus.REVOKED else reasons.KEY_SUSPENDED
+        return _refuse(reason, p)
+    if p.expires_at is not None and now >= p.expires_at:
+        return _refuse(reasons.TOKEN_EXPIRED if p.kind is CredentialKind.JWT
+                       else reasons.KEY_EXPIRED, p)
+
+    tenant = policy.tenants.get(p.tenant)
+    if tenant is None:
+        return _refuse(reasons.TENANT_UNKNOWN, p)
+    if tenant.disabled:
+        return _refuse(reasons.TENANT_DISABLED, p)
+    if facts.tenant_hint is not None and facts.tenant_hint != p.tenant:
+        return _refuse(reasons.TENANT_MISMATCH, p, "request names another tenant")
+
+    if tenant.allowed_networks or p.networks:
+        client = facts.client
+        if client is None:
+            return _refuse(reasons.NETWORK_NOT_ALLOWED, p, "client address unknown")
+        if tenant.allowed_networks and client not in tenant.allowed_networks:
+            return _refuse(reasons.NETWORK_NOT_ALLOWED, p, "outside the tenant's networks")
+        if p.networks and client not in p.networks:
+            return _refuse(reasons.NETWORK_NOT_ALLOWED, p, "outside the key's networks")
+
+    return Decision(OK, p, p.key_id, p.tenant)
+
+
+def _refuse(reason: Reason, p: Principal, detail: str = "") -> Decision:
+    return Decision(reason, p, p.key_id, p.tenant, detail)
+
+
+def _from_refusal(refusal: Refusal) -> Decision:
+    return Decision(refusal.reason, None, refusal.key_id, None, refusal.detail)

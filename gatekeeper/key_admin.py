@@ -1,0 +1,91 @@
+"""Issuing, revoking and rotating keys: what the CLI and the demo do to the store.
+
+Each function validates its input against the policy first, so a key can never be created
+for a tenant or a network the policy would refuse anyway.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from gatekeeper.errors import ConfigError, KeyNotFoundError
+from gatekeeper.keys import KeyRecord, looks_like_key_id, new_key
+from gatekeeper.networks import parse_network
+from gatekeeper.policy.model import Policy
+from gatekeeper.principal import KeyStatus
+from gatekeeper.store.base import Store
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str, field: str = "duration") -> float:
+    """'90s', '15m', '12h', '30d', '2w' or plain seconds."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not match:
+        raise ConfigError(field, text, "is not a duration (e.g. 90s, 15m, 12h, 30d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _networks(networks: Sequence[str]) -> tuple[str, ...]:
+    out = []
+    for i, text in enumerate(networks):
+        try:
+            out.append(str(parse_network(text)))
+        except ValueError:
+            raise ConfigError(f"networks[{i}]", text, "is not a network") from None
+    return tuple(out)
+
+
+def check_key_id(key_id: str) -> str:
+    if looks_like_key_id(key_id):
+        return key_id
+    hint = " (pass the 12-character key id, not the full key)" if key_id.startswith("gk_") \
+        else ""
+    raise ConfigError("key_id", key_id[:15] + ("..." if len(key_id) > 15 else ""),
+                      f"is not a key id{hint}")
+
+
+async def create_key(store: Store, pepper: bytes, policy: Policy, tenant: str, now: float, *,
+                     networks: Sequence[str] = (), expires_at: float | None = None,
+                     labels: Mapping[str, str] | None = None) -> tuple[str, KeyRecord]:
+    """Issue a key. Returns the full key (show it once, never store it) and its record."""
+    if tenant not in policy.tenants:
+        raise ConfigError("tenant", tenant, f"is not a tenant in {policy.source}")
+    if expires_at is not None and expires_at <= now:
+        raise ConfigError("expires_at", expires_at, "is in the past")
+    key, record = new_key(pepper, tenant, now, allowed_networks=_networks(networks),
+                          expires_at=expires_at, labels=labels)
+    await store.create_key(record)
+    return key, record
+
+
+async def get_key(store: Store, key_id: str) -> KeyRecord:
+    record = await store.get_key(check_key_id(key_id))
+    if record is None:
+        raise KeyNotFoundError(key_id)
+    return record
+
+
+async def set_status(store: Store, key_id: str, status: KeyStatus, now: float) -> KeyRecord:
+    record = (await get_key(store, key_id)).with_changes(status=status, updated_at=now)
+    await store.update_key(record)
+    return record
+
+
+async def rotate_key(store: Store, pepper: bytes, key_id: str, now: float,
+                     grace: float) -> tuple[str, KeyRecord, KeyRecord]:
+    """A new key with the old one's tenant, networks, expiry and labels; the old one keeps
+    working for ``grace`` seconds so clients can switch without an outage."""
+    old = await get_key(store, key_id)
+    if old.status is not KeyStatus.ACTIVE:
+        raise ConfigError("key_id", key_id, f"is {old.status.value}; only active keys rotate")
+    key, new = new_key(pepper, old.tenant, now, allowed_networks=old.allowed_networks,
+                       expires_at=old.expires_at, labels=old.labels, rotated_from=old.key_id)
+    await store.create_key(new)
+    end = now + grace
+    old = old.with_changes(expires_at=end if old.expires_at is None else min(old.expires_at, end),
+                           updated_at=now)
+    await store.update_key(old)
+    return key, new, old

@@ -1,0 +1,148 @@
+"""API keys built for leak detection, after GitHub's token format.
+
+``gk_`` + 12-char key id + 32-char secret + 6-char CRC32, all base62: 53 characters that a
+secret scanner finds with ``gk_[0-9A-Za-z]{50}`` and that a typo or a guessed string fails
+at the checksum, before any HMAC or store lookup. The store keeps only
+HMAC-SHA256(pepper, key id + secret); the pepper lives outside the store.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gatekeeper.principal import CredentialKind, KeyStatus, Principal
+
+PREFIX = "gk_"
+ID_LEN = 12
+SECRET_LEN = 32
+CRC_LEN = 6
+KEY_LEN = len(PREFIX) + ID_LEN + SECRET_LEN + CRC_LEN
+KEY_PATTERN = rf"\b{PREFIX}[0-9A-Za-z]{{{ID_LEN + SECRET_LEN + CRC_LEN}}}\b"
+"""The regex to register with secret scanners."""
+
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_ID_END = len(PREFIX) + ID_LEN
+_SECRET_END = _ID_END + SECRET_LEN
+MIN_PEPPER_BYTES = 32
+
+
+_PAIRS = [a + b for a in ALPHABET for b in ALPHABET]  # base62 two digits at a time
+_PAIR = 62 * 62
+
+
+def _checksum(body: str) -> str:
+    """CRC32 as six base62 digits (62**6 > 2**32), three table lookups instead of a loop."""
+    high, low = divmod(zlib.crc32(body.encode()), _PAIR)
+    high, mid = divmod(high, _PAIR)
+    return _PAIRS[high] + _PAIRS[mid] + _PAIRS[low]
+
+
+def _random(n: int) -> str:
+    return "".join(secrets.choice(ALPHABET) for _ in range(n))
+
+
+def new_key_id() -> str:
+    return _random(ID_LEN)
+
+
+def build_key(key_id: str, secret: str) -> str:
+    body = PREFIX + key_id + secret
+    return body + _checksum(body)
+
+
+def parse_key(token: str) -> tuple[str, str] | None:
+    """(key id, secret) if ``token`` is one of our keys with a valid checksum, else None."""
+    if len(token) != KEY_LEN or not token.startswith(PREFIX):
+        return None
+    rest = token[len(PREFIX):]
+    if not (rest.isascii() and rest.isalnum()):
+        return None
+    if _checksum(token[:_SECRET_END]) != token[_SECRET_END:]:
+        return None
+    return token[len(PREFIX):_ID_END], token[_ID_END:_SECRET_END]
+
+
+def looks_like_key_id(text: str) -> bool:
+    return len(text) == ID_LEN and text.isascii() and text.isalnum()
+
+
+def hash_secret(pepper: bytes, key_id: str, secret: str) -> bytes:
+    """HMAC-SHA256 over id and secret: a stolen store dump is useless without the pepper."""
+    return hmac.digest(pepper, f"{key_id}:{secret}".encode(), "sha256")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What the store holds for a key: no secret, only its peppered hash."""
+
+    key_id: str
+    tenant: str
+    secret_hash: bytes = field(repr=False)
+    status: KeyStatus = KeyStatus.ACTIVE
+    allowed_networks: tuple[str, ...] = ()
+    created_at: float = 0.0
+    expires_at: float | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    rotated_from: str | None = None
+    updated_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id, "tenant": self.tenant, "secret_hash": self.secret_hash.hex(),
+            "status": self.status.value, "allowed_networks": list(self.allowed_networks),
+            "created_at": self.created_at, "expires_at": self.expires_at,
+            "labels": dict(self.labels), "rotated_from": self.rotated_from,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> KeyRecord:
+        return cls(
+            key_id=str(data["key_id"]), tenant=str(data["tenant"]),
+            secret_hash=bytes.fromhex(data["secret_hash"]),
+            status=KeyStatus(data.get("status", "active")),
+            allowed_networks=tuple(data.get("allowed_networks") or ()),
+            created_at=float(data.get("created_at") or 0.0),
+            expires_at=None if data.get("expires_at") is None else float(data["expires_at"]),
+            labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
+            rotated_from=data.get("rotated_from"),
+            updated_at=float(data.get("updated_at") or 0.0),
+        )
+
+    def with_changes(self, **changes: Any) -> KeyRecord:
+        return replace(self, **changes)
+
+    def public_view(self) -> dict[str, Any]:
+        """What the CLI shows: everything but the hash."""
+        view = self.to_dict()
+        del view["secret_hash"]
+        return view
+
+
+def principal_for(record: KeyRecord) -> Principal:
+    """Compile a record once per cache fill, so the hot path never re-parses its networks."""
+    from gatekeeper.networks import NetworkSet
+
+    return Principal(
+        kind=CredentialKind.API_KEY, key_id=record.key_id, tenant=record.tenant,
+        status=record.status, expires_at=record.expires_at,
+        networks=NetworkSet.parse(record.allowed_networks), labels=record.labels,
+    )
+
+
+def new_key(pepper: bytes, tenant: str, now: float, *, allowed_networks: tuple[str, ...] = (),
+            expires_at: float | None = None, labels: Mapping[str, str] | None = None,
+            rotated_from: str | None = None) -> tuple[str, KeyRecord]:
+    """A fresh key and its record. The key string is returned once and never stored."""
+    key_id, secret = new_key_id(), _random(SECRET_LEN)
+    record = KeyRecord(
+        key_id=key_id, tenant=tenant, secret_hash=hash_secret(pepper, key_id, secret),
+        allowed_networks=allowed_networks, created_at=now, expires_at=expires_at,
+        labels=dict(labels or {}), rotated_from=rotated_from, updated_at=now,
+    )
+    return build_key(key_id, secret), record

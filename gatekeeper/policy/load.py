@@ -1,0 +1,160 @@
+"""Policy from YAML or a dict, validated whole: one PolicyError lists every wrong field."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gatekeeper.client_address import load_client_address
+from gatekeeper.errors import ConfigError, PolicyError
+from gatekeeper.keys import MIN_PEPPER_BYTES
+from gatekeeper.networks import NetworkSet, parse_network
+from gatekeeper.policy.fields import Fields
+from gatekeeper.policy.issuers import load_issuers
+from gatekeeper.policy.model import (
+    DEFAULT_PEPPER_ENV,
+    TENANT_NAME,
+    KeyPolicy,
+    Policy,
+    RequestTenantPolicy,
+    TenantPolicy,
+)
+from gatekeeper.routes import load_routes
+from gatekeeper.store import store_from_url
+
+_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SUPPORTED_VERSIONS = (1,)
+
+
+def load_policy(source: str | os.PathLike[str] | Mapping[str, Any]) -> Policy:
+    """Load and validate a policy file (by path) or an already-parsed mapping."""
+    if isinstance(source, Mapping):
+        return compile_policy(source, "policy")
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError([ConfigError("(file)", str(path), f"cannot be read: {exc}")],
+                          str(path)) from exc
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        raise PolicyError([ConfigError("(file)", str(path), f"is not valid YAML: {exc}")],
+                          str(path)) from exc
+    return compile_policy(data if data is not None else {}, str(path))
+
+
+def compile_policy(data: object, source: str = "policy") -> Policy:
+    errors: list[ConfigError] = []
+    top = Fields(data, "", errors)
+    version = top.get("version", int, 1)
+    if version not in SUPPORTED_VERSIONS:
+        top.error("version", version, f"is not supported (supported: {SUPPORTED_VERSIONS})")
+    store = top.get("store", str, None)
+    if store is not None:
+        try:
+            store_from_url(store)
+        except ConfigError as exc:
+            errors.append(exc)
+    policy = Policy(
+        tenants=_tenants(top),
+        routes=load_routes(top.section("routes")),
+        client_address=load_client_address(top.section("client_address")),
+        request_tenant=_request_tenant(top.section("request_tenant")),
+        keys=_keys(top.section("keys")),
+        issuers=load_issuers(top.section("jwt")),
+        store=store,
+        source=source,
+    )
+    top.finish()
+    if errors:
+        raise PolicyError(errors, source)
+    return policy
+
+
+def _tenants(top: Fields) -> dict[str, TenantPolicy]:
+    tenants = {}
+    for name, fields in top.entries("tenants"):
+        if not TENANT_NAME.fullmatch(name):
+            fields.error_here(name, "is not a tenant name (letters, digits, '.', '_', '-'; "
+                                    "at most 64)")
+        nets = fields.str_list("allowed_networks", parse_network, "is not a network")
+        disabled = fields.get("disabled", bool, False)
+        fields.finish()
+        tenants[name] = TenantPolicy(name, NetworkSet(nets), bool(disabled))
+    return tenants
+
+
+def _request_tenant(fields: Fields) -> RequestTenantPolicy:
+    header = fields.get("header", str, None)
+    if header is not None:
+        header = header.lower()
+        if not _HEADER_NAME.fullmatch(header):
+            fields.error("header", header, "is not a header name")
+            header = None
+    segment = fields.get("path_segment", int, None)
+    if segment is not None and not 0 <= segment <= 32:
+        fields.error("path_segment", segment, "must be between 0 and 32")
+        segment = None
+    fields.finish()
+    return RequestTenantPolicy(header, segment)
+
+
+def _keys(fields: Fields) -> KeyPolicy:
+    ttl = fields.number("cache_ttl", 1.0, 0.0, 60.0)
+    env = fields.get("pepper_env", str, DEFAULT_PEPPER_ENV)
+    if not _ENV_NAME.fullmatch(env):
+        fields.error("pepper_env", env, "is not an environment variable name")
+    pepper_file = fields.get("pepper_file", str, None)
+    fields.finish()
+    return KeyPolicy(ttl, env, pepper_file)
+
+
+def load_pepper(keys: KeyPolicy, environ: Mapping[str, str] | None = None) -> bytes:
+    """The server-side secret mixed into every key hash. It never goes in the store."""
+    env = os.environ if environ is None else environ
+    if keys.pepper_file is not None:
+        try:
+            value = Path(keys.pepper_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("keys.pepper_file", keys.pepper_file,
+                              f"cannot be read: {type(exc).__name__}") from exc
+        field = "keys.pepper_file"
+    else:
+        value = env.get(keys.pepper_env, "").strip()
+        field = "keys.pepper_env"
+        if not value:
+            raise ConfigError(field, keys.pepper_env,
+                              "names an environment variable that is not set (generate a "
+                              "pepper with `gatekeeper pepper`)")
+    if len(value.encode()) < MIN_PEPPER_BYTES:
+        # the value is a secret: say how long it is, never what it is
+        raise ConfigError(field, keys.pepper_file or keys.pepper_env,
+                          f"holds a pepper of {len(value.encode())} bytes; at least "
+                          f"{MIN_PEPPER_BYTES} are required")
+    return value.encode()
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: a second `acme:` must not silently win."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode,
+                       deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)

@@ -1,0 +1,51 @@
+"""The compiled policy: plain frozen data, everything precomputed for the hot path."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gatekeeper.client_address import ClientAddressPolicy
+from gatekeeper.networks import EMPTY, NetworkSet
+from gatekeeper.policy.issuers import IssuerPolicy
+from gatekeeper.routes import RoutePolicy
+
+DEFAULT_PEPPER_ENV = "GATEKEEPER_PEPPER"
+TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPolicy:
+    name: str
+    allowed_networks: NetworkSet = EMPTY
+    """Every key of the tenant is held to these too (a key's own networks narrow, never widen)."""
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTenantPolicy:
+    """Where a request may name its tenant: a claim to check, never an identity."""
+
+    header: str | None = None
+    path_segment: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPolicy:
+    cache_ttl: float = 1.0
+    """Seconds a verified key is trusted without asking the store: the revocation delay."""
+    pepper_env: str = DEFAULT_PEPPER_ENV
+    pepper_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    tenants: Mapping[str, TenantPolicy] = field(default_factory=dict)
+    routes: RoutePolicy = field(default_factory=RoutePolicy)
+    client_address: ClientAddressPolicy = field(default_factory=ClientAddressPolicy)
+    request_tenant: RequestTenantPolicy = field(default_factory=RequestTenantPolicy)
+    keys: KeyPolicy = field(default_factory=KeyPolicy)
+    issuers: tuple[IssuerPolicy, ...] = ()
+    store: str | None = None
+    source: str = "policy"

@@ -1,0 +1,66 @@
+"""Which paths gatekeeper guards. Compiled once to tuples so the check is two C-level calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gatekeeper.policy.fields import Fields
+
+_TRAVERSAL = ("//", "/./", "/../")
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    protect: tuple[str, ...] = ("/*",)
+    public: tuple[str, ...] = ()
+    _protect_exact: frozenset[str] = frozenset()
+    _protect_prefix: tuple[str, ...] = ("/",)
+    _public_exact: frozenset[str] = frozenset()
+    _public_prefix: tuple[str, ...] = ()
+
+    @classmethod
+    def compile(cls, protect: tuple[str, ...], public: tuple[str, ...]) -> RoutePolicy:
+        pe, pp = _split(protect)
+        ue, up = _split(public)
+        return cls(protect, public, pe, pp, ue, up)
+
+    def is_protected(self, path: str) -> bool:
+        if not (path in self._protect_exact or path.startswith(self._protect_prefix)):
+            return False
+        if path in self._public_exact or path.startswith(self._public_prefix):
+            # A public prefix must not become a way around the guard: '/health/../v1/x'
+            # or '//v1/x' may be normalised by something behind us.
+            return _irregular(path)
+        return True
+
+
+def _split(patterns: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    exact, prefixes = set(), []
+    for p in patterns:
+        if p.endswith("*"):
+            base = p[:-1]
+            prefixes.append(base)
+            if base.endswith("/") and len(base) > 1:
+                exact.add(base[:-1])  # '/v1/*' covers '/v1' too
+        else:
+            exact.add(p)
+    return frozenset(exact), tuple(prefixes)
+
+
+def _irregular(path: str) -> bool:
+    return any(t in path for t in _TRAVERSAL) or path.endswith(("/..", "/."))
+
+
+def _pattern(text: str) -> str:
+    if not text.startswith("/") or "*" in text[:-1] or any(c.isspace() for c in text):
+        raise ValueError(text)
+    return text
+
+
+def load_routes(fields: Fields) -> RoutePolicy:
+    protect = fields.str_list("protect", _pattern,
+                              "is not a path pattern ('/exact' or '/prefix/*')") \
+        if fields.has("protect") else ["/*"]
+    public = fields.str_list("public", _pattern, "is not a path pattern ('/exact' or '/prefix/*')")
+    fields.finish()
+    return RoutePolicy.compile(tuple(protect), tuple(public))

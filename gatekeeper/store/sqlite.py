@@ -1,0 +1,108 @@
+"""The embedded default: one SQLite file, so keys made by the CLI reach a running server.
+
+Reads are primary-key lookups (a few microseconds) made only on a key-cache miss, so they run
+inline rather than in a thread. WAL mode lets the CLI write while servers read; a short busy
+timeout keeps a locked file from stalling the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+from gatekeeper.errors import KeyExistsError, KeyNotFoundError, StoreError
+from gatekeeper.keys import KeyRecord
+from gatekeeper.store.base import Store
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS gatekeeper_keys (
+    key_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gatekeeper_keys_tenant ON gatekeeper_keys (tenant, created_at);
+"""
+_BUSY_TIMEOUT_MS = 200
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str | os.PathLike[str], url: str | None = None) -> None:
+        self.path = Path(path)
+        self.url = url or f"sqlite:///{self.path}"
+        self._conn: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        try:
+            if not self.path.exists():
+                self.path.touch(mode=0o600)  # hashes only, but still nobody else's business
+            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            conn.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError("open", f"{self.path}: {exc}") from exc
+        self._conn = conn
+        return conn
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        try:
+            row = self._connect().execute(
+                "SELECT record FROM gatekeeper_keys WHERE key_id = ?", (key_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError("get_key", str(exc)) from exc
+        return None if row is None else _decode(row[0])
+
+    async def create_key(self, record: KeyRecord) -> None:
+        try:
+            self._connect().execute(
+                "INSERT INTO gatekeeper_keys (key_id, tenant, created_at, record) "
+                "VALUES (?, ?, ?, ?)",
+                (record.key_id, record.tenant, record.created_at, _encode(record)))
+        except sqlite3.IntegrityError as exc:
+            raise KeyExistsError(record.key_id) from exc
+        except sqlite3.Error as exc:
+            raise StoreError("create_key", str(exc)) from exc
+
+    async def update_key(self, record: KeyRecord) -> None:
+        try:
+            cursor = self._connect().execute(
+                "UPDATE gatekeeper_keys SET tenant = ?, record = ? WHERE key_id = ?",
+                (record.tenant, _encode(record), record.key_id))
+        except sqlite3.Error as exc:
+            raise StoreError("update_key", str(exc)) from exc
+        if cursor.rowcount == 0:
+            raise KeyNotFoundError(record.key_id)
+
+    async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
+        query = "SELECT record FROM gatekeeper_keys"
+        args: tuple[str, ...] = ()
+        if tenant is not None:
+            query += " WHERE tenant = ?"
+            args = (tenant,)
+        try:
+            rows = self._connect().execute(query + " ORDER BY created_at, key_id", args)
+            return [_decode(row[0]) for row in rows.fetchall()]
+        except sqlite3.Error as exc:
+            raise StoreError("list_keys", str(exc)) from exc
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _encode(record: KeyRecord) -> str:
+    return json.dumps(record.to_dict(), separators=(",", ":"))
+
+
+def _decode(text: str) -> KeyRecord:
+    try:
+        return KeyRecord.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError("decode", f"corrupt key record: {type(exc).__name__}") from exc
