@@ -10,7 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
 
 from gatekeeper.reasons import OK, REFUSALS, Reason
-from gatekeeper.types import ASGIApp
+from gatekeeper.types import ASGIApp, Receive, Scope, Send
 
 # The time gatekeeper adds is microseconds when cached, milliseconds on a store miss.
 LATENCY_BUCKETS = (5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3,
@@ -39,6 +39,17 @@ class Metrics:
         (self._allowed_latency if reason is OK else self._refused_latency).observe(seconds)
 
     def asgi_app(self) -> ASGIApp:
-        """An ASGI app serving this registry, to mount at ``/metrics``."""
-        app: ASGIApp = make_asgi_app(self.registry)
-        return app
+        """An ASGI app serving this registry, for ``Route("/metrics", metrics.asgi_app())``."""
+        return _MetricsApp(make_asgi_app(self.registry))
+
+
+class _MetricsApp:
+    """An object, not a function: Starlette's Route then serves it as an ASGI app."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)

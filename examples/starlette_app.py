@@ -1,0 +1,29 @@
+"""Gatekeeper in front of a Starlette app: wrap the app, serve with uvicorn.
+
+    export GATEKEEPER_PEPPER=$(gatekeeper pepper)
+    gatekeeper keys --policy examples/policy.yaml create --tenant acme
+    uvicorn examples.starlette_app:app --no-proxy-headers
+
+``--no-proxy-headers`` leaves the client address to gatekeeper's ``trusted_proxies``; uvicorn's
+own proxy handling would otherwise rewrite it from X-Forwarded-For before gatekeeper looks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
+
+from gatekeeper import Gatekeeper, Metrics
+from gatekeeper.demo.upstream import create_upstream
+
+POLICY = Path(__file__).with_name("policy.yaml")
+
+metrics = Metrics()
+upstream = create_upstream()  # the mock OpenAI-compatible endpoint the demo serves
+app = Gatekeeper(
+    Starlette(routes=[Route("/metrics", metrics.asgi_app()), Mount("/", upstream)]),
+    POLICY,
+    metrics=metrics,
+)

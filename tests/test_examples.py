@@ -1,0 +1,60 @@
+"""The examples are code users copy: each must load, protect and pass as its docstring says."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gatekeeper import SQLiteStore, key_admin, load_policy
+from tests.conftest import CHAT, PEPPER, bearer
+
+pytestmark = pytest.mark.anyio
+EXAMPLE_POLICY = Path(__file__).parent.parent / "examples" / "policy.yaml"
+
+
+@pytest.fixture
+def example_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.chdir(tmp_path)  # the example store is a relative SQLite path
+    monkeypatch.setenv("GATEKEEPER_PEPPER", PEPPER.decode())
+    for name in ("examples.starlette_app", "examples.fastapi_app"):
+        sys.modules.pop(name, None)
+    return tmp_path
+
+
+async def _issue(tenant: str = "acme") -> str:
+    policy = load_policy(EXAMPLE_POLICY)
+    store = SQLiteStore(Path("gatekeeper-keys.db"))
+    try:
+        key, _ = await key_admin.create_key(store, PEPPER, policy, tenant, 1.0)
+    finally:
+        await store.close()
+    return key
+
+
+def test_the_annotated_policy_is_valid() -> None:
+    policy = load_policy(EXAMPLE_POLICY)
+    assert set(policy.tenants) == {"acme", "globex", "initech"}
+    assert policy.routes.is_protected("/v1/chat/completions")
+    assert not policy.routes.is_protected("/metrics")
+
+
+@pytest.mark.parametrize("module", ["examples.starlette_app", "examples.fastapi_app"])
+async def test_example_app_protects_v1(example_env: Path, module: str) -> None:
+    app = importlib.import_module(module).app
+    key = await _issue()
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="http://example") as client:
+        allowed = await client.post("/v1/chat/completions", json=CHAT, headers=bearer(key))
+        assert allowed.status_code == 200
+        assert "acme" in allowed.json()["choices"][0]["message"]["content"]
+        refused = await client.post("/v1/chat/completions", json=CHAT)
+        assert refused.json()["error"]["code"] == "credential_missing"
+        assert (await client.get("/healthz")).status_code == 200
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(
+            app=app, client=("203.0.113.9", 1)), base_url="http://example") as client:
+        outside = await client.post("/v1/chat/completions", json=CHAT, headers=bearer(key))
+        assert outside.json()["error"]["code"] == "network_not_allowed"
