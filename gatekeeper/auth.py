@@ -14,7 +14,7 @@ import logging
 from gatekeeper import reasons
 from gatekeeper.credentials import Credential
 from gatekeeper.errors import StoreError
-from gatekeeper.keys import hash_secret, parse_key, principal_for
+from gatekeeper.keys import KeyRecord, hash_secret, parse_key, principal_for
 from gatekeeper.principal import CredentialKind, Principal
 from gatekeeper.reasons import Refusal
 from gatekeeper.store.base import Store
@@ -34,7 +34,7 @@ class Authenticator:
         self._pepper = pepper
         self._ttl = cache_ttl
         self._jwt = verifier
-        self._cache: dict[str, tuple[Principal, float]] = {}
+        self._cache: dict[str, tuple[Principal, float, KeyRecord]] = {}
         self._cache_size = cache_size
         self._store_error_logged = float("-inf")
 
@@ -61,22 +61,25 @@ class Authenticator:
         if record is None:
             self._cache.pop(token, None)
             return Refusal(reasons.KEY_UNKNOWN, key_id, "no such key id")
-        if not hmac.compare_digest(hash_secret(self._pepper, key_id, secret), record.secret_hash):
+        if hit is not None and hit[2] == record:
+            principal = hit[0]  # unchanged since it was verified: no HMAC, no recompiling
+        elif hmac.compare_digest(hash_secret(self._pepper, key_id, secret), record.secret_hash):
+            principal = principal_for(record)
+        else:
             return Refusal(reasons.KEY_UNKNOWN, key_id, "secret does not match")
-        principal = principal_for(record)
-        self._remember(token, principal, now)
+        self._remember(token, principal, now, record)
         return principal
 
-    def _remember(self, token: str, principal: Principal, now: float) -> None:
+    def _remember(self, token: str, principal: Principal, now: float, record: KeyRecord) -> None:
         cache = self._cache
         cache.pop(token, None)
         if len(cache) >= self._cache_size:
             del cache[next(iter(cache))]  # oldest first: dicts keep insertion order
-        cache[token] = (principal, now)
+        cache[token] = (principal, now, record)
 
     def forget(self, key_id: str) -> None:
         """Drop a key from the cache at once (e.g. on a revocation notice)."""
-        for token in [t for t, (p, _) in self._cache.items() if p.key_id == key_id]:
+        for token in [t for t, (p, _, _) in self._cache.items() if p.key_id == key_id]:
             del self._cache[token]
 
     def _log_store_error(self, exc: StoreError, now: float) -> None:

@@ -49,10 +49,32 @@ def token_from(name: bytes, value: bytes) -> str | Refusal:
     return value.decode("ascii")
 
 
+_single: dict[tuple[bytes, bytes], Credential | Refusal] = {}
+_SINGLE_MAX = 8192
+_SINGLE_MAX_BYTES = 1024
+"""Bounds the cache at about 8 MB, whatever a flood of distinct garbage headers sends."""
+
+
 def credential_from(found: list[tuple[bytes, bytes]]) -> Credential | Refusal | None:
-    """Pick the request's one credential from every credential header it sent."""
+    """Pick the request's one credential from every credential header it sent.
+
+    The usual request sends one header, and the same clients send the same one again: that
+    case is answered from a bounded cache keyed by the raw header bytes.
+    """
     if not found:
         return None
+    if len(found) == 1 and len(found[0][1]) <= _SINGLE_MAX_BYTES:
+        header = found[0]
+        hit = _single.get(header)
+        if hit is None:
+            if len(_single) >= _SINGLE_MAX:
+                _single.clear()
+            hit = _single[header] = _parse(found)
+        return hit
+    return _parse(found)
+
+
+def _parse(found: list[tuple[bytes, bytes]]) -> Credential | Refusal:
     name, value = found[0]
     token = token_from(name, value)
     if isinstance(token, Refusal):
