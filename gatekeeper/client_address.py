@@ -39,14 +39,21 @@ class ClientAddressPolicy:
     """Bounds the walk, so a long chain of trusted hops cannot cost unbounded work."""
 
 
+_MIN_TRUSTED_PREFIX = {4: 8, 6: 7}
+"""The widest trusted-proxy networks: 10.0.0.0/8 and fc00::/7 (private ranges) still pass."""
+
+
 def load_client_address(fields: Fields) -> ClientAddressPolicy:
     """Read the section; problems are recorded in ``fields``, never raised."""
     networks = fields.str_list("trusted_proxies", parse_network, "is not a network")
-    for net in networks:
-        if net.prefixlen == 0:
-            # Trusting every peer lets any client walk the chain to a hop it wrote itself.
-            fields.error("trusted_proxies", str(net),
-                         "trusts every address, which makes forwarding headers spoofable")
+    for i, net in enumerate(networks):
+        if net.prefixlen < _MIN_TRUSTED_PREFIX[net.version]:
+            # Trusting (nearly) every peer lets a client walk the chain to a hop it wrote itself;
+            # a floor per network also stops 0.0.0.0/1 + 128.0.0.0/1 covering everything.
+            fields.error(f"trusted_proxies[{i}]", str(net),
+                         f"trusts too many addresses (shorter than /"
+                         f"{_MIN_TRUSTED_PREFIX[net.version]}), which makes forwarding headers "
+                         "spoofable; list your proxies' own networks")
     header = fields.choice("header", HEADERS, "x-forwarded-for")
     max_hops = fields.get("max_hops", int, 20, "an integer")
     if not 1 <= max_hops <= 100:

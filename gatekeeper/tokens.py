@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -54,6 +55,8 @@ class _Keys:
         self.by_kid: dict[str | None, PublicKey] = dict(issuer.keys)
         self.fetched_at = float("-inf")
         self.tried_at = float("-inf")
+        self.failure: Refusal | None = None
+        """Why the last fetch failed (None after a success): rate-limited retries answer it."""
         self.lock = anyio.Lock()
 
     def stale(self, now: float) -> bool:
@@ -130,21 +133,26 @@ class JwtVerifier:
             if keys.pick(kid) is not None and not keys.stale(now):
                 return None  # another request fetched it while this one waited
             if now - keys.tried_at < JWKS_REFETCH_INTERVAL:
-                return None
+                return keys.failure  # an unreachable IdP stays auth_unavailable, not invalid
             keys.tried_at = now
             name, url = keys.issuer.name, keys.issuer.jwks_url
             try:
                 document = json.loads(await self._fetch(url or ""))
             except Exception as exc:
                 log.warning("JWKS fetch for issuer %s failed: %s", name, type(exc).__name__)
-                return Refusal(reasons.AUTH_UNAVAILABLE, detail=f"JWKS for {name} unavailable")
+                keys.failure = Refusal(reasons.AUTH_UNAVAILABLE,
+                                       detail=f"JWKS for {name} unavailable")
+                return keys.failure
             found, problems = jwks_keys(document, keys.issuer.family)
             for problem in problems:
                 log.warning("JWKS for issuer %s: %s", name, problem)
             if not found:
-                return Refusal(reasons.AUTH_UNAVAILABLE, detail=f"JWKS for {name} has no keys")
+                keys.failure = Refusal(reasons.AUTH_UNAVAILABLE,
+                                       detail=f"JWKS for {name} has no keys")
+                return keys.failure
             keys.by_kid = found
             keys.fetched_at = now
+            keys.failure = None
             return None
 
     def forget(self, token: str) -> None:
@@ -175,6 +183,9 @@ def _principal(issuer: IssuerPolicy, claims: Mapping[str, Any], now: float) -> P
                      expires_at=float(exp) + issuer.leeway)
 
 
+_HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+
 def _is_time(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -186,18 +197,35 @@ def _secret(issuer: IssuerPolicy, env: Mapping[str, str]) -> bytes | None:
     field = f"{issuer.field}.secret_env"
     if not value:
         raise ConfigError(field, issuer.secret_env, "names an environment variable that is not set")
-    if len(value.encode()) < MIN_HMAC_SECRET_BYTES:
+    # RFC 7518 3.2: an HMAC key at least as long as the hash (PyJWT warns on every token if not)
+    need = max([MIN_HMAC_SECRET_BYTES, *(_HMAC_KEY_BYTES.get(a, 0) for a in issuer.algorithms)])
+    if len(value.encode()) < need:
         raise ConfigError(field, issuer.secret_env,
                           f"holds a secret of {len(value.encode())} bytes; at least "
-                          f"{MIN_HMAC_SECRET_BYTES} are required")
+                          f"{need} are required")
     return value.encode()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect could lead an https JWKS URL to plain http: answer it as an error instead."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+# No proxies from the environment either: the JWKS URL in the policy is the one fetched.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
 
 
 async def fetch_url(url: str) -> bytes:
     """GET a JWKS document off the event loop, bounded in time and size."""
     def get() -> bytes:
         request = urllib.request.Request(url, headers={"accept": "application/json"})
-        with urllib.request.urlopen(request, timeout=5.0) as response:
-            return bytes(response.read(JWKS_MAX_BYTES + 1))[:JWKS_MAX_BYTES]
+        try:
+            with _OPENER.open(request, timeout=5.0) as response:
+                return bytes(response.read(JWKS_MAX_BYTES + 1))[:JWKS_MAX_BYTES]
+        except urllib.error.HTTPError as exc:
+            exc.close()  # an error response holds the connection open until closed
+            raise
     return await anyio.to_thread.run_sync(get)
 

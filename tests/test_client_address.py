@@ -315,7 +315,7 @@ def test_load_defaults_trust_nobody(data: object) -> None:
      'client_address.trusted_proxies[0]: "10.0.0.1/8" is not a network'),
     ({"trusted_proxies": [7]}, "client_address.trusted_proxies[0]: 7 must be a string"),
     ({"trusted_proxies": ["0.0.0.0/0"]},
-     'client_address.trusted_proxies: "0.0.0.0/0" trusts every address'),
+     'client_address.trusted_proxies[0]: "0.0.0.0/0" trusts too many addresses'),
     ({"header": "X-Real-IP"},
      'client_address.header: "X-Real-IP" must be one of x-forwarded-for, forwarded'),
     ({"max_hops": 0}, "client_address.max_hops: 0 must be between 1 and 100"),

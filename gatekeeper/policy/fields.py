@@ -32,10 +32,10 @@ class Fields:
         return f"{self.path}.{name}" if self.path else name
 
     def error(self, name: str, value: object, problem: str) -> None:
-        self.errors.append(ConfigError(self.field(name), value, problem))
+        self.errors.append(ConfigError(self.field(name), _redacted(value), problem))
 
     def error_here(self, value: object, problem: str) -> None:
-        self.errors.append(ConfigError(self.path or "(top level)", value, problem))
+        self.errors.append(ConfigError(self.path or "(top level)", _redacted(value), problem))
 
     def has(self, name: str) -> bool:
         return name in self._data
@@ -66,7 +66,7 @@ class Fields:
         value = self.get(name, (int, float), default, "a number")
         if value is None:
             return default
-        if value < minimum or (maximum is not None and value > maximum):
+        if value != value or value < minimum or (maximum is not None and value > maximum):
             bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else \
                 f"at least {minimum:g}"
             self.error(name, value, f"must be {bound}")
@@ -125,6 +125,22 @@ class Fields:
         for key in self._data:
             if key not in self._seen:
                 self.error(str(key), self._data[key], "is not a known field")
+
+
+def _redacted(value: object) -> object:
+    """A private key pasted in the wrong place (a typo'd field, a bare string) is never echoed."""
+    return "(private key)" if "PRIVATE KEY" in repr(value) or _secret_jwk(value) else value
+
+
+def _secret_jwk(value: object) -> bool:
+    """A JWK with a private (``d``) or symmetric (``k``) part, at any depth."""
+    if isinstance(value, Mapping):
+        if "kty" in value and ("d" in value or "k" in value):
+            return True
+        return any(_secret_jwk(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_secret_jwk(v) for v in value)
+    return False
 
 
 def _describe(kinds: tuple[type, ...]) -> str:
