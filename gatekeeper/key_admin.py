@@ -69,7 +69,11 @@ async def get_key(store: Store, key_id: str) -> KeyRecord:
 
 
 async def set_status(store: Store, key_id: str, status: KeyStatus, now: float) -> KeyRecord:
-    record = (await get_key(store, key_id)).with_changes(status=status, updated_at=now)
+    record = await get_key(store, key_id)
+    if record.status is KeyStatus.REVOKED and status is not KeyStatus.REVOKED:
+        raise ConfigError("key_id", key_id, "is revoked, and revocation is for good; "
+                                            "issue a new key instead")
+    record = record.with_changes(status=status, updated_at=now)
     await store.update_key(record)
     return record
 
@@ -81,6 +85,9 @@ async def rotate_key(store: Store, pepper: bytes, key_id: str, now: float,
     old = await get_key(store, key_id)
     if old.status is not KeyStatus.ACTIVE:
         raise ConfigError("key_id", key_id, f"is {old.status.value}; only active keys rotate")
+    if old.expires_at is not None and old.expires_at <= now:
+        # its replacement would inherit the expiry and be born dead
+        raise ConfigError("key_id", key_id, "has expired; issue a new key instead")
     key, new = new_key(pepper, old.tenant, now, allowed_networks=old.allowed_networks,
                        expires_at=old.expires_at, labels=old.labels, rotated_from=old.key_id)
     await store.create_key(new)

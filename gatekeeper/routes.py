@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from gatekeeper.policy.fields import Fields
 
@@ -25,6 +26,14 @@ class RoutePolicy:
         return cls(protect, public, pe, pp, ue, up)
 
     def is_protected(self, path: str) -> bool:
+        if self._guards(path):
+            return True
+        # Something behind us (a router, a proxying app's HTTP client) may decode or normalise
+        # the path once more: '/healthz/../v1/x', '//v1/x' or '/%761/x' must not walk around a
+        # '/v1/*' guard. Only odd paths pay for this.
+        return ("%" in path or _irregular(path)) and self._guards(_normalise(path))
+
+    def _guards(self, path: str) -> bool:
         if not (path in self._protect_exact or path.startswith(self._protect_prefix)):
             return False
         if path in self._public_exact or path.startswith(self._public_prefix):
@@ -49,6 +58,20 @@ def _split(patterns: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
 
 def _irregular(path: str) -> bool:
     return any(t in path for t in _TRAVERSAL) or path.endswith(("/..", "/."))
+
+
+def _normalise(path: str) -> str:
+    """Percent-decoded once, empty and '.' segments dropped, '..' applied: RFC 3986 style."""
+    decoded = unquote(path)
+    parts: list[str] = []
+    for part in decoded.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part and part != ".":
+            parts.append(part)
+    trailing = bool(parts) and decoded.endswith(("/", "/.", "/.."))
+    return "/" + "/".join(parts) + ("/" if trailing else "")
 
 
 def _pattern(text: str) -> str:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gatekeeper import key_admin
-from gatekeeper.errors import ConfigError
+from gatekeeper.errors import MISSING, ConfigError
 from gatekeeper.keys import KeyRecord
 from gatekeeper.policy.load import load_pepper, load_policy
 from gatekeeper.policy.model import Policy
@@ -49,8 +49,8 @@ def add_parser(commands: Any) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     if not args.policy:
-        raise ConfigError("--policy", None, f"is required (or set ${POLICY_ENV}): the policy "
-                                            "names the tenants, the store and the pepper")
+        raise ConfigError("--policy", MISSING, f"is required (or set ${POLICY_ENV}): the "
+                                               "policy names the tenants, the store and the pepper")
     policy = load_policy(args.policy)
     store = store_from_url(args.store or policy.store or DEFAULT_STORE_URL,
                            "--store" if args.store else "store")
