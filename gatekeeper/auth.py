@@ -77,11 +77,6 @@ class Authenticator:
             del cache[next(iter(cache))]  # oldest first: dicts keep insertion order
         cache[token] = (principal, now, record)
 
-    def forget(self, key_id: str) -> None:
-        """Drop a key from the cache at once (e.g. on a revocation notice)."""
-        for token in [t for t, (p, _, _) in self._cache.items() if p.key_id == key_id]:
-            del self._cache[token]
-
     def _log_store_error(self, exc: StoreError, now: float) -> None:
         if now - self._store_error_logged >= _STORE_LOG_INTERVAL:
             self._store_error_logged = now

@@ -155,9 +155,6 @@ class JwtVerifier:
             keys.failure = None
             return None
 
-    def forget(self, token: str) -> None:
-        self._cache.pop(token, None)
-
 
 def _principal(issuer: IssuerPolicy, claims: Mapping[str, Any], now: float) -> Principal | Refusal:
     exp = claims.get("exp")

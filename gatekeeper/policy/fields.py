@@ -40,10 +40,6 @@ class Fields:
     def has(self, name: str) -> bool:
         return name in self._data
 
-    def raw(self, name: str, default: object = None) -> Any:
-        self._seen.add(name)
-        return self._data.get(name, default)
-
     def get(self, name: str, kind: type[T] | tuple[type, ...], default: Any = _UNSET,
             what: str = "") -> Any:
         """The value of ``name`` if it has the right type; else an error and ``default``."""
