@@ -36,6 +36,9 @@ class Authenticator:
         self._jwt = verifier
         self._cache: dict[str, tuple[Principal, float, KeyRecord]] = {}
         self._cache_size = cache_size
+        self._unknown: dict[str, tuple[Refusal, float]] = {}
+        """Well-formed keys the store did not know, for ``cache_ttl``: a flood of forged keys
+        (a CRC is easy to compute) costs one store lookup per key per TTL, not per request."""
         self._store_error_logged = float("-inf")
 
     async def authenticate(self, credential: Credential, now: float) -> Principal | Refusal:
@@ -49,6 +52,9 @@ class Authenticator:
         hit = self._cache.get(token)
         if hit is not None and now - hit[1] < self._ttl:
             return hit[0]
+        miss = self._unknown.get(token)
+        if miss is not None and now - miss[1] < self._ttl:
+            return miss[0]
         parsed = parse_key(token)
         if parsed is None:
             return _BAD_CHECKSUM
@@ -59,16 +65,25 @@ class Authenticator:
             self._log_store_error(exc, now)
             return Refusal(reasons.STORE_UNAVAILABLE, key_id, exc.operation)
         if record is None:
-            self._cache.pop(token, None)
-            return Refusal(reasons.KEY_UNKNOWN, key_id, "no such key id")
+            return self._refuse_unknown(token, Refusal(reasons.KEY_UNKNOWN, key_id,
+                                                       "no such key id"), now)
         if hit is not None and hit[2] == record:
             principal = hit[0]  # unchanged since it was verified: no HMAC, no recompiling
         elif hmac.compare_digest(hash_secret(self._pepper, key_id, secret), record.secret_hash):
             principal = principal_for(record)
         else:
-            return Refusal(reasons.KEY_UNKNOWN, key_id, "secret does not match")
+            return self._refuse_unknown(token, Refusal(reasons.KEY_UNKNOWN, key_id,
+                                                       "secret does not match"), now)
         self._remember(token, principal, now, record)
         return principal
+
+    def _refuse_unknown(self, token: str, refusal: Refusal, now: float) -> Refusal:
+        self._cache.pop(token, None)
+        unknown = self._unknown
+        if len(unknown) >= self._cache_size:
+            del unknown[next(iter(unknown))]
+        unknown[token] = (refusal, now)
+        return refusal
 
     def _remember(self, token: str, principal: Principal, now: float, record: KeyRecord) -> None:
         cache = self._cache
