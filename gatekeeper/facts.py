@@ -6,7 +6,7 @@ decoded that is not used. Later stages (limits, geo, resale) take these facts as
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from gatekeeper import reasons
 from gatekeeper.client_address import resolve_client
@@ -96,13 +96,3 @@ class FactReader:
         if len(named) > 1:
             return _TENANT_CONFLICT
         return named.pop()
-
-
-def describe(facts: RequestFacts) -> dict[str, Any]:
-    """The facts as audit fields: no credential, only where it came from."""
-    return {
-        "client_ip": facts.client.text if facts.client else None,
-        "method": facts.method,
-        "path": facts.path[:256],
-        "credential_header": facts.credential.header if facts.credential else None,
-    }

@@ -1,0 +1,68 @@
+"""Audit lines are hand-assembled for speed: they must still be exactly one valid JSON object."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from datetime import UTC, datetime
+
+from gatekeeper import AuditLog, Decision, RequestFacts, parse_ip
+from gatekeeper import reasons as r
+from gatekeeper.credentials import Credential
+from gatekeeper.principal import CredentialKind
+
+
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _audit() -> tuple[AuditLog, Capture]:
+    logger = logging.getLogger(f"test.audit.{random.random()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    capture = Capture()
+    logger.addHandler(capture)
+    return AuditLog(logger), capture
+
+
+def test_hostile_values_stay_inside_one_json_object() -> None:
+    audit, capture = _audit()
+    rng = random.Random(7)
+    for _ in range(300):
+        text = "".join(chr(rng.choice([rng.randint(0, 0x7f), rng.randint(0x80, 0x10ffff)]))
+                       for _ in range(rng.randint(0, 40))).replace("\ud800", "")
+        facts = RequestFacts("POST", "/v1/" + text, parse_ip("203.0.113.5"),
+                             Credential(CredentialKind.API_KEY, "gk_x", "x-api-key"),
+                             None, text, None)
+        decision = Decision(r.TENANT_MISMATCH, None, text[:12] or None, "acme", text)
+        audit.refused(decision, facts, 1_800_000_000.5)
+        line = capture.lines[-1]
+        assert "\n" not in line and line.isascii()
+        event = json.loads(line)
+        assert (event["path"], event["detail"]) == (("/v1/" + text)[:256], text)
+        assert event["credential_header"] == "x-api-key" and event["status"] == 403
+        assert "gk_x" not in line
+
+
+def test_timestamps_match_datetime_across_seconds() -> None:
+    audit, capture = _audit()
+    rng = random.Random(11)
+    now = 1_800_000_000.0
+    for _ in range(500):
+        now += rng.choice([0.0001, 0.3, 0.999, 1.0, 7.25])
+        audit.refused(Decision(r.KEY_REVOKED, None, "k", "acme"), None, now)
+        expected = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+        assert json.loads(capture.lines[-1])["ts"] == expected
+
+
+def test_nothing_is_built_when_the_logger_is_off() -> None:
+    audit, capture = _audit()
+    audit.logger.setLevel(logging.WARNING)
+    audit.refused(Decision(r.KEY_REVOKED), None, 1.0)
+    assert capture.lines == []
