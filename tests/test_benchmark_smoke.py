@@ -10,7 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = (
     "bare", "noop-middleware", "slowapi", "gk-api-key", "gk-jwt", "gk-garbage-key",
-    "gk-wrong-network", "gk-public-path", "bare-healthz",
+    "gk-wrong-network", "gk-forged-key", "gk-wrong-network-audited", "gk-public-path",
+    "bare-healthz",
 )
 
 
