@@ -173,7 +173,10 @@ def test_the_demo_command_serves_what_its_banner_promises(tmp_path: Path) -> Non
     try:
         assert demo.stdout is not None
         banner: dict[str, str] = {}
+        chat_body = None
         for line in demo.stdout:
+            if "/v1/chat/completions" in line and " -d '" in line:
+                chat_body = json.loads(line.split(" -d '", 1)[1].rsplit("'", 1)[0])
             label, _, value = line.strip().partition(":")
             if value.strip().startswith("gk_"):
                 banner[label.strip()] = value.strip()
@@ -189,6 +192,10 @@ def test_the_demo_command_serves_what_its_banner_promises(tmp_path: Path) -> Non
                 assert time.monotonic() < deadline, "the demo did not start"
                 time.sleep(0.1)
         good = next(v for k, v in banner.items() if k.startswith("good key"))
+        # the banner's own curl example, sent as it is printed
+        printed = httpx.post(f"{base}/v1/chat/completions", json=chat_body,
+                             headers={"authorization": f"Bearer {good}"})
+        assert printed.status_code == 200, printed.text
         served = Served(base, {}, None, tmp_path)
         assert served.client(good).chat.completions.create(
             model="gpt-4o-mini", messages=MESSAGES).choices

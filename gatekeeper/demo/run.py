@@ -51,10 +51,11 @@ def run_demo(host: str, port: int, directory: str) -> int:
 
 
 def banner(base: str, keys: dict[str, str], policy_path: Path) -> str:
-    message = '[{"role":"user","content":"hi"}]'
-    chat = f"""-H 'content-type: application/json' -d '{{"model":"m","messages":{message}}}'"""
+    model, message = "gpt-4o-mini", '[{"role":"user","content":"hi"}]'
+    body = f'{{"model":"{model}","messages":{message}}}'
+    chat = f"-H 'content-type: application/json' -d '{body}'"
     python = (f"from openai import OpenAI; c = OpenAI(base_url='{base}/v1', "
-              f"api_key='{keys['good']}'); print(c.chat.completions.create(model='m', "
+              f"api_key='{keys['good']}'); print(c.chat.completions.create(model='{model}', "
               f"messages={message.replace(chr(34), chr(39))}).choices[0].message.content)")
     return f"""
 gatekeeper demo: a mock OpenAI-compatible endpoint behind gatekeeper at {base}
