@@ -71,8 +71,8 @@ Try:
       -> 200, a completion
   curl -s {base}/v1/models -H "Authorization: Bearer {keys['wrong_network']}"
       -> 403 network_not_allowed
-  curl -s {base}/v1/models -H "X-Forwarded-For: 203.0.113.9" -H "api-key: {keys['wrong_network']}"
-      -> still 403: a forwarding header from an untrusted peer changes nothing
+  curl -s {base}/v1/models -H "X-Forwarded-For: 198.51.100.7" -H "api-key: {keys['globex']}"
+      -> 403: claiming globex's office address in a forwarding header changes nothing
   curl -s {base}/v1/models -H "Authorization: Bearer {keys['revoked']}"
       -> 401 key_revoked
   curl -s {base}/v1/models -H "Authorization: Bearer gk_this1is2not3a4real5key"
