@@ -150,10 +150,17 @@ class JwtVerifier:
                 keys.failure = Refusal(reasons.AUTH_UNAVAILABLE,
                                        detail=f"JWKS for {name} has no keys")
                 return keys.failure
+            if keys.by_kid.keys() - found.keys():
+                self._drop_issuer(name)  # a retired signing key takes its cached tokens along
             keys.by_kid = found
             keys.fetched_at = now
             keys.failure = None
             return None
+
+    def _drop_issuer(self, name: str) -> None:
+        prefix = f"jwt:{name}:"
+        for token in [t for t, p in self._cache.items() if p.key_id.startswith(prefix)]:
+            del self._cache[token]
 
 
 def _principal(issuer: IssuerPolicy, claims: Mapping[str, Any], now: float) -> Principal | Refusal:

@@ -559,7 +559,8 @@ async def test_unknown_kid_refetches_at_most_once_per_interval(jwks_server: Jwks
 async def test_key_rotation_is_picked_up(jwks_server: JwksServer) -> None:
     jwks_server.serve(public_jwk(RSA_KEY, "old"))
     verifier = url_verifier(jwks_server.url)
-    await accepted(verifier, sign(RSA_KEY, kid="old"))
+    old_token = sign(RSA_KEY, kid="old", exp=NOW + 3600)
+    await accepted(verifier, old_token)
     jwks_server.serve(public_jwk(RSA_KEY_2, "new"))
     new_token = sign(RSA_KEY_2, kid="new", sub="bob", exp=NOW + 3600)
     # inside the refetch interval the new kid is not known yet
@@ -572,6 +573,8 @@ async def test_key_rotation_is_picked_up(jwks_server: JwksServer) -> None:
     await refused(verifier, sign(RSA_KEY, kid="old", sub="carol", exp=NOW + 3600),
                   "token_invalid", now=NOW + 32)
     assert jwks_server.requests == 2
+    # and a token verified under it before the rotation is not served from the cache any more
+    await refused(verifier, old_token, "token_invalid", now=NOW + 33)
 
 
 @pytest.mark.anyio
