@@ -16,7 +16,7 @@ def store_from_url(url: str, field: str = "store") -> Store:
     if sep and scheme == "memory":
         return MemoryStore(url)
     if sep and scheme == "sqlite":
-        if not rest.startswith("/") or len(rest) < 2:
+        if not rest.startswith("/") or len(rest) < 2 or rest.endswith("/"):
             raise ConfigError(field, url, "must look like sqlite:///relative.db or "
                                           "sqlite:////absolute/path.db")
         return SQLiteStore(rest[1:], url)

@@ -405,6 +405,8 @@ def test_default_store_url_is_a_valid_sqlite_url() -> None:
     "sqlite://keys.db",
     "sqlite://",
     "sqlite:///",
+    "sqlite:////",
+    "sqlite:////var/lib/",
     "sqlite:",
     "sqlite:/keys.db",
     "memory",
