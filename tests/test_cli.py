@@ -201,6 +201,17 @@ def test_json_outputs_parse(cli: Cli) -> None:
     assert revoked["updated_at"] >= record["updated_at"]
 
 
+def test_options_also_follow_the_action(cli: Cli) -> None:
+    made = cli.run("keys", "create", "--tenant", "acme", "--json", "--policy", str(cli.policy),
+                   "--store", cli.store_url).json()
+    listed = cli.run("keys", "--policy", "/nonexistent.yaml", "list", "--policy",
+                     str(cli.policy), "--store", cli.store_url, "--json").json()
+    assert [r["key_id"] for r in listed] == [made["record"]["key_id"]]  # the later one wins
+    plain = cli.run("keys", "--json", "list", "--policy", str(cli.policy), "--store",
+                    cli.store_url)
+    assert json.loads(plain.out)[0]["key_id"] == made["record"]["key_id"]  # kept from before
+
+
 def test_list_of_an_empty_store(cli: Cli) -> None:
     result = cli.keys("list")
     assert result.code == 0

@@ -21,28 +21,44 @@ from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
 POLICY_ENV = "GATEKEEPER_POLICY"
 
 
+def _common(parser: argparse.ArgumentParser, after_action: bool) -> argparse.ArgumentParser:
+    """The shared options, accepted before the action and after it (`keys create --json`)."""
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if after_action else value  # absent after: keep the earlier
+
+    parser.add_argument("--policy", default=default(os.environ.get(POLICY_ENV)),
+                        help=f"policy file (default: ${POLICY_ENV}); names the store and pepper")
+    parser.add_argument("--store", default=default(None),
+                        help="store URL, overriding the policy's (e.g. sqlite:///k.db)")
+    parser.add_argument("--json", action="store_true", default=default(False),
+                        help="print JSON")
+    return parser
+
+
 def add_parser(commands: Any) -> None:
-    keys = commands.add_parser("keys", help="issue, list, revoke and rotate API keys")
-    keys.add_argument("--policy", default=os.environ.get(POLICY_ENV),
-                      help=f"policy file (default: ${POLICY_ENV}); names the store and pepper")
-    keys.add_argument("--store", help="store URL, overriding the policy's (e.g. sqlite:///k.db)")
-    keys.add_argument("--json", action="store_true", help="print JSON")
+    keys = _common(commands.add_parser("keys", help="issue, list, revoke and rotate API keys"),
+                   after_action=False)
+    common = _common(argparse.ArgumentParser(add_help=False), after_action=True)
     sub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    create = sub.add_parser("create", help="issue a key (the secret is printed once)")
+    def action(name: str, text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=text, parents=[common])
+        return parser
+
+    create = action("create", "issue a key (the secret is printed once)")
     create.add_argument("--tenant", required=True)
     create.add_argument("--network", action="append", default=[], metavar="CIDR",
                         help="allowed network (repeatable); the tenant's networks apply too")
     create.add_argument("--expires-in", metavar="DURATION", help="e.g. 90d, 12h")
     create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
 
-    lst = sub.add_parser("list", help="list keys (never secrets)")
+    lst = action("list", "list keys (never secrets)")
     lst.add_argument("--tenant")
     for name, text in (("show", "show one key's record"), ("revoke", "revoke a key for good"),
                        ("suspend", "suspend a key until reinstated"),
                        ("reinstate", "make a suspended key active again")):
-        sub.add_parser(name, help=text).add_argument("key_id")
-    rotate = sub.add_parser("rotate", help="issue a replacement; the old key works for --grace")
+        action(name, text).add_argument("key_id")
+    rotate = action("rotate", "issue a replacement; the old key works for --grace")
     rotate.add_argument("key_id")
     rotate.add_argument("--grace", default="24h", metavar="DURATION")
 
