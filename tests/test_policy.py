@@ -451,11 +451,15 @@ def test_missing_pepper_file_is_a_config_error(tmp_path: Path) -> None:
 
 # --- gatekeeper check-config ----------------------------------------------------------------
 
-def check_config(path: Path | str, pepper: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MY_PEPPER", DEFAULT_PEPPER_ENV)}
+def check_config(path: Path | str, pepper: str | None = None,
+                 jwt_secret: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MY_PEPPER", "CORP_SECRET", DEFAULT_PEPPER_ENV)}
     env["PYTHONPATH"] = str(REPO)  # the package under test, wherever the venv points
     if pepper is not None:
         env["MY_PEPPER"] = pepper
+    if jwt_secret is not None:
+        env["CORP_SECRET"] = jwt_secret
     return subprocess.run([sys.executable, "-m", "gatekeeper.cli.main", "check-config", str(path)],
                           capture_output=True, text=True, env=env, timeout=60, check=False)
 
@@ -466,7 +470,7 @@ def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 
 def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     path = write(tmp_path, FULL)
-    result = check_config(path, pepper=PEPPER)
+    result = check_config(path, pepper=PEPPER, jwt_secret="s" * 32)
     assert result.returncode == 0, result.stderr
     assert f"{path}: ok (3 tenants, 1 JWT issuers, protecting /v1/*, /admin)" in result.stdout
     assert result.stderr == ""
@@ -478,6 +482,14 @@ def test_check_config_warns_but_passes_without_a_pepper(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "warning: keys.pepper_env" in result.stderr
     assert "MY_PEPPER" in result.stderr
+    no_traceback(result)
+
+
+def test_check_config_warns_about_a_missing_jwt_secret(tmp_path: Path) -> None:
+    result = check_config(write(tmp_path, FULL), pepper=PEPPER, jwt_secret="short")
+    assert result.returncode == 0
+    assert "warning: jwt.issuers.corp.secret_env" in result.stderr
+    assert "short" not in result.stderr.replace("CORP_SECRET", "")
     no_traceback(result)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from gatekeeper.cli import keys
 from gatekeeper.errors import GatekeeperError, PolicyError
 from gatekeeper.policy.load import load_pepper, load_policy
+from gatekeeper.tokens import JwtVerifier
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,10 +58,15 @@ def check_config(path: str) -> int:
     policy = load_policy(path)
     print(f"{path}: ok ({len(policy.tenants)} tenants, {len(policy.issuers)} JWT issuers, "
           f"protecting {', '.join(policy.routes.protect)})")
+    # Secrets come from the environment, which may differ where the server runs: warn only.
     try:
         load_pepper(policy.keys)
     except GatekeeperError as exc:
         print(f"warning: {exc} (needed to create or verify keys)", file=sys.stderr)
+    try:
+        JwtVerifier(policy.issuers)
+    except GatekeeperError as exc:
+        print(f"warning: {exc} (needed to verify JWTs)", file=sys.stderr)
     return 0
 
 
