@@ -15,6 +15,7 @@ on its right is read. Addresses never contain either character.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from gatekeeper.networks import EMPTY, IPAddr, NetworkSet, parse_ip, parse_network
@@ -23,6 +24,7 @@ from gatekeeper.reasons import FORWARDED_MALFORMED, Refusal
 
 HEADERS = ("x-forwarded-for", "forwarded")
 _OWS = " \t"
+_LONG_RUN = re.compile(r"[A-Za-z0-9_\-.]{16,}")
 _MAX_HOP = 1024
 """A hop longer than this is refused unread: no address needs it, and slicing it costs."""
 _MAX_NODE = 80
@@ -116,7 +118,10 @@ def _walk(header: str, trusted: NetworkSet, rfc7239: bool,
 
 
 def _malformed(hops: int, hop: str) -> Refusal:
-    shown = hop if len(hop) <= 64 else hop[:61] + "..."
+    # A hop is client text that may hold anything, a key pasted in the wrong header included:
+    # long word-like runs are masked before the detail reaches the audit line.
+    shown = _LONG_RUN.sub("***", hop)
+    shown = shown if len(shown) <= 64 else shown[:61] + "..."
     return Refusal(FORWARDED_MALFORMED,
                    detail=f"hop {hops} from the right is not an address: {shown!r}")
 

@@ -14,6 +14,7 @@ from gatekeeper.credentials import CREDENTIAL_HEADERS, Credential, credential_fr
 from gatekeeper.networks import IPAddr
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import Refusal
+from gatekeeper.routes import irregular, normalise, route_path
 from gatekeeper.types import Scope
 
 _TENANT_CONFLICT = Refusal(reasons.TENANT_MISMATCH,
@@ -52,6 +53,9 @@ class FactReader:
         user_agent: bytes | None = None
         fwd_name, tenant_name = self._forwarded, self._tenant_header
         for name, value in scope["headers"]:
+            if not name.islower():
+                name = name.lower()  # ASGI promises lowercase names; a server that breaks it
+                # must not make gatekeeper miss a forwarding or tenant header
             if name in CREDENTIAL_HEADERS:
                 found.append((name, value))
             elif name == b"user-agent":
@@ -75,7 +79,7 @@ class FactReader:
         if isinstance(credential, Refusal):
             problem, credential = problem or credential, None
 
-        hint = self._tenant_hint(tenant, path)
+        hint = self._tenant_hint(tenant, route_path(scope))
         if isinstance(hint, Refusal):
             problem, hint = problem or hint, None
 
@@ -88,11 +92,20 @@ class FactReader:
         if values:
             named.update(v.decode("latin-1") for v in values)
         if self._segment is not None:
-            parts = path.split("/", self._segment + 2)
-            if len(parts) > self._segment + 1 and parts[self._segment + 1]:
-                named.add(parts[self._segment + 1])
+            named.update(self._segment_of(path))
+            if "%" in path or irregular(path):
+                # what a router behind us sees after decoding and resolving dot segments:
+                # '/v1/acme/../globex' names globex, '/v1//globex' is not a way to name none
+                named.update(self._segment_of(normalise(path)))
         if not named:
             return None
         if len(named) > 1:
             return _TENANT_CONFLICT
         return named.pop()
+
+    def _segment_of(self, path: str) -> list[str]:
+        assert self._segment is not None
+        parts = path.split("/", self._segment + 2)
+        if len(parts) > self._segment + 1 and parts[self._segment + 1]:
+            return [parts[self._segment + 1]]
+        return []

@@ -24,6 +24,7 @@ from gatekeeper.metrics import Metrics
 from gatekeeper.policy.load import load_pepper, load_policy
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import OK, Reason
+from gatekeeper.routes import route_path
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
 from gatekeeper.tokens import JwtVerifier
 from gatekeeper.types import ASGIApp, Receive, Scope, Send
@@ -64,8 +65,12 @@ class Gatekeeper:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if (kind != "http" and kind != "websocket") or not self._routes.is_protected(
-                scope["path"]):
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        path, below = scope["path"], route_path(scope)
+        routes = self._routes
+        if not (routes.is_protected(below) or (below is not path and routes.is_protected(path))):
             await self.app(scope, receive, send)
             return
         started = perf_counter()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from gatekeeper.policy.fields import Fields
+from gatekeeper.types import Scope
 
 _TRAVERSAL = ("//", "/./", "/../")
 
@@ -31,7 +32,7 @@ class RoutePolicy:
         # Something behind us (a router, a proxying app's HTTP client) may decode or normalise
         # the path once more: '/healthz/../v1/x', '//v1/x' or '/%761/x' must not walk around a
         # '/v1/*' guard. Only odd paths pay for this.
-        return ("%" in path or _irregular(path)) and self._guards(_normalise(path))
+        return ("%" in path or irregular(path)) and self._guards(normalise(path))
 
     def _guards(self, path: str) -> bool:
         if not (path in self._protect_exact or path.startswith(self._protect_prefix)):
@@ -39,7 +40,7 @@ class RoutePolicy:
         if path in self._public_exact or path.startswith(self._public_prefix):
             # A public prefix must not become a way around the guard: '/health/../v1/x'
             # or '//v1/x' may be normalised by something behind us.
-            return _irregular(path)
+            return irregular(path)
         return True
 
 
@@ -56,11 +57,24 @@ def _split(patterns: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
     return frozenset(exact), tuple(prefixes)
 
 
-def _irregular(path: str) -> bool:
+def route_path(scope: Scope) -> str:
+    """The path below the mount point (``root_path``): what the app behind routes on.
+
+    Patterns are relative to where gatekeeper is mounted; the full path is checked too, so a
+    policy written for either view guards the same requests.
+    """
+    path: str = scope["path"]
+    root = scope.get("root_path")
+    if root and path.startswith(root):
+        return path[len(root):] or "/"
+    return path
+
+
+def irregular(path: str) -> bool:
     return any(t in path for t in _TRAVERSAL) or path.endswith(("/..", "/."))
 
 
-def _normalise(path: str) -> str:
+def normalise(path: str) -> str:
     """Percent-decoded once, empty and '.' segments dropped, '..' applied: RFC 3986 style."""
     decoded = unquote(path)
     parts: list[str] = []

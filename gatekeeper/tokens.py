@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import anyio
 import anyio.to_thread
@@ -165,8 +166,8 @@ class JwtVerifier:
 
 def _principal(issuer: IssuerPolicy, claims: Mapping[str, Any], now: float) -> Principal | Refusal:
     exp = claims.get("exp")
-    if not isinstance(exp, (int, float)) or isinstance(exp, bool):
-        return _invalid("exp is not a number")
+    if not _is_time(exp):
+        return _invalid("exp is not a finite number")
     if now >= exp + issuer.leeway:
         return Refusal(reasons.TOKEN_EXPIRED, detail=f"issuer {issuer.name}")
     for name in ("nbf", "iat"):
@@ -183,6 +184,8 @@ def _principal(issuer: IssuerPolicy, claims: Mapping[str, Any], now: float) -> P
     tenant = claims.get(issuer.tenant_claim)
     if not isinstance(tenant, str) or not TENANT_NAME.fullmatch(tenant):
         return _invalid(f"claim {issuer.tenant_claim!r} is missing or not a tenant name")
+    if issuer.tenants is not None and tenant not in issuer.tenants:
+        return _invalid(f"issuer {issuer.name} may not name tenant {tenant!r}")
     return Principal(CredentialKind.JWT, f"jwt:{issuer.name}:{subject}", tenant,
                      expires_at=float(exp) + issuer.leeway)
 
@@ -190,8 +193,10 @@ def _principal(issuer: IssuerPolicy, claims: Mapping[str, Any], now: float) -> P
 _HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
-def _is_time(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _is_time(value: Any) -> TypeGuard[float]:
+    """A finite number: NaN or Infinity in ``exp`` would make a token that never expires."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
 
 
 def _secret(issuer: IssuerPolicy, env: Mapping[str, str]) -> bytes | None:
