@@ -907,3 +907,25 @@ def test_all_issuer_errors_are_reported_together() -> None:
     fields = {e.field for e in info.value.errors}
     assert {"jwt.issuers.one.algorithms[0]", "jwt.issuers.two.audiences",
             "jwt.issuers.two.jwks_url", "jwt.issuer"} <= fields
+
+
+# --- issuers bound to tenants ---------------------------------------------------------------
+
+@pytest.mark.anyio
+async def test_an_issuer_bound_to_tenants_cannot_name_another() -> None:
+    policy = compile_policy({"tenants": {"acme": {}, "globex": {}},
+                             "jwt": {"issuers": {"corp": rsa_issuer(tenants=["acme"])}}})
+    verifier = JwtVerifier(policy.issuers, environ={})
+    assert (await accepted(verifier, sign(RSA_KEY, tenant="acme"))).tenant == "acme"
+    result = await refused(verifier, sign(RSA_KEY, tenant="globex"), "token_invalid")
+    assert "may not name tenant" in result.detail
+
+
+def test_issuer_tenants_must_exist_in_the_policy() -> None:
+    with pytest.raises(PolicyError) as info:
+        compile_policy({"tenants": {"acme": {}},
+                        "jwt": {"issuers": {"corp": rsa_issuer(tenants=["acme", "umbrella"])}}})
+    error = error_for(list(info.value.errors), "jwt.issuers.corp.tenants[1]")
+    assert error.value == "umbrella"
+    empty = config_errors(rsa_issuer(tenants=[]))
+    error_for(empty, "jwt.issuers.corp.tenants")

@@ -60,6 +60,8 @@ class IssuerPolicy:
     tenant_claim: str = "tenant"
     subject_claim: str = "sub"
     leeway: float = 30.0
+    tenants: tuple[str, ...] | None = None
+    """The tenants this issuer may name; None: any tenant in the policy (one shared IdP)."""
 
     @property
     def field(self) -> str:
@@ -137,11 +139,14 @@ def _issuer(name: str, f: Fields) -> IssuerPolicy | None:
     tenant_claim = f.get("tenant_claim", str, "tenant")
     subject_claim = f.get("subject_claim", str, "sub")
     leeway = f.number("leeway", 30.0, 0.0, 300.0)
+    tenants = tuple(f.str_list("tenants")) if f.has("tenants") else None
+    if tenants is not None and not tenants:
+        f.error("tenants", [], "must name at least one tenant (leave it out to allow any)")
     f.finish()
     if len(f.errors) > before:
         return None
     return IssuerPolicy(name, issuer, audiences, algorithms, family, keys, jwks_url, cache_ttl,
-                        secret_env, tenant_claim, subject_claim, leeway)
+                        secret_env, tenant_claim, subject_claim, leeway, tenants)
 
 
 def _fetchable(url: str) -> bool:

@@ -72,10 +72,19 @@ def compile_policy(data: object, source: str = "policy") -> Policy:
         store=store,
         source=source,
     )
+    _check_issuer_tenants(policy, errors)
     top.finish()
     if errors:
         raise PolicyError(errors, source)
     return policy
+
+
+def _check_issuer_tenants(policy: Policy, errors: list[ConfigError]) -> None:
+    for issuer in policy.issuers:
+        for i, name in enumerate(issuer.tenants or ()):
+            if name not in policy.tenants:
+                errors.append(ConfigError(f"{issuer.field}.tenants[{i}]", name,
+                                          "is not a tenant in this policy"))
 
 
 def _tenants(top: Fields) -> dict[str, TenantPolicy]:
