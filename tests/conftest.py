@@ -15,6 +15,7 @@ from gatekeeper import Gatekeeper, MemoryStore, compile_policy, key_admin
 from gatekeeper.demo.upstream import create_upstream
 from gatekeeper.policy.model import Policy
 from gatekeeper.principal import KeyStatus
+from gatekeeper.types import Receive, Scope, Send
 
 PEPPER = b"test-pepper-0123456789-abcdefghijklmnop"
 
@@ -88,6 +89,18 @@ async def env() -> AsyncIterator[Env]:
 
 def bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
+
+
+class Recorder:
+    """A real ASGI app that answers 200 to anything and remembers which paths reached it."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.paths.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"reached the app"})
 
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}

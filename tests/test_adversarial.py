@@ -33,8 +33,8 @@ from gatekeeper import (
 from gatekeeper import credentials as credentials_module
 from gatekeeper import networks as networks_module
 from gatekeeper.credentials import Credential, credential_from
-from gatekeeper.types import Message, Receive, Scope, Send
-from tests.conftest import PEPPER, POLICY, Env, make_env
+from gatekeeper.types import Message
+from tests.conftest import PEPPER, POLICY, Env, Recorder, make_env
 
 pytestmark = pytest.mark.anyio
 
@@ -43,18 +43,6 @@ OFFICE = ("192.0.2.10", 40000)  # inside acme's networks
 
 
 # --- raw ASGI driving -----------------------------------------------------------------------
-
-class Recorder:
-    """An app that answers 200 to anything and remembers the paths that reached it."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.paths.append(scope["path"])
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"reached the app"})
-
 
 async def call(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None, *,
                client: tuple[str, int] | None = OFFICE, root_path: str = "") -> tuple[int, str]:

@@ -13,7 +13,8 @@ import pytest
 
 from gatekeeper import Gatekeeper, MemoryStore, PolicyError, compile_policy
 from gatekeeper.routes import RoutePolicy
-from gatekeeper.types import Message, Receive, Scope, Send
+from gatekeeper.types import Message
+from tests.conftest import Recorder
 
 V1 = RoutePolicy.compile(("/v1/*",), ("/healthz",))
 ALL = RoutePolicy.compile(("/*",), ("/healthz", "/static/*"))
@@ -191,18 +192,6 @@ def test_bad_patterns_are_policy_errors_naming_the_field(routes: dict[str, Any],
 
 
 # --- through the middleware: a guarded path never reaches the app ----------------------------
-
-class Recorder:
-    """A real ASGI app that answers 200 and remembers which paths reached it."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.paths.append(scope["path"])
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
 
 async def call(app: Any, path: str) -> int:
     sent: list[Message] = []
