@@ -46,7 +46,8 @@ class FactReader:
         self._tenant_header = header.encode() if header else None
         self._segment = policy.request_tenant.path_segment
 
-    def read(self, scope: Scope) -> RequestFacts:
+    def read(self, scope: Scope, below: str | None = None) -> RequestFacts:
+        """``below``: the path under the mount point, when the caller has it already."""
         found: list[tuple[bytes, bytes]] = []
         forwarded: list[str] | None = None
         tenant: list[bytes] | None = None
@@ -79,7 +80,7 @@ class FactReader:
         if isinstance(credential, Refusal):
             problem, credential = problem or credential, None
 
-        hint = self._tenant_hint(tenant, route_path(scope))
+        hint = self._tenant_hint(tenant, route_path(scope) if below is None else below)
         if isinstance(hint, Refusal):
             problem, hint = problem or hint, None
 

@@ -77,7 +77,7 @@ class Gatekeeper:
         now = self.clock.now()
         facts: RequestFacts | None = None
         try:
-            facts = self._reader.read(scope)
+            facts = self._reader.read(scope, below)
             auth = None
             if facts.problem is None and facts.credential is not None:
                 auth = await self.authenticator.authenticate(facts.credential, now)
