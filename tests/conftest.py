@@ -15,7 +15,7 @@ from gatekeeper import Gatekeeper, MemoryStore, compile_policy, key_admin
 from gatekeeper.demo.upstream import create_upstream
 from gatekeeper.policy.model import Policy
 from gatekeeper.principal import KeyStatus
-from gatekeeper.types import Receive, Scope, Send
+from gatekeeper.types import Message, Receive, Scope, Send
 
 PEPPER = b"test-pepper-0123456789-abcdefghijklmnop"
 
@@ -89,6 +89,27 @@ async def env() -> AsyncIterator[Env]:
 
 def bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
+
+
+async def asgi_request(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None,
+                       *, method: str = "GET", client: Any = ("192.0.2.10", 40000),
+                       root_path: str = "", body: bytes = b"") -> list[Message]:
+    """One raw ASGI request, as a server builds it; returns every message the app sent."""
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "root_path": root_path,
+             "headers": [(b"host", b"api.test"), *(headers or [])],
+             "client": client, "server": ("api.test", 80)}
+    await app(scope, receive, send)
+    return sent
 
 
 class Recorder:

@@ -33,8 +33,7 @@ from gatekeeper import (
 from gatekeeper import credentials as credentials_module
 from gatekeeper import networks as networks_module
 from gatekeeper.credentials import Credential, credential_from
-from gatekeeper.types import Message
-from tests.conftest import PEPPER, POLICY, Env, Recorder, make_env
+from tests.conftest import PEPPER, POLICY, Env, Recorder, asgi_request, make_env
 
 pytestmark = pytest.mark.anyio
 
@@ -46,21 +45,9 @@ OFFICE = ("192.0.2.10", 40000)  # inside acme's networks
 
 async def call(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None, *,
                client: tuple[str, int] | None = OFFICE, root_path: str = "") -> tuple[int, str]:
-    """One raw ASGI request, as a server would build it: the status and the error code."""
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
-             "query_string": b"", "root_path": root_path,
-             "headers": [(b"host", b"api.test"), *(headers or [])],
-             "client": client, "server": ("api.test", 80)}
-    await app(scope, receive, send)
+    """One raw ASGI request: the status and the error code."""
+    sent = await asgi_request(app, path, headers, method="POST", client=client,
+                              root_path=root_path)
     status: int = sent[0]["status"]
     body = b"".join(m.get("body", b"") for m in sent[1:])
     code = json.loads(body)["error"]["code"] if status >= 400 and body.startswith(b"{") else ""
@@ -443,17 +430,7 @@ async def test_no_secret_in_logs_or_bodies(all_logs: pytest.LogCaptureFixture) -
             ([auth(good_jwt), (b"x-tenant-id", b"globex")], OFFICE),
             ([auth(key), (b"x-api-key", wrong_secret.encode())], OFFICE),
             ([(b"x-forwarded-for", good_jwt.encode()), auth(good_jwt)], PROXY)):
-        sent: list[Message] = []
-
-        async def receive() -> Message:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: Message, sent: list[Message] = sent) -> None:
-            sent.append(message)
-
-        scope = {"type": "http", "method": "GET", "path": "/v1/models", "raw_path": b"",
-                 "root_path": "", "query_string": b"", "headers": headers, "client": client}
-        await env.gk(scope, receive, send)
+        sent = await asgi_request(env.gk, "/v1/models", headers, client=client)
         assert sent[0]["status"] >= 400
         bodies.append(b"".join(m.get("body", b"") for m in sent[1:]).decode())
     text = "\n".join([*bodies, *(r.getMessage() for r in all_logs.records),

@@ -13,8 +13,7 @@ import pytest
 
 from gatekeeper import Gatekeeper, MemoryStore, PolicyError, compile_policy
 from gatekeeper.routes import RoutePolicy
-from gatekeeper.types import Message
-from tests.conftest import Recorder
+from tests.conftest import Recorder, asgi_request
 
 V1 = RoutePolicy.compile(("/v1/*",), ("/healthz",))
 ALL = RoutePolicy.compile(("/*",), ("/healthz", "/static/*"))
@@ -194,19 +193,7 @@ def test_bad_patterns_are_policy_errors_naming_the_field(routes: dict[str, Any],
 # --- through the middleware: a guarded path never reaches the app ----------------------------
 
 async def call(app: Any, path: str) -> int:
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
-             "query_string": b"", "root_path": "", "headers": [(b"host", b"api.test")],
-             "client": ("192.0.2.10", 40000), "server": ("api.test", 80)}
-    await app(scope, receive, send)
+    sent = await asgi_request(app, path)
     status: int = sent[0]["status"]
     return status
 
