@@ -19,6 +19,7 @@ from gatekeeper.errors import (
     StoreError,
 )
 from gatekeeper.facts import FactReader, RequestFacts
+from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.keys import KEY_PATTERN, KeyRecord, build_key, hash_secret, new_key, parse_key
 from gatekeeper.metrics import Metrics
 from gatekeeper.middleware import SCOPE_KEY, Gatekeeper
@@ -28,7 +29,6 @@ from gatekeeper.policy.model import Policy, TenantPolicy
 from gatekeeper.principal import CredentialKind, KeyStatus, Principal
 from gatekeeper.reasons import OK, REFUSALS, Reason, Refusal
 from gatekeeper.store import MemoryStore, SQLiteStore, Store, store_from_url
-from gatekeeper.tokens import JwtVerifier
 
 __version__ = "0.1.0"
 

@@ -14,11 +14,11 @@ import logging
 from gatekeeper import reasons
 from gatekeeper.credentials import Credential
 from gatekeeper.errors import StoreError
+from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.keys import KeyRecord, hash_secret, parse_key, principal_for
 from gatekeeper.principal import CredentialKind, Principal
 from gatekeeper.reasons import Refusal
 from gatekeeper.store.base import Store
-from gatekeeper.tokens import JwtVerifier
 
 log = logging.getLogger("gatekeeper")
 

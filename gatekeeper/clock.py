@@ -8,7 +8,12 @@ from typing import Protocol
 
 class Clock(Protocol):
     def now(self) -> float:
-        """Unix time in seconds."""
+        """Unix time in seconds: for expiry, which records and keys state in wall time."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds that never step back: for cache ages, so a wall clock stepped back (NTP,
+        a VM restore) cannot keep a revoked key cached."""
         ...
 
 
@@ -17,6 +22,9 @@ class SystemClock:
 
     def now(self) -> float:
         return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 class ManualClock:
@@ -29,6 +37,9 @@ class ManualClock:
 
     def now(self) -> float:
         return self._now
+
+    def monotonic(self) -> float:
+        return self._now  # moves only when told to, never back unless ``set`` says so
 
     def set(self, when: float) -> None:
         self._now = when

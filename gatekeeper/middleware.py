@@ -20,13 +20,13 @@ from gatekeeper.auth import Authenticator
 from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.decision import Decision, decide
 from gatekeeper.facts import FactReader, RequestFacts
+from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy.load import load_pepper, load_policy
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import OK, Reason
 from gatekeeper.routes import route_path
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
-from gatekeeper.tokens import JwtVerifier
 from gatekeeper.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger("gatekeeper")

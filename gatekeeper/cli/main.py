@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from gatekeeper.cli import keys
 from gatekeeper.errors import GatekeeperError, PolicyError
+from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.policy.load import load_pepper, load_policy
-from gatekeeper.tokens import JwtVerifier
 
 
 def build_parser() -> argparse.ArgumentParser:

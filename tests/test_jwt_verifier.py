@@ -33,7 +33,7 @@ from gatekeeper import (
     Refusal,
     compile_policy,
 )
-from gatekeeper.tokens import JWKS_REFETCH_INTERVAL
+from gatekeeper.jwt_verifier import JWKS_REFETCH_INTERVAL
 
 NOW = 1_800_000_000
 ISS = "https://sso.example.test/"
