@@ -345,7 +345,7 @@ def final_checks(scenarios: list[Scenario]) -> list[str]:
                                   f"expected {s.requests}")
             lines[-1] += f"; metrics recorded {int(value)} {outcome} decisions"
     jwt_gk = next(s.gk for s in scenarios if s.name == "gk-jwt")
-    verifier = jwt_gk.authenticator._jwt if jwt_gk is not None else None
+    verifier = jwt_gk.runtime.authenticator._jwt if jwt_gk is not None else None
     if verifier is None or verifier.verifications != 1:
         raise CheckFailed(f"gk-jwt: expected 1 signature verification, got "
                           f"{getattr(verifier, 'verifications', None)}")

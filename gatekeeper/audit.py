@@ -1,10 +1,10 @@
 """One JSON line per refusal, on the ``gatekeeper.audit`` logger: what security teams read.
 
-Lines carry the key id, never the key; the path is cut to 256 characters; values the client
-controls are JSON-escaped, so a hostile header cannot forge a second line. Refusals come in
-floods when stolen keys are tried, so a line is assembled by hand (each string escaped by the
-json module's own encoder) and the timestamp's seconds part is reused within a second: about
-half the cost of ``json.dumps`` on a dict.
+Lines carry the key id, never the key; the method and path are cut to 16 and 256 characters;
+values the client controls are JSON-escaped, so a hostile header cannot forge a second line.
+Refusals come in floods when stolen keys are tried, so a line is assembled by hand (each string
+escaped by the json module's own encoder) and the timestamp's seconds part is reused within a
+second: about half the cost of ``json.dumps`` on a dict.
 """
 
 from __future__ import annotations
@@ -15,8 +15,12 @@ from json.encoder import encode_basestring_ascii as _quote
 
 from gatekeeper.decision import Decision
 from gatekeeper.facts import RequestFacts
+from gatekeeper.types import Scope
 
 AUDIT_LOGGER = "gatekeeper.audit"
+_METHOD = 16
+_PATH = 256
+"""Client text is cut to these lengths: a line stays one line of bounded size."""
 
 
 def _q(value: str | None) -> str:
@@ -29,15 +33,24 @@ class AuditLog:
         self._second = -1
         self._second_text = ""
 
-    def refused(self, decision: Decision, facts: RequestFacts | None, now: float) -> None:
+    def refused(self, decision: Decision, facts: RequestFacts | None, now: float,
+                scope: Scope | None = None) -> None:
+        """``scope`` names the request when it was refused before its facts were read."""
         if not self.logger.isEnabledFor(logging.INFO):
             return
         reason = decision.reason
         if facts is not None:
             client = facts.client.text if facts.client is not None else None
-            request = (f',"client_ip":{_q(client)},"method":{_q(facts.method)}'
-                       f',"path":{_q(facts.path[:256])},"credential_header":'
-                       f'{_q(facts.credential.header if facts.credential else None)}')
+            header = facts.credential.header if facts.credential else facts.credential_header
+            request = (f',"client_ip":{_q(client)},"method":{_q(facts.method[:_METHOD])}'
+                       f',"path":{_q(facts.path[:_PATH])},"credential_header":'
+                       f'{_q(header)}')
+        elif scope is not None:
+            peer = scope.get("client")
+            client = str(peer[0])[:64] if isinstance(peer, (tuple, list)) and peer else None
+            request = (f',"client_ip":{_q(client)},"method":'
+                       f'{_q(str(scope.get("method", ""))[:_METHOD])}'
+                       f',"path":{_q(str(scope.get("path", ""))[:_PATH])}')
         else:
             request = ""
         self.logger.info(

@@ -77,6 +77,14 @@ class Authenticator:
         self._remember(token, principal, now, record)
         return principal
 
+    def trusted_for(self, credential: Credential, now: float) -> float:
+        """Seconds this process may go on trusting ``credential``'s verification without asking
+        again: what a decision built on it may be reused for (never past ``cache_ttl``)."""
+        if credential.kind is CredentialKind.JWT:
+            return self._ttl  # the verifier re-checks its cached token and key document
+        hit = self._cache.get(credential.token)
+        return 0.0 if hit is None else max(0.0, self._ttl - (now - hit[1]))
+
     def _refuse_unknown(self, token: str, refusal: Refusal, now: float) -> Refusal:
         self._cache.pop(token, None)
         unknown = self._unknown

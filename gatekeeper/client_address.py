@@ -72,7 +72,7 @@ def resolve_client(peer: object, forwarded: list[str] | None,
     ``peer`` is ASGI's ``scope["client"]``; ``forwarded`` holds the raw values of every
     ``policy.header`` line in order (several lines read as one comma-joined value).
     """
-    addr = _peer_addr(peer)
+    addr = peer_address(peer)
     trusted = policy.trusted_proxies
     if addr is None or not trusted.networks or addr not in trusted:
         return addr  # the common path: no header is even looked at
@@ -89,7 +89,7 @@ def resolve_client(peer: object, forwarded: list[str] | None,
     return _walk(header, trusted, policy.header == "forwarded", policy.max_hops)
 
 
-def _peer_addr(peer: object) -> IPAddr | None:
+def peer_address(peer: object) -> IPAddr | None:
     if isinstance(peer, (tuple, list)) and len(peer) == 2:
         host = peer[0]
         if isinstance(host, str) and len(host) <= _MAX_NODE:

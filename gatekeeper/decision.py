@@ -1,7 +1,7 @@
 """The decision: a plain function of (request facts, authentication result, policy, now).
 
 No I/O, no clock, no globals: the middleware, ``replay`` and the tests all call ``decide``
-with the same inputs and get the same answer. Each refusal reason is decided here, in order.
+with the same inputs and get the same answer. The binding reasons are decided here, in order.
 """
 
 from __future__ import annotations
@@ -14,17 +14,36 @@ from gatekeeper.policy.model import Policy
 from gatekeeper.principal import CredentialKind, KeyStatus, Principal
 from gatekeeper.reasons import OK, Reason, Refusal
 
+ALLOW = "allow"
+FLAG = "flag"
+THROTTLE = "throttle"
+BLOCK = "block"
+SUSPEND = "suspend"
+"""What is done with a request. Plain strings, not an Enum: one is read on every request.
+Only ``allow`` and ``block`` are decided today; the resale score adds the others (``flag``
+lets the request through, marked)."""
+ACTIONS = (ALLOW, FLAG, THROTTLE, BLOCK, SUSPEND)
+
 
 class Decision(NamedTuple):
+    """The answer to one request: what is done (``action``), why (``reason`` and the
+    ``signals`` behind it) and the headers that go with it (``retry-after``, rate limits)."""
+
     reason: Reason
     principal: Principal | None = None
     key_id: str | None = None
     tenant: str | None = None
     detail: str = ""
+    action: str = BLOCK
+    """Defaults to ``block``: a decision built without saying otherwise fails closed."""
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    """Added to the response: the refusal's for a refusal, the app's for an allowed request."""
+    signals: tuple[str, ...] = ()
+    """What else stood behind the action (resale signals, the limit that was hit)."""
 
     @property
     def allowed(self) -> bool:
-        return self.reason is OK
+        return self.action == ALLOW or self.action == FLAG
 
 
 _MISSING = Decision(reasons.CREDENTIAL_MISSING, detail="no credential header")
@@ -64,7 +83,7 @@ def decide(facts: RequestFacts, auth: Principal | Refusal | None, policy: Policy
         if p.networks and client not in p.networks:
             return _refuse(reasons.NETWORK_NOT_ALLOWED, p, "outside the key's networks")
 
-    return Decision(OK, p, p.key_id, p.tenant)
+    return Decision(OK, p, p.key_id, p.tenant, action=ALLOW)
 
 
 def _refuse(reason: Reason, p: Principal, detail: str = "") -> Decision:

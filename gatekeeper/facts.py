@@ -1,7 +1,15 @@
-"""What gatekeeper knows about a request before it decides, read once from the ASGI scope.
+"""What gatekeeper knows about a request before it decides, read once from its header list.
 
-One loop over the raw header list picks out only the headers the policy needs; nothing is
-decoded that is not used. Later stages (limits, geo, resale) take these facts as they are.
+Two steps, both plain functions of plain data (no ASGI scope): ``scan`` is one loop over the
+raw header list that keeps only the headers the policy needs, as raw bytes; ``facts`` turns a
+scan into ``RequestFacts`` (client address, credential, tenant hint), and runs only when no
+decision for the same raw inputs is cached. The middleware and ``replay`` call both.
+
+Header names are matched with ``_`` read as ``-``: h11 and httptools accept ``x_api_key``,
+and an app behind asgiref's WSGI adapter (any Flask app) reads it as ``x-api-key``. A
+credential or tenant sent under either spelling is therefore checked like the other (two
+different values conflict), and a forwarding header spelt with ``_`` from a trusted proxy is
+refused, since the app behind may read it as the real one.
 """
 
 from __future__ import annotations
@@ -9,7 +17,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from gatekeeper import reasons
-from gatekeeper.client_address import resolve_client
+from gatekeeper.client_address import peer_address, resolve_client
 from gatekeeper.credentials import CREDENTIAL_HEADERS, Credential, credential_from
 from gatekeeper.networks import IPAddr
 from gatekeeper.policy.model import Policy
@@ -19,6 +27,18 @@ from gatekeeper.types import Scope
 
 _TENANT_CONFLICT = Refusal(reasons.TENANT_MISMATCH,
                            detail="request names two different tenants")
+_FORWARDED_SPELLING = Refusal(reasons.FORWARDED_MALFORMED,
+                              detail="forwarding header spelt with '_'")
+
+# What a header is to the scan: its slot in the scan, and its canonical name.
+_CREDENTIAL, _FORWARDED, _FORWARDED_ODD, _TENANT, _CONTENT_TYPE, _CONTENT_LENGTH, \
+    _USER_AGENT = range(7)
+
+Headers = list[tuple[bytes, bytes]]
+Scan = tuple[Headers, list[bytes] | None, list[bytes] | None, bool, bytes | None,
+             bytes | None, bytes | None]
+"""(credential headers by canonical name, forwarding values, tenant values, an odd forwarding
+spelling was seen, content-type, content-length, user-agent): raw bytes, nothing decoded."""
 
 
 class RequestFacts(NamedTuple):
@@ -30,63 +50,127 @@ class RequestFacts(NamedTuple):
     user_agent: str | None
     problem: Refusal | None
     """The first thing wrong with the request itself; set, it decides the refusal."""
+    peer_trusted: bool = False
+    """The TCP peer is a trusted proxy: what it says (forwarding, a CDN country) is believed."""
+    route: str | None = None
+    """The path below the mount point, as routes and tenant segments saw it."""
+    content_length: int | None = None
+    content_type: str | None = None
+    credential_header: str | None = None
+    """The (first) credential header sent, even when its value was refused."""
+
+
+def _spellings(name: bytes) -> tuple[bytes, ...]:
+    return (name, name.replace(b"-", b"_")) if b"-" in name else (name,)
 
 
 class FactReader:
     """Precomputes which headers matter under a policy, then reads requests with one loop."""
 
-    __slots__ = ("_client_policy", "_forwarded", "_segment", "_tenant_header")
+    __slots__ = ("_client_policy", "_segment", "_slots")
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, *, user_agent: bool = False) -> None:
+        """``user_agent``: read it only when some stage uses it (the resale signals will)."""
         self._client_policy = policy.client_address
+        slots: dict[bytes, tuple[int, bytes]] = {}
+        for name in CREDENTIAL_HEADERS:
+            for spelling in _spellings(name):
+                slots[spelling] = (_CREDENTIAL, name)
         # Forwarding headers are read only when some proxy is trusted: otherwise they are noise.
-        self._forwarded = (policy.client_address.header.encode()
-                           if policy.client_address.trusted_proxies else None)
+        if policy.client_address.trusted_proxies:
+            forwarded = policy.client_address.header.encode()
+            for spelling in _spellings(forwarded):
+                slots[spelling] = (_FORWARDED if spelling == forwarded else _FORWARDED_ODD,
+                                   forwarded)
         header = policy.request_tenant.header
-        self._tenant_header = header.encode() if header else None
+        if header:
+            for spelling in _spellings(header.encode()):
+                slots[spelling] = (_TENANT, header.encode())
+        slots[b"content-type"] = (_CONTENT_TYPE, b"content-type")
+        slots[b"content-length"] = (_CONTENT_LENGTH, b"content-length")
+        if user_agent:
+            slots[b"user-agent"] = (_USER_AGENT, b"user-agent")
+        self._slots = slots
         self._segment = policy.request_tenant.path_segment
 
-    def read(self, scope: Scope, below: str | None = None) -> RequestFacts:
-        """``below``: the path under the mount point, when the caller has it already."""
-        found: list[tuple[bytes, bytes]] = []
-        forwarded: list[str] | None = None
+    @property
+    def reads_path_tenant(self) -> bool:
+        return self._segment is not None
+
+    def scan(self, headers: Headers) -> Scan:
+        """One pass over the raw header list; the common header costs one dict lookup."""
+        found: Headers = []
+        forwarded: list[bytes] | None = None
         tenant: list[bytes] | None = None
-        user_agent: bytes | None = None
-        fwd_name, tenant_name = self._forwarded, self._tenant_header
-        for name, value in scope["headers"]:
-            if not name.islower():
-                name = name.lower()  # ASGI promises lowercase names; a server that breaks it
-                # must not make gatekeeper miss a forwarding or tenant header
-            if name in CREDENTIAL_HEADERS:
-                found.append((name, value))
-            elif name == b"user-agent":
-                user_agent = value
-            elif name == fwd_name:
+        odd = False
+        ctype = length = agent = None
+        slots = self._slots
+        for name, value in headers:
+            hit = slots.get(name)
+            if hit is None:
+                if name.islower():
+                    continue
+                # ASGI promises lowercase names; a server that breaks it must not make
+                # gatekeeper miss a credential, forwarding or tenant header
+                hit = slots.get(name.lower())
+                if hit is None:
+                    continue
+            slot = hit[0]
+            if slot == _CREDENTIAL:
+                found.append((hit[1], value))
+            elif slot == _CONTENT_TYPE:
+                ctype = value
+            elif slot == _CONTENT_LENGTH:
+                length = value
+            elif slot == _FORWARDED:
                 if forwarded is None:
                     forwarded = []
-                forwarded.append(value.decode("latin-1"))
-            elif name == tenant_name:
+                forwarded.append(value)
+            elif slot == _TENANT:
                 if tenant is None:
                     tenant = []
                 tenant.append(value.strip())
+            elif slot == _FORWARDED_ODD:
+                odd = True
+            else:
+                agent = value
+        return found, forwarded, tenant, odd, ctype, length, agent
 
-        path: str = scope["path"]
+    def facts(self, scan: Scan, method: str, path: str, below: str,
+              peer: object) -> RequestFacts:
+        """The request's facts from a scan; ``peer`` is ASGI's ``scope["client"]``."""
+        found, forwarded, tenant, odd, ctype, length, agent = scan
         problem: Refusal | None = None
-        client = resolve_client(scope.get("client"), forwarded, self._client_policy)
+        policy = self._client_policy
+        address = peer_address(peer)
+        trusted = address is not None and address in policy.trusted_proxies
+        client = resolve_client(
+            peer, None if forwarded is None else [v.decode("latin-1") for v in forwarded],
+            policy)
         if isinstance(client, Refusal):
             problem, client = client, None
+        elif odd and trusted:
+            problem, client = _FORWARDED_SPELLING, None
 
         credential = credential_from(found)
         if isinstance(credential, Refusal):
             problem, credential = problem or credential, None
 
-        hint = self._tenant_hint(tenant, route_path(scope) if below is None else below)
+        hint = self._tenant_hint(tenant, below)
         if isinstance(hint, Refusal):
             problem, hint = problem or hint, None
 
         return RequestFacts(
-            scope.get("method", "GET"), path, client, credential, hint,
-            None if user_agent is None else user_agent.decode("latin-1"), problem)
+            method, path, client, credential, hint,
+            None if agent is None else agent.decode("latin-1"), problem, trusted, below,
+            _length(length), None if ctype is None else ctype.decode("latin-1"),
+            found[0][0].decode() if found else None)
+
+    def read(self, scope: Scope, below: str | None = None) -> RequestFacts:
+        """Scan and facts in one call, from an ASGI scope (tests and tools)."""
+        return self.facts(self.scan(scope["headers"]), scope.get("method", "GET"),
+                          scope["path"], route_path(scope) if below is None else below,
+                          scope.get("client"))
 
     def _tenant_hint(self, values: list[bytes] | None, path: str) -> str | Refusal | None:
         named: set[str] = set()
@@ -94,10 +178,10 @@ class FactReader:
             named.update(v.decode("latin-1") for v in values)
         if self._segment is not None:
             named.update(self._segment_of(path))
-            if "%" in path or irregular(path):
+            if "%" in path or ";" in path or irregular(path):
                 # what a router behind us sees after decoding and resolving dot segments:
                 # '/v1/acme/../globex' names globex, '/v1//globex' is not a way to name none
-                named.update(self._segment_of(normalise(path)))
+                named.update(self._segment_of(normalise(path, strip_params=True)))
         if not named:
             return None
         if len(named) > 1:
@@ -110,3 +194,10 @@ class FactReader:
         if len(parts) > self._segment + 1 and parts[self._segment + 1]:
             return [parts[self._segment + 1]]
         return []
+
+
+def _length(raw: bytes | None) -> int | None:
+    """A content-length the body stage can trust; None when absent or not one number."""
+    if raw is None or not raw.isdigit() or len(raw) > 18:
+        return None
+    return int(raw)

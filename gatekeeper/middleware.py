@@ -1,108 +1,213 @@
 """``Gatekeeper``: the pure-ASGI middleware. Decides before the app is called; refusals never
 reach it.
 
-``__init__`` does all the work that can be done once (policy, indexes, store, pepper, metric
-children); ``__call__`` is a type guard, a route check, one header pass, a cached credential
-lookup and the pure ``decide``.
+``__init__`` compiles the runtime (policy, indexes, verifiers, caches); ``__call__`` is a type
+guard, a remembered route answer, one header pass, a reused decision record or the pipeline,
+then either the app or a prebuilt refusal. The stages themselves live in ``pipeline.py``,
+shared with ``replay``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import Any
 
-from gatekeeper import reasons
-from gatekeeper.audit import AuditLog
-from gatekeeper.auth import Authenticator
+import anyio
+
+from gatekeeper.audit import AUDIT_LOGGER, AuditLog
 from gatekeeper.clock import Clock, SystemClock
-from gatekeeper.decision import Decision, decide
-from gatekeeper.facts import FactReader, RequestFacts
-from gatekeeper.jwt_verifier import JwtVerifier
+from gatekeeper.decision import Decision
+from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.metrics import Metrics
+from gatekeeper.pipeline import INVALID_TARGET, MISS, evaluate, record_key, reuse, route
 from gatekeeper.policy.load import load_pepper, load_policy
 from gatekeeper.policy.model import Policy
-from gatekeeper.reasons import OK, Reason
-from gatekeeper.routes import route_path
+from gatekeeper.reasons import Reason
+from gatekeeper.runtime import Runtime
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
-from gatekeeper.types import ASGIApp, Receive, Scope, Send
+from gatekeeper.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("gatekeeper")
 
 SCOPE_KEY = "gatekeeper"
 """Where an allowed request's Decision is left in the scope, for the app to read the tenant."""
 
+PolicySource = Policy | str | os.PathLike[str] | Mapping[str, Any]
+Observer = Callable[[Scope, Decision, float], None]
+"""Called with (scope, decision, now) for every protected request: recording, tests."""
+
+
+def _compile(source: PolicySource) -> Policy:
+    return source if isinstance(source, Policy) else load_policy(source)
+
 
 class Gatekeeper:
     def __init__(
         self,
         app: ASGIApp,
-        policy: Policy | str | os.PathLike[str] | Mapping[str, Any],
+        policy: PolicySource,
         *,
         store: Store | str | None = None,
         pepper: bytes | None = None,
         clock: Clock | None = None,
         metrics: Metrics | None = None,
         audit: AuditLog | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.app = app
-        self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
-        if store is None or isinstance(store, str):
-            store = store_from_url(store or self.policy.store or DEFAULT_STORE_URL)
+        try:
+            compiled = _compile(policy)
+            if store is None or isinstance(store, str):
+                store = store_from_url(store or compiled.store or DEFAULT_STORE_URL)
+            self._pepper = pepper if pepper is not None else load_pepper(compiled.keys)
+            self.clock = clock or SystemClock()
+            self.runtime = Runtime(compiled, store, self._pepper, self.clock)
+        except GatekeeperError as exc:
+            # Under FastAPI's add_middleware this runs at the first ASGI call, where uvicorn's
+            # default lifespan mode swallows exceptions: say it where an operator looks.
+            log.error("gatekeeper cannot start: %s", exc)
+            raise
         self.store = store
-        self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
         self.audit = audit or AuditLog()
-        self.authenticator = Authenticator(
-            store, pepper if pepper is not None else load_pepper(self.policy.keys),
-            cache_ttl=self.policy.keys.cache_ttl,
-            verifier=JwtVerifier(self.policy.issuers) if self.policy.issuers else None)
-        self._reader = FactReader(self.policy)
-        self._routes = self.policy.routes
-        self.metrics.policy_tenants.set(len(self.policy.tenants))
+        self.observer = observer
+        self._now = self.clock.now
+        self._mono = self.clock.monotonic
+        self._started = False
+        self._start_lock = anyio.Lock()
+        self.metrics.policy_tenants.set(len(compiled.tenants))
+
+    @property
+    def policy(self) -> Policy:
+        return self.runtime.policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
-            await self.app(scope, receive, send)
+            await self._other(scope, receive, send)
             return
-        path, below = scope["path"], route_path(scope)
-        routes = self._routes
-        if not (routes.is_protected(below) or (below is not path and routes.is_protected(path))):
+        if not self._started:
+            await self._start_lazily()
+        rt = self.runtime  # read once: a reload never mixes two policies in one request
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        below = rt.route_memo.get((root, path) if root else path, MISS)
+        if below is MISS:
+            below = route(rt, path, root)
+        if below == "":
             await self.app(scope, receive, send)
             return
         started = perf_counter()
-        now = self.clock.now()
-        facts: RequestFacts | None = None
-        try:
-            facts = self._reader.read(scope, below)
-            auth = None
-            if facts.problem is None and facts.credential is not None:
-                auth = await self.authenticator.authenticate(facts.credential, now)
-            decision = decide(facts, auth, self.policy, now)
-        except Exception:
-            log.exception("gatekeeper failed to decide; refusing (fail closed)")
-            decision = Decision(reasons.INTERNAL_ERROR, detail="exception while deciding")
+        now, mono = self._now(), self._mono()
+        facts = None
+        if below is None:
+            decision = INVALID_TARGET
+        else:
+            scan = rt.reader.scan(scope["headers"])
+            peer = scope.get("client")
+            key = record_key(rt, scan, peer, below)
+            decision = reuse(rt, key, now, mono)  # type: ignore[assignment]
+            if decision is None:
+                decision, facts = await evaluate(rt, scan, key, scope.get("method", "GET"),
+                                                 path, below, peer, now, mono)
         self.metrics.record(decision.reason, perf_counter() - started)
-        if decision.reason is OK:
+        if self.observer is not None:
+            self.observer(scope, decision, now)
+        if decision.allowed:
             scope[SCOPE_KEY] = decision
             await self.app(scope, receive, send)
             return
-        self.audit.refused(decision, facts, now)
+        self.audit.refused(decision, facts, now, scope)
         if kind == "http":
-            await send_refusal(decision.reason, send)
+            await send_refusal(decision.reason, send, decision.headers)
         else:
             await _refuse_websocket(decision.reason, scope, receive, send)
 
-    async def aclose(self) -> None:
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Open the store and say what it holds. Runs at ASGI lifespan startup, or lazily on
+        the first request for an app without lifespan support. Idempotent."""
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            count = len(await self.store.list_keys())
+            log.info("gatekeeper: policy %s (%d tenants), key store %s holds %d keys",
+                     self.policy.source, len(self.policy.tenants), self.store.url, count)
+            if not logging.getLogger(AUDIT_LOGGER).hasHandlers():
+                log.warning("gatekeeper: the %s logger has no handler, so refusals are not "
+                            "recorded anywhere; see README 'Metrics and audit'", AUDIT_LOGGER)
+            self._started = True
+
+    async def _start_lazily(self) -> None:
+        """For an app without lifespan support: a failed start is logged, and requests then
+        follow the store's own failure rule (fail closed) instead of crashing."""
+        try:
+            await self.startup()
+        except Exception as exc:
+            log.error("gatekeeper: start failed, refusing what needs the store: %s", exc)
+            self._started = True
+
+    async def shutdown(self) -> None:
         await self.store.close()
+        self._started = False
+
+    async def aclose(self) -> None:
+        await self.shutdown()
+
+    def reload(self, policy: PolicySource) -> Runtime:
+        """Compile ``policy`` fully, then swap it in with one assignment. The store and the
+        pepper are fixed for the process: a policy that changes them is refused."""
+        compiled = _compile(policy)
+        current = self.runtime.policy
+        if compiled.store != current.store:
+            raise ConfigError("store", "(changed)", "cannot change on reload; restart instead")
+        if compiled.keys.pepper_env != current.keys.pepper_env or \
+                compiled.keys.pepper_file != current.keys.pepper_file:
+            raise ConfigError("keys.pepper_env", "(changed)",
+                              "the pepper cannot change on reload; restart instead")
+        runtime = Runtime(compiled, self.store, self._pepper, self.clock)
+        self.runtime = runtime
+        self.metrics.policy_tenants.set(len(compiled.tenants))
+        return runtime
+
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        # An ASGI scope type this version does not know could carry anything: fail closed.
+        log.error("gatekeeper: refusing an ASGI %r scope it does not know", str(scope["type"]))
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    # startup.failed makes the server exit instead of serving a broken gate
+                    await send({"type": "lifespan.startup.failed",
+                                "message": f"gatekeeper cannot start: {exc}"})
+                    raise
+            return message
+
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await self.shutdown()
+            await send(message)
+
+        await self.app(scope, lifespan_receive, lifespan_send)
 
 
-async def send_refusal(reason: Reason, send: Send) -> None:
+async def send_refusal(reason: Reason, send: Send,
+                       headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     await send({"type": "http.response.start", "status": reason.status,
-                "headers": list(reason.headers)})
+                "headers": [*reason.headers, *headers]})
     await send({"type": "http.response.body", "body": reason.body})
 
 

@@ -1,9 +1,10 @@
 """Every refusal gatekeeper can give, in one table: code, HTTP status, what it means.
 
 Bodies follow OpenAI's error shape so official clients raise the matching exception
-(401 -> AuthenticationError, 403 -> PermissionDeniedError). Bodies and headers are built
-once at import; a refusal costs no JSON encoding. Client-facing messages never say which
-networks, tenants or keys would have worked.
+(400 -> BadRequestError, 401 -> AuthenticationError, 403 -> PermissionDeniedError,
+429 -> RateLimitError). Bodies and headers are built once at import; a refusal costs no JSON
+encoding, and numbers (``retry-after``) travel only in the decision's headers. Client-facing
+messages never say which networks, tenants or keys would have worked.
 """
 
 from __future__ import annotations
@@ -11,9 +12,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+STAGES = ("route", "facts", "authenticate", "decide", "body", "store", "settle", "any")
+"""The pipeline stages that can decide a refusal, in request order (``pipeline.py``)."""
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Reason:
+    """One refusal reason. Compared and hashed by identity: every reason is a module singleton,
+    and a dataclass ``__hash__`` written in Python would cost on every metrics update."""
+
     code: str
     status: int
     error_type: str
@@ -21,10 +28,16 @@ class Reason:
     """What the client is told."""
     meaning: str
     """What an operator reads in the README table."""
+    stage: str = "decide"
+    """The pipeline stage that decides it."""
+    index: int = field(default=0, compare=False)
+    """Position in ``(OK, *REFUSALS)``: metrics count by a list index, not a dict lookup."""
     body: bytes = field(init=False, repr=False, compare=False)
     headers: tuple[tuple[bytes, bytes], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}")
         payload = {"error": {"message": self.message, "type": self.error_type,
                              "param": None, "code": self.code}}
         body = json.dumps(payload, separators=(",", ":")).encode()
@@ -37,103 +50,117 @@ class Reason:
         object.__setattr__(self, "headers", tuple(headers))
 
 
-def _r(code: str, status: int, message: str, meaning: str) -> Reason:
-    error_type = {400: "invalid_request_error", 401: "authentication_error",
-                  403: "permission_error", 503: "service_unavailable"}[status]
-    return Reason(code, status, error_type, message, meaning)
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+               403: "permission_error", 413: "invalid_request_error",
+               429: "rate_limit_exceeded", 503: "service_unavailable"}
+"""OpenAI's ``error.type`` for each status gatekeeper answers with."""
 
 
-OK = Reason("ok", 200, "", "", "The request was allowed.")
+def _r(code: str, status: int, stage: str, message: str, meaning: str) -> Reason:
+    return Reason(code, status, ERROR_TYPES[status], message, meaning, stage)
+
+
+OK = Reason("ok", 200, "", "", "The request was allowed.", "any")
 """Not a refusal: the reason label of an allowed decision."""
 
 CREDENTIAL_MISSING = _r(
-    "credential_missing", 401,
+    "credential_missing", 401, "facts",
     "No API key provided. Send it as 'Authorization: Bearer <key>'.",
     "No credential in `Authorization: Bearer`, `api-key` or `x-api-key`.")
 CREDENTIAL_MALFORMED = _r(
-    "credential_malformed", 401,
+    "credential_malformed", 401, "facts",
     "The API key or token is malformed.",
     "A credential header is present but is not a well-formed key (prefix, length, alphabet, "
     "checksum) or JWT; refused before any store lookup.")
 CREDENTIAL_CONFLICT = _r(
-    "credential_conflict", 401,
+    "credential_conflict", 401, "facts",
     "More than one different credential was sent.",
     "Two credential headers (or two copies of one) carry different values; the request is "
     "ambiguous, so neither is trusted.")
 KEY_UNKNOWN = _r(
-    "key_unknown", 401,
+    "key_unknown", 401, "authenticate",
     "Incorrect API key provided.",
     "A well-formed key whose id is not in the store, or whose secret does not match.")
 KEY_REVOKED = _r(
-    "key_revoked", 401,
+    "key_revoked", 401, "decide",
     "This API key has been revoked.",
     "The key record's status is `revoked`.")
 KEY_SUSPENDED = _r(
-    "key_suspended", 401,
+    "key_suspended", 401, "decide",
     "This API key is suspended.",
     "The key record's status is `suspended`.")
 KEY_EXPIRED = _r(
-    "key_expired", 401,
+    "key_expired", 401, "decide",
     "This API key has expired.",
     "The key's expiry (or the end of its rotation grace period) has passed.")
 TOKEN_INVALID = _r(
-    "token_invalid", 401,
+    "token_invalid", 401, "authenticate",
     "The bearer token is not valid.",
     "A JWT failed verification: unknown issuer, algorithm not pinned for that issuer "
     "(including `none`), bad signature, wrong audience, unknown key id, missing claim.")
 TOKEN_EXPIRED = _r(
-    "token_expired", 401,
+    "token_expired", 401, "decide",
     "The bearer token has expired.",
     "A JWT whose `exp` has passed (after the issuer's leeway).")
 TENANT_UNKNOWN = _r(
-    "tenant_unknown", 403,
+    "tenant_unknown", 403, "decide",
     "This credential is not allowed to use this service.",
     "The credential's tenant is not in the policy.")
 TENANT_DISABLED = _r(
-    "tenant_disabled", 403,
+    "tenant_disabled", 403, "decide",
     "This credential is not allowed to use this service.",
     "The credential's tenant is marked `disabled` in the policy.")
 TENANT_MISMATCH = _r(
-    "tenant_mismatch", 403,
+    "tenant_mismatch", 403, "decide",
     "This credential does not belong to the requested tenant.",
     "The request names a tenant (header or path part) other than the credential's tenant.")
 NETWORK_NOT_ALLOWED = _r(
-    "network_not_allowed", 403,
+    "network_not_allowed", 403, "decide",
     "This credential is not allowed from this network.",
     "The client address is outside the tenant's or the key's allowed networks (or unknown "
     "while networks are required). The allowed networks are never echoed.")
 FORWARDED_MALFORMED = _r(
-    "forwarded_malformed", 400,
+    "forwarded_malformed", 400, "facts",
     "The request's forwarding headers could not be parsed.",
     "A trusted proxy sent an `X-Forwarded-For` / `Forwarded` hop that is not an address, so "
     "the client cannot be identified.")
 STORE_UNAVAILABLE = _r(
-    "store_unavailable", 503,
+    "store_unavailable", 503, "authenticate",
     "The service is temporarily unable to verify credentials. Retry later.",
     "The key store failed to answer on a cache miss; gatekeeper fails closed.")
 AUTH_UNAVAILABLE = _r(
-    "auth_unavailable", 503,
+    "auth_unavailable", 503, "authenticate",
     "The service is temporarily unable to verify tokens. Retry later.",
     "A JWKS document needed to verify a JWT could not be fetched.")
 INTERNAL_ERROR = _r(
-    "internal_error", 503,
+    "internal_error", 503, "any",
     "The service could not verify this request. Retry later.",
     "gatekeeper itself failed while deciding (a bug: logged with its traceback). It fails "
     "closed: the request does not reach the app.")
 
+REQUEST_TARGET_INVALID = _r(
+    "request_target_invalid", 400, "route",
+    "The request target is not a path this service accepts.",
+    "The request-target names no path: `OPTIONS *` or CONNECT's `host:port`. Absolute-form "
+    "(`http://host/v1/x`) and slash-less targets are re-rooted and checked like any path.")
+
 REFUSALS: tuple[Reason, ...] = (
-    CREDENTIAL_MISSING, CREDENTIAL_MALFORMED, CREDENTIAL_CONFLICT, KEY_UNKNOWN, KEY_REVOKED,
-    KEY_SUSPENDED, KEY_EXPIRED, TOKEN_INVALID, TOKEN_EXPIRED, TENANT_UNKNOWN, TENANT_DISABLED,
+    REQUEST_TARGET_INVALID, CREDENTIAL_MISSING, CREDENTIAL_MALFORMED, CREDENTIAL_CONFLICT,
+    KEY_UNKNOWN, KEY_REVOKED, KEY_SUSPENDED, KEY_EXPIRED, TOKEN_INVALID, TOKEN_EXPIRED,
+    TENANT_UNKNOWN, TENANT_DISABLED,
     TENANT_MISMATCH, NETWORK_NOT_ALLOWED, FORWARDED_MALFORMED, STORE_UNAVAILABLE,
     AUTH_UNAVAILABLE, INTERNAL_ERROR,
 )
 """The table, in README order. A test keeps the README in step with it."""
 
+for _i, _reason in enumerate((OK, *REFUSALS)):
+    object.__setattr__(_reason, "index", _i)
+
 
 def reason_table_markdown() -> str:
     """The README table, generated from the code so the two cannot drift apart."""
-    rows = ["| code | status | meaning |", "| --- | --- | --- |"]
-    rows += [f"| `{r.code}` | {r.status} | {r.meaning} |" for r in REFUSALS]
+    rows = ["| code | status | stage | meaning |", "| --- | --- | --- | --- |"]
+    rows += [f"| `{r.code}` | {r.status} | {r.stage} | {r.meaning} |" for r in REFUSALS]
     return "\n".join(rows)
 
 

@@ -245,7 +245,14 @@ def scope(headers: H, path: str = "/v1/chat/completions",
 @pytest.fixture(params=["minimal", "full"])
 def reader(request: pytest.FixtureRequest) -> FactReader:
     data = {"tenants": {"acme": {}}} if request.param == "minimal" else FULL_POLICY
-    return FactReader(compile_policy(data))
+    return FactReader(compile_policy(data), user_agent=True)
+
+
+def test_user_agent_is_read_only_when_a_stage_asks_for_it() -> None:
+    headers = [(b"user-agent", b"openai-python/1.40"), bearer(KEY)]
+    assert FactReader(compile_policy({})).read(scope(headers)).user_agent is None
+    assert FactReader(compile_policy({}), user_agent=True).read(
+        scope(headers)).user_agent == "openai-python/1.40"
 
 
 def test_fact_reader_finds_the_credential_among_other_headers(reader: FactReader) -> None:

@@ -1,0 +1,107 @@
+"""The request pipeline, stage by stage, as plain functions over plain data (no ASGI here).
+
+    target -> route -> scan headers -> [decision record?] -> facts -> authenticate -> decide
+           -> [body facts] -> [plan] -> [one store call] -> [settle] -> observe
+
+The middleware and ``replay`` call these same functions, so a recorded request is decided
+exactly as it was live. Bracketed stages run only when a compiled rule needs them: a
+decision record (an allowed answer for the same raw credential, client and tenant inputs,
+still fresh) skips everything between the scan and observe; body facts, the plan of counters
+and the store call arrive with limits, geo and the resale score, and a tenant without such
+rules never pays for them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gatekeeper import reasons
+from gatekeeper.decision import Decision, decide
+from gatekeeper.facts import RequestFacts, Scan
+from gatekeeper.principal import Principal
+from gatekeeper.runtime import DECISION_RECORDS, ROUTE_MEMO_SIZE, DecisionRecord, Runtime
+
+log = logging.getLogger("gatekeeper")
+
+MISS: Any = object()
+"""``route_memo.get(key, MISS)``: a target not seen yet."""
+INVALID_TARGET = Decision(reasons.REQUEST_TARGET_INVALID,
+                          detail="request-target names no path")
+_INTERNAL = Decision(reasons.INTERNAL_ERROR, detail="exception while deciding")
+
+
+def route_key(path: str, root_path: str) -> Any:
+    return (root_path, path) if root_path else path
+
+
+def route(rt: Runtime, path: str, root_path: str) -> str | None:
+    """'' when the target is public, the path below the mount when it is protected, None when
+    it names no path. Remembered per target: clients repeat theirs."""
+    answer = rt.routes.answer(path, root_path)
+    memo = rt.route_memo
+    if len(memo) >= ROUTE_MEMO_SIZE:
+        memo.clear()  # O(1) amortised; a flood of distinct targets only costs recomputing
+    memo[route_key(path, root_path)] = answer
+    return answer
+
+
+def record_key(rt: Runtime, scan: Scan, peer: object, below: str) -> tuple[Any, ...] | None:
+    """What an allowed decision depends on, as raw bytes: the credential headers, the peer
+    host, the forwarding and tenant headers (and the path when it names the tenant). None
+    when the peer is not the (host, port) tuple servers send: such requests are not reused."""
+    if peer.__class__ is not tuple:
+        if peer is not None:
+            return None
+        host = None
+    else:
+        host = peer[0]
+    found, forwarded, tenant = scan[0], scan[1], scan[2]
+    key: tuple[Any, ...] = (
+        found[0] if len(found) == 1 else tuple(found), host,
+        None if forwarded is None else tuple(forwarded),
+        None if tenant is None else tuple(tenant), scan[3])
+    if rt.keyed_by_path:
+        key += (below,)
+    return key
+
+
+def reuse(rt: Runtime, key: tuple[Any, ...] | None, now: float, mono: float) -> Decision | None:
+    """The decision of an earlier identical request, while it may still be trusted."""
+    if key is None:
+        return None
+    record = rt.decisions.get(key)
+    if record is None or mono >= record.fresh_until or now >= record.expires_at:
+        return None
+    return record.decision
+
+
+async def evaluate(rt: Runtime, scan: Scan, key: tuple[Any, ...] | None, method: str,
+                   path: str, below: str, peer: object, now: float,
+                   mono: float) -> tuple[Decision, RequestFacts | None]:
+    """Every stage from facts to the final decision; never raises (fails closed)."""
+    facts: RequestFacts | None = None
+    try:
+        facts = rt.reader.facts(scan, method, path, below, peer)
+        auth = None
+        if facts.problem is None and facts.credential is not None:
+            auth = await rt.authenticator.authenticate(facts.credential, now)
+        decision = decide(facts, auth, rt.policy, now)
+    except Exception:
+        log.exception("gatekeeper failed to decide; refusing (fail closed)")
+        return _INTERNAL, facts
+    if decision.allowed and key is not None and facts.credential is not None:
+        trusted = rt.authenticator.trusted_for(facts.credential, now)
+        if trusted > 0:
+            _remember(rt, key, decision, mono + trusted)
+    return decision, facts
+
+
+def _remember(rt: Runtime, key: tuple[Any, ...], decision: Decision, fresh_until: float) -> None:
+    records = rt.decisions
+    if len(records) >= DECISION_RECORDS and key not in records:
+        records.popitem(last=False)  # O(1): a plain dict's next(iter()) slows as it churns
+    principal: Principal | None = decision.principal
+    expires = principal.expires_at if principal is not None else None
+    records[key] = DecisionRecord(decision, fresh_until,
+                                  float("inf") if expires is None else expires)
