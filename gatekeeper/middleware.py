@@ -22,7 +22,7 @@ from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.decision import Decision
 from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.metrics import Metrics
-from gatekeeper.pipeline import INVALID_TARGET, MISS, evaluate, record_key, reuse, route
+from gatekeeper.pipeline import INVALID_TARGET, MISS, evaluate, prepare, route
 from gatekeeper.policy.load import load_pepper, load_policy
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import Reason
@@ -106,13 +106,13 @@ class Gatekeeper:
         if below is None:
             decision = INVALID_TARGET
         else:
-            scan = rt.reader.scan(scope["headers"])
             peer = scope.get("client")
-            key = record_key(rt, scan, peer, below)
-            decision = reuse(rt, key, now, mono)  # type: ignore[assignment]
-            if decision is None:
+            reused, scan, key = prepare(rt, scope["headers"], peer, below, now, mono)
+            if reused is None:
                 decision, facts = await evaluate(rt, scan, key, scope.get("method", "GET"),
                                                  path, below, peer, now, mono)
+            else:
+                decision = reused
         self.metrics.record(decision.reason, perf_counter() - started)
         if self.observer is not None:
             self.observer(scope, decision, now)

@@ -18,7 +18,7 @@ from typing import Any
 
 from gatekeeper import reasons
 from gatekeeper.decision import Decision, decide
-from gatekeeper.facts import RequestFacts, Scan
+from gatekeeper.facts import Headers, RequestFacts, Scan
 from gatekeeper.principal import Principal
 from gatekeeper.runtime import DECISION_RECORDS, ROUTE_MEMO_SIZE, DecisionRecord, Runtime
 
@@ -66,14 +66,17 @@ def record_key(rt: Runtime, scan: Scan, peer: object, below: str) -> tuple[Any, 
     return key
 
 
-def reuse(rt: Runtime, key: tuple[Any, ...] | None, now: float, mono: float) -> Decision | None:
-    """The decision of an earlier identical request, while it may still be trusted."""
-    if key is None:
-        return None
-    record = rt.decisions.get(key)
-    if record is None or mono >= record.fresh_until or now >= record.expires_at:
-        return None
-    return record.decision
+def prepare(rt: Runtime, headers: Headers, peer: object, below: str, now: float,
+            mono: float) -> tuple[Decision | None, Scan, tuple[Any, ...] | None]:
+    """Scan the headers and reuse the decision of an earlier identical request while it may
+    still be trusted: (that decision or None, the scan, the record key)."""
+    scan = rt.reader.scan(headers)
+    key = record_key(rt, scan, peer, below)
+    if key is not None:
+        record = rt.decisions.get(key)
+        if record is not None and mono < record.fresh_until and now < record.expires_at:
+            return record.decision, scan, key
+    return None, scan, key
 
 
 async def evaluate(rt: Runtime, scan: Scan, key: tuple[Any, ...] | None, method: str,

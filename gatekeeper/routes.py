@@ -23,7 +23,7 @@ from gatekeeper.policy.fields import Fields
 from gatekeeper.types import Scope
 
 _TRAVERSAL = ("//", "/./", "/../")
-_SCHEME_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/]*")
+_SCHEME_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,53 @@
+"""Serve an ASGI app with a real uvicorn on a free loopback port, in a thread, for one test."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+
+@contextmanager
+def serving(app: Any, **config: Any) -> Iterator[str]:
+    """Yields the base URL (``http://127.0.0.1:PORT``); h11, no proxy headers by default."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    options: dict[str, Any] = {"log_level": "warning", "proxy_headers": False, "http": "h11",
+                               "lifespan": "off"}
+    server = uvicorn.Server(uvicorn.Config(app, **(options | config)))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped while starting"
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def raw_request(base: str, request_line: str, headers: dict[str, str] | None = None) -> bytes:
+    """Send one request with exactly this request line (no client normalises it); the reply."""
+    host, port = base.removeprefix("http://").split(":")
+    lines = [request_line, f"Host: {host}", "Connection: close",
+             *(f"{k}: {v}" for k, v in (headers or {}).items()), "", ""]
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall("\r\n".join(lines).encode("latin-1"))
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def status_of(reply: bytes) -> int:
+    return int(reply.split(b" ", 2)[1])
