@@ -9,7 +9,7 @@ from gatekeeper.auth import Authenticator
 from gatekeeper.client_address import ClientAddressPolicy, resolve_client
 from gatekeeper.clock import Clock, ManualClock, SystemClock
 from gatekeeper.credentials import Credential
-from gatekeeper.decision import Decision, decide
+from gatekeeper.decision import ACTIONS, ALLOW, BLOCK, FLAG, SUSPEND, THROTTLE, Decision, decide
 from gatekeeper.errors import (
     ConfigError,
     GatekeeperError,
@@ -28,15 +28,23 @@ from gatekeeper.policy.load import compile_policy, load_pepper, load_policy
 from gatekeeper.policy.model import Policy, TenantPolicy
 from gatekeeper.principal import CredentialKind, KeyStatus, Principal
 from gatekeeper.reasons import OK, REFUSALS, Reason, Refusal
+from gatekeeper.replay import RequestRecord, read_records, replay
+from gatekeeper.runtime import Runtime
 from gatekeeper.store import MemoryStore, SQLiteStore, Store, store_from_url
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ACTIONS",
+    "ALLOW",
+    "BLOCK",
+    "FLAG",
     "KEY_PATTERN",
     "OK",
     "REFUSALS",
     "SCOPE_KEY",
+    "SUSPEND",
+    "THROTTLE",
     "AuditLog",
     "Authenticator",
     "ClientAddressPolicy",
@@ -64,6 +72,8 @@ __all__ = [
     "Reason",
     "Refusal",
     "RequestFacts",
+    "RequestRecord",
+    "Runtime",
     "SQLiteStore",
     "Store",
     "StoreError",
@@ -78,6 +88,8 @@ __all__ = [
     "new_key",
     "parse_ip",
     "parse_key",
+    "read_records",
+    "replay",
     "resolve_client",
     "store_from_url",
 ]

@@ -21,14 +21,22 @@ def serving(app: Any, **config: Any) -> Iterator[str]:
     options: dict[str, Any] = {"log_level": "warning", "proxy_headers": False, "http": "h11",
                                "lifespan": "off"}
     server = uvicorn.Server(uvicorn.Config(app, **(options | config)))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    exits: list[object] = []
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except SystemExit as exc:  # a failed lifespan startup exits the server
+            exits.append(exc.code)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped while starting"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
     try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive(), f"uvicorn stopped while starting (exit {exits})"
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True

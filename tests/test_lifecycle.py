@@ -1,0 +1,122 @@
+"""gatekeeper takes part in the ASGI lifespan: it starts before the app (the store opened,
+what it holds logged) and stops after it; a start that fails stops the server; an app
+without lifespan support still works (gatekeeper starts on the first request)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from gatekeeper import Gatekeeper, MemoryStore, SQLiteStore, compile_policy, key_admin
+from tests.conftest import PEPPER, Recorder
+from tests.serving import serving
+
+POLICY: dict[str, Any] = {"routes": {"protect": ["/v1/*"]}, "tenants": {"acme": {}}}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class CountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = 0
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+def test_lifespan_starts_gatekeeper_before_the_app_and_stops_it_after(
+        caplog: pytest.LogCaptureFixture) -> None:
+    events: list[str] = []
+    store = CountingStore()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        events.append(f"app start, gatekeeper started={gk._started}")
+        yield
+        events.append(f"app stop, store closed={store.closed}")
+
+    gk = Gatekeeper(Starlette(lifespan=lifespan), POLICY, store=store, pepper=PEPPER)
+    with caplog.at_level(logging.INFO, logger="gatekeeper"), serving(gk, lifespan="on"):
+        events.append("serving")
+    assert events == ["app start, gatekeeper started=True", "serving",
+                      "app stop, store closed=0"]
+    assert store.closed == 1
+    assert any("key store memory:// holds 0 keys" in r.getMessage() for r in caplog.records)
+
+
+def test_an_app_without_lifespan_support_starts_gatekeeper_on_the_first_request(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def no_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            raise RuntimeError("lifespan not supported")
+        await Recorder()(scope, receive, send)
+
+    gk = Gatekeeper(no_lifespan, POLICY, store=MemoryStore(), pepper=PEPPER)
+    with caplog.at_level(logging.INFO, logger="gatekeeper"), serving(gk, lifespan="auto") as base:
+        assert not gk._started
+        assert httpx.get(f"{base}/other").status_code == 200
+        assert httpx.get(f"{base}/v1/models").status_code == 401
+    assert gk._started
+    assert sum("holds 0 keys" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_store_that_cannot_open_fails_the_lifespan_startup(tmp_path: Path) -> None:
+    broken = tmp_path / "keys.db"
+    broken.write_bytes(b"this is not a database" * 100)
+    gk = Gatekeeper(Starlette(), POLICY, store=SQLiteStore(broken), pepper=PEPPER)
+    with pytest.raises(AssertionError, match="uvicorn stopped while starting"), \
+            serving(gk, lifespan="on"):
+        pass
+
+
+def test_a_store_that_cannot_open_without_lifespan_fails_closed(tmp_path: Path) -> None:
+    broken = tmp_path / "keys.db"
+    broken.write_bytes(b"this is not a database" * 100)
+    recorder = Recorder()
+    gk = Gatekeeper(recorder, POLICY, store=SQLiteStore(broken), pepper=PEPPER)
+    with serving(gk) as base:
+        key, _ = asyncio.run(key_admin.create_key(MemoryStore(), PEPPER,
+                                                  compile_policy(POLICY), "acme", time.time()))
+        response = httpx.get(f"{base}/v1/models", headers={"authorization": f"Bearer {key}"})
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "store_unavailable"
+    assert recorder.paths == []
+
+
+def test_fastapi_add_middleware_with_a_bad_policy_stops_uvicorn_at_startup(
+        tmp_path: Path) -> None:
+    """A policy error under ``app.add_middleware`` used to show only at the first request,
+    as a plain-text 500 on every path. With ``--lifespan on`` uvicorn exits at startup, and
+    gatekeeper's own log line names the field in any lifespan mode."""
+    (tmp_path / "policy.yaml").write_text(
+        "tenants:\n  acme:\n    allowed_networks: ['10.0.0/8']\n")
+    (tmp_path / "app.py").write_text(textwrap.dedent("""
+        from fastapi import FastAPI
+        from gatekeeper import Gatekeeper
+
+        app = FastAPI()
+        app.add_middleware(Gatekeeper, policy="policy.yaml")
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "GATEKEEPER_PEPPER"}
+    env["GATEKEEPER_PEPPER"] = "p" * 40
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "app:app", "--port", "0", "--lifespan", "on"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode != 0
+    assert "gatekeeper cannot start" in done.stderr
+    assert "tenants.acme.allowed_networks[0]" in done.stderr
+    assert "Application startup failed" in done.stderr
