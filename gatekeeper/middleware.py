@@ -121,10 +121,11 @@ class Gatekeeper:
             await self.app(scope, receive, send)
             return
         self.audit.refused(decision, facts, now, scope)
+        answer = rt.policy.answers.get(decision.reason, decision.reason)
         if kind == "http":
-            await send_refusal(decision.reason, send, decision.headers)
+            await send_refusal(answer, send, decision.headers)
         else:
-            await _refuse_websocket(decision.reason, scope, receive, send)
+            await _refuse_websocket(answer, scope, receive, send)
 
     # --- lifecycle -----------------------------------------------------------------------
 

@@ -66,3 +66,10 @@ def test_nothing_is_built_when_the_logger_is_off() -> None:
     audit.logger.setLevel(logging.WARNING)
     audit.refused(Decision(r.KEY_REVOKED), None, 1.0)
     assert capture.lines == []
+
+
+def test_a_huge_method_is_cut_in_the_audit_line() -> None:
+    audit, capture = _audit()
+    facts = RequestFacts("X" * 5000, "/v1/x", parse_ip("203.0.113.5"), None, None, None, None)
+    audit.refused(Decision(r.KEY_REVOKED), facts, 1.0)
+    assert json.loads(capture.lines[-1])["method"] == "X" * 16

@@ -367,3 +367,29 @@ def test_policy_argument_accepts_a_mapping_and_rejects_bad_ones() -> None:
     assert set(gk.policy.tenants) == {"acme", "globex", "initech"}
     with pytest.raises(Exception, match=r"tenants\.acme\.allowed_networks\[0\]"):
         compile_policy({"tenants": {"acme": {"allowed_networks": ["10.0.0/8"]}}})
+
+
+@pytest.mark.parametrize(("case", "real"), [
+    ("revoked", "key_revoked"), ("suspended", "key_suspended"),
+    ("acme_elsewhere", "network_not_allowed"), ("unknown", "key_unknown"),
+])
+async def test_concealed_refusals_look_like_an_unknown_key_on_the_wire(
+        case: str, real: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A key checker probing stolen keys cannot tell a live key bound elsewhere, or a
+    revoked one, from a key that never existed; the audit trail keeps the real reason."""
+    env = await make_env({**POLICY, "refusals": {"conceal": True}})
+    key = build_key("Zz" + env.ids["acme"][2:], "q" * 32) if case == "unknown" \
+        else env.keys[case]
+    with caplog.at_level(logging.INFO, logger="gatekeeper.audit"):
+        async with env.client() as client:
+            response = await client.get("/v1/models", headers=bearer(key))
+    unknown = next(r for r in REFUSALS if r.code == "key_unknown")
+    assert (response.status_code, response.content) == (401, unknown.body)
+    assert json.loads(caplog.records[-1].getMessage())["reason"] == real
+    assert env.seen == []
+
+
+async def test_refusals_are_not_concealed_by_default(env: Env) -> None:
+    async with env.client() as client:
+        response = await client.get("/v1/models", headers=bearer(env.keys["revoked"]))
+    assert response.json()["error"]["code"] == "key_revoked"

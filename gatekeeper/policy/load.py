@@ -24,6 +24,7 @@ from gatekeeper.policy.model import (
     RequestTenantPolicy,
     TenantPolicy,
 )
+from gatekeeper.policy.refusals import load_refusals
 from gatekeeper.routes import load_routes
 from gatekeeper.store import store_from_url
 
@@ -71,6 +72,7 @@ def compile_policy(data: object, source: str = "policy") -> Policy:
         issuers=load_issuers(top.section("jwt")),
         store=store,
         source=source,
+        answers=load_refusals(top.section("refusals")),
     )
     _check_issuer_tenants(policy, errors)
     top.finish()

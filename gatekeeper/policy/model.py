@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from gatekeeper.client_address import ClientAddressPolicy
 from gatekeeper.networks import EMPTY, NetworkSet
 from gatekeeper.policy.issuers import IssuerPolicy
+from gatekeeper.reasons import Reason
 from gatekeeper.routes import RoutePolicy
 
 DEFAULT_PEPPER_ENV = "GATEKEEPER_PEPPER"
@@ -49,3 +50,5 @@ class Policy:
     issuers: tuple[IssuerPolicy, ...] = ()
     store: str | None = None
     source: str = "policy"
+    answers: Mapping[Reason, Reason] = field(default_factory=dict)
+    """What a refused client is told instead of the real reason (``refusals.conceal``)."""
