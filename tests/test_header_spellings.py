@@ -36,7 +36,8 @@ def wsgi_app(environ: dict[str, Any],
 
 async def _gatekeeper() -> tuple[Gatekeeper, dict[str, str]]:
     env = await make_env()
-    return Gatekeeper(WsgiToAsgi(wsgi_app), env.policy, store=env.store, pepper=PEPPER), env.keys
+    app = WsgiToAsgi(wsgi_app)  # type: ignore[no-untyped-call]
+    return Gatekeeper(app, env.policy, store=env.store, pepper=PEPPER), env.keys
 
 
 async def _get(gk: Gatekeeper, headers: list[tuple[bytes, bytes]],

@@ -21,6 +21,7 @@ import pytest
 from starlette.applications import Starlette
 
 from gatekeeper import Gatekeeper, MemoryStore, SQLiteStore, compile_policy, key_admin
+from gatekeeper.types import Receive, Scope, Send
 from tests.conftest import PEPPER, Recorder
 from tests.serving import serving
 
@@ -59,7 +60,7 @@ def test_lifespan_starts_gatekeeper_before_the_app_and_stops_it_after(
 
 def test_an_app_without_lifespan_support_starts_gatekeeper_on_the_first_request(
         caplog: pytest.LogCaptureFixture) -> None:
-    async def no_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def no_lifespan(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             raise RuntimeError("lifespan not supported")
         await Recorder()(scope, receive, send)

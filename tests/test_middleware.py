@@ -27,6 +27,7 @@ from gatekeeper import (
 from gatekeeper.keys import KeyRecord
 from gatekeeper.principal import KeyStatus
 from gatekeeper.reasons import REFUSALS
+from gatekeeper.types import Message, Receive, Scope, Send
 from tests.conftest import CHAT, PEPPER, POLICY, Env, bearer, make_env
 
 pytestmark = pytest.mark.anyio
@@ -195,18 +196,18 @@ async def test_public_paths_and_lifespan_pass_without_credentials(env: Env) -> N
         assert (await client.get("/v1")).status_code == 401
     events: list[str] = []
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         events.append(scope["type"])
         await send({"type": "lifespan.startup.complete"})
 
     gk = Gatekeeper(app, env.policy, store=MemoryStore(), pepper=PEPPER)
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return {"type": "lifespan.startup"}
 
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     await gk({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
@@ -218,16 +219,16 @@ async def test_public_paths_and_lifespan_pass_without_credentials(env: Env) -> N
 async def test_refused_websocket_never_reaches_app(env: Env, extension: bool) -> None:
     reached: list[str] = []
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         reached.append(scope["path"])
 
     gk = Gatekeeper(app, env.policy, store=env.store, pepper=PEPPER)
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return {"type": "websocket.connect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     scope = {"type": "websocket", "path": "/v1/realtime", "headers": [],
@@ -245,7 +246,7 @@ async def test_refused_websocket_never_reaches_app(env: Env, extension: bool) ->
 async def test_allowed_websocket_carries_the_decision(env: Env) -> None:
     seen: list[Any] = []
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         seen.append(scope[SCOPE_KEY])
 
     gk = Gatekeeper(app, env.policy, store=env.store, pepper=PEPPER)
@@ -363,7 +364,7 @@ def test_every_reason_has_a_distinct_code_and_a_client_safe_body() -> None:
 
 
 def test_policy_argument_accepts_a_mapping_and_rejects_bad_ones() -> None:
-    gk = Gatekeeper(lambda *a: None, POLICY, store=MemoryStore(), pepper=PEPPER)  # type: ignore[arg-type,return-value]
+    gk = Gatekeeper(lambda *a: None, POLICY, store=MemoryStore(), pepper=PEPPER)  # type: ignore[arg-type]
     assert set(gk.policy.tenants) == {"acme", "globex", "initech"}
     with pytest.raises(Exception, match=r"tenants\.acme\.allowed_networks\[0\]"):
         compile_policy({"tenants": {"acme": {"allowed_networks": ["10.0.0/8"]}}})

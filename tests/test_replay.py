@@ -52,11 +52,12 @@ async def _issue(store: SQLiteStore) -> dict[str, str]:
     policy = compile_policy(POLICY)
     now = time.time()
     keys = {}
-    for name, tenant, extra in [
+    plan: list[tuple[str, str, dict[str, Any]]] = [
         ("good", "acme", {}), ("office", "acme", {"networks": ["203.0.113.0/24"]}),
         ("globex", "globex", {}), ("revoked", "acme", {}), ("suspended", "acme", {}),
         ("expiring", "acme", {"expires_at": now + 1.5}),
-    ]:
+    ]
+    for name, tenant, extra in plan:
         keys[name], record = await key_admin.create_key(store, PEPPER, policy, tenant, now,
                                                         **extra)
         if name in ("revoked", "suspended"):
