@@ -394,3 +394,15 @@ async def test_refusals_are_not_concealed_by_default(env: Env) -> None:
     async with env.client() as client:
         response = await client.get("/v1/models", headers=bearer(env.keys["revoked"]))
     assert response.json()["error"]["code"] == "key_revoked"
+
+
+async def test_audit_line_of_a_malformed_credential_names_its_header(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="gatekeeper.audit"):
+        async with env.client() as client:
+            await client.get("/v1/models", headers={"x-api-key": "not a key"})
+            await client.get("/v1/models", headers={"authorization": "Basic dXNlcjpwYXNz"})
+    events = [json.loads(r.getMessage()) for r in caplog.records
+              if r.name == "gatekeeper.audit"]
+    assert [(e["reason"], e["credential_header"]) for e in events] == [
+        ("credential_malformed", "x-api-key"), ("credential_malformed", "authorization")]
