@@ -1,0 +1,270 @@
+"""``Responder``: the state of one response, for the requests where a rule needs it.
+
+It reads the request body once within a limit and replays it to the app, adds headers to the
+response, reads the upstream's OpenAI ``usage`` as the body streams past (never holding back a
+byte), and calls ``settle`` exactly once when the exchange ends, however it ends. Shaped like
+Starlette's ``middleware/gzip.py`` responders: one small object per request wrapping
+``receive``/``send``; requests that need none of it never build one.
+
+Choices a caller relies on:
+
+* Header precedence: for every name in ``headers``, ours win; an app header of the same name is
+  dropped, so a client never sees two answers. Names must be lowercase bytes, as in ASGI.
+* ``read_body`` returns ``None`` when the body is over the limit (answer 413, through
+  ``responder.send`` so settle still runs, and do not run the app), and raises
+  ``ClientDisconnected`` when the client leaves while sending it (outcome ``disconnect``,
+  settled; nothing to answer).
+* ``usage`` is the last well-formed ``usage`` object seen in an ``application/json`` body (up to
+  ``USAGE_BUFFER_LIMIT``) or in the ``data:`` events of a ``text/event-stream`` (each event up to
+  the same bound). Compressed bodies, other content types, malformed counts and overflowing
+  buffers leave it ``None``: the caller decides what unknown usage costs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, NamedTuple
+
+import anyio
+
+from gatekeeper.errors import GatekeeperError
+from gatekeeper.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("gatekeeper")
+
+PENDING = "pending"
+COMPLETE = "complete"
+DISCONNECT = "disconnect"
+ERROR = "error"
+CANCELLED = "cancelled"
+
+USAGE_BUFFER_LIMIT = 1 << 20
+"""The most of a JSON body, or of one SSE event, kept to look for ``usage``."""
+MAX_TOKENS = 1_000_000_000
+"""Larger token counts are not believed: far above any context window."""
+
+_OFF, _JSON, _SSE = 0, 1, 2
+
+
+class Usage(NamedTuple):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ClientDisconnected(GatekeeperError):
+    """The client went away while its request body was being read."""
+
+    def __init__(self, received: int) -> None:
+        self.received = received
+        super().__init__(f"client disconnected after {received} bytes of request body")
+
+
+Settle = Callable[["Responder"], Awaitable[None]]
+"""Called exactly once when the exchange ends; reads ``outcome``, ``status`` and ``usage``."""
+
+
+class Responder:
+    """State of one response: body replay, added headers, usage seen, settle once."""
+
+    __slots__ = ("_buffer", "_disconnected", "_event", "_headers", "_receive", "_replay",
+                 "_send", "_settle", "_settle_timeout", "_watch", "_watch_usage",
+                 "outcome", "status", "usage")
+
+    def __init__(self, receive: Receive, send: Send, *,
+                 headers: Sequence[tuple[bytes, bytes]] = (), watch_usage: bool = False,
+                 settle: Settle | None = None, settle_timeout: float = 2.0) -> None:
+        self._receive = receive
+        self._send = send
+        self._headers = headers
+        self._watch_usage = watch_usage
+        self._settle = settle
+        self._settle_timeout = settle_timeout
+        self._replay: Message | None = None
+        self._disconnected = False
+        self._watch = _OFF
+        self._buffer = bytearray()  # the JSON body so far, or the SSE line not yet ended
+        self._event = bytearray()  # the data of the SSE event not yet dispatched
+        self.usage: Usage | None = None
+        self.outcome = PENDING
+        self.status: int | None = None
+
+    async def read_body(self, limit: int) -> bytes | None:
+        """The whole request body, or ``None`` as soon as it would pass ``limit`` bytes (nothing
+        past the limit is kept). Call once, before ``run``; the app is then given the same bytes.
+        """
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await self._receive()
+            if message["type"] != "http.request":
+                self._disconnected = True
+                await self._finish(DISCONNECT)
+                raise ClientDisconnected(size)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        self._replay = {"type": "http.request", "body": body, "more_body": False}
+        return body
+
+    async def receive(self) -> Message:
+        replay = self._replay
+        if replay is not None:
+            self._replay = None
+            return replay
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self._disconnected = True
+        return message
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            await self._forward(self._start(message))
+        elif kind == "http.response.body":
+            # Read before forwarding: a middleware outside us may rewrite the message (gzip does).
+            body, more = message.get("body", b""), message.get("more_body", False)
+            await self._forward(message)
+            if self._watch != _OFF:
+                self._observe(bytes(body), more)
+            if not more:
+                await self._finish(DISCONNECT if self._disconnected else COMPLETE)
+        else:
+            await self._forward(message)
+            if kind == "http.response.pathsend":
+                await self._finish(DISCONNECT if self._disconnected else COMPLETE)
+
+    async def run(self, app: ASGIApp, scope: Scope) -> None:
+        """Run the app through this responder; settle once however it ends, then re-raise."""
+        try:
+            await app(scope, self.receive, self.send)
+        except anyio.get_cancelled_exc_class():
+            await self._finish(CANCELLED)
+            raise
+        finally:
+            # Raising or returning before the last body: the client left, or the app failed.
+            await self._finish(DISCONNECT if self._disconnected else ERROR)
+
+    async def _forward(self, message: Message) -> None:
+        try:
+            await self._send(message)
+        except OSError:  # the server's way to say the client is gone (uvicorn ClientDisconnected)
+            self._disconnected = True
+            raise
+
+    def _start(self, message: Message) -> Message:
+        self.status = message["status"]
+        headers: Iterable[Any] = message.get("headers") or ()
+        if not isinstance(headers, list | tuple):  # a one-shot iterable is read twice below
+            headers = list(headers)
+            message = {**message, "headers": headers}
+        if self._watch_usage:
+            self._watch = _watch_mode(headers)
+        if not self._headers:
+            return message
+        ours = {name for name, _ in self._headers}
+        kept = [h for h in headers if bytes(h[0]).lower() not in ours]
+        return {**message, "headers": [*kept, *self._headers]}
+
+    def _observe(self, body: bytes, more: bool) -> None:
+        self._buffer += body
+        if self._watch == _SSE and b"\n" in body:
+            self._read_lines()
+        if len(self._buffer) > USAGE_BUFFER_LIMIT:
+            self._stop_watching()
+        elif not more and self._watch == _JSON:
+            self._read_usage(self._buffer)
+
+    def _read_lines(self) -> None:
+        lines = self._buffer.split(b"\n")
+        self._buffer = lines.pop()
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                self._dispatch()
+            elif line.startswith(b"data:"):
+                if self._event:
+                    self._event += b"\n"
+                self._event += line[6:] if line.startswith(b"data: ") else line[5:]
+                if len(self._event) > USAGE_BUFFER_LIMIT:
+                    self._stop_watching()
+            if self._watch == _OFF:
+                return
+
+    def _dispatch(self) -> None:
+        data = self._event
+        if data == b"[DONE]":
+            self._stop_watching()
+        else:
+            self._read_usage(data)
+        data.clear()
+
+    def _read_usage(self, raw: bytearray) -> None:
+        if b'"usage"' not in raw:
+            return
+        try:
+            usage = parse_usage(json.loads(raw))
+        except (ValueError, RecursionError):  # not JSON, bad UTF-8, too deep, too many digits
+            return
+        if usage is not None:
+            self.usage = usage
+
+    def _stop_watching(self) -> None:
+        self._watch = _OFF
+        self._buffer = bytearray()
+        self._event = bytearray()
+
+    async def _finish(self, outcome: str) -> None:
+        if self.outcome != PENDING:
+            return
+        self.outcome = outcome
+        self._stop_watching()
+        settle = self._settle
+        if settle is None:
+            return
+        # Shielded so a cancelled request still settles; bounded so a stuck store cannot hold it.
+        with anyio.move_on_after(self._settle_timeout, shield=True) as bound:
+            try:
+                await settle(self)
+            except Exception:
+                log.exception("settle failed (outcome %s); the response stands", outcome)
+        if bound.cancelled_caught:
+            log.error("settle gave up after %.3g s (outcome %s)", self._settle_timeout, outcome)
+
+
+def parse_usage(document: object) -> Usage | None:
+    """The ``usage`` of an OpenAI response or stream chunk, or ``None`` unless all three counts
+    are ints in ``0..MAX_TOKENS``."""
+    if not isinstance(document, dict):
+        return None
+    usage = document.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    counts: list[int] = []
+    for name in Usage._fields:
+        count = usage.get(name)
+        if type(count) is not int or not 0 <= count <= MAX_TOKENS:
+            return None
+        counts.append(count)
+    return Usage._make(counts)
+
+
+def _watch_mode(headers: Iterable[Any]) -> int:
+    media_type = b""
+    for name, value in headers:
+        name = bytes(name).lower()
+        if name == b"content-type":
+            media_type = bytes(value).partition(b";")[0].strip().lower()
+        elif name == b"content-encoding" and bytes(value).strip().lower() != b"identity":
+            return _OFF
+    if media_type == b"application/json":
+        return _JSON
+    return _SSE if media_type == b"text/event-stream" else _OFF
