@@ -26,6 +26,7 @@ from gatekeeper.pipeline import INVALID_TARGET, MISS, evaluate, prepare, route
 from gatekeeper.policy.load import load_pepper, load_policy
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import Reason
+from gatekeeper.responder import Responder
 from gatekeeper.runtime import Runtime
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
 from gatekeeper.types import ASGIApp, Message, Receive, Scope, Send
@@ -118,7 +119,10 @@ class Gatekeeper:
             self.observer(scope, decision, now)
         if decision.allowed:
             scope[SCOPE_KEY] = decision
-            await self.app(scope, receive, send)
+            if decision.headers:  # rate-limit headers and the like: only then is send wrapped
+                await Responder(receive, send, headers=decision.headers).run(self.app, scope)
+            else:
+                await self.app(scope, receive, send)
             return
         self.audit.refused(decision, facts, now, scope)
         answer = rt.policy.answers.get(decision.reason, decision.reason)

@@ -406,3 +406,20 @@ async def test_audit_line_of_a_malformed_credential_names_its_header(
               if r.name == "gatekeeper.audit"]
     assert [(e["reason"], e["credential_header"]) for e in events] == [
         ("credential_malformed", "x-api-key"), ("credential_malformed", "authorization")]
+
+
+async def test_an_allowed_decision_with_headers_answers_through_the_responder(env: Env) -> None:
+    """The plug for limits: a decision's headers (x-ratelimit-*) reach the client on the
+    app's own response; decisions without headers keep the unwrapped path."""
+    async with env.client() as client:
+        first = await client.post("/v1/chat/completions", json=CHAT,
+                                  headers=bearer(env.keys["acme"]))
+        assert "x-ratelimit-limit-requests" not in first.headers
+        (record,) = env.gk.runtime.decisions.values()
+        record.decision = record.decision._replace(
+            headers=((b"x-ratelimit-limit-requests", b"60"),))
+        second = await client.post("/v1/chat/completions", json=CHAT,
+                                   headers=bearer(env.keys["acme"]))
+    assert second.status_code == 200 and second.headers["x-ratelimit-limit-requests"] == "60"
+    assert second.json()["choices"][0]["message"]["content"].startswith("Hello acme")
+    assert len(env.seen) == 2
