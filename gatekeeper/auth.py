@@ -13,9 +13,9 @@ import logging
 
 from gatekeeper import reasons
 from gatekeeper.credentials import Credential
-from gatekeeper.errors import StoreError
+from gatekeeper.errors import ConfigError, StoreError
 from gatekeeper.jwt_verifier import JwtVerifier
-from gatekeeper.keys import KeyRecord, hash_secret, parse_key, principal_for
+from gatekeeper.keys import MIN_PEPPER_BYTES, KeyRecord, hash_secret, parse_key, principal_for
 from gatekeeper.principal import CredentialKind, Principal
 from gatekeeper.reasons import Refusal
 from gatekeeper.store.base import Store
@@ -30,6 +30,10 @@ _STORE_LOG_INTERVAL = 10.0
 class Authenticator:
     def __init__(self, store: Store, pepper: bytes, *, cache_ttl: float = 1.0,
                  verifier: JwtVerifier | None = None, cache_size: int = 100_000) -> None:
+        if not isinstance(pepper, bytes) or len(pepper) < MIN_PEPPER_BYTES:
+            # the value is a secret: say what it must be, never what it is
+            raise ConfigError("pepper", "(secret)",
+                              f"must be bytes, at least {MIN_PEPPER_BYTES} of them")
         self.store = store
         self._pepper = pepper
         self._ttl = cache_ttl

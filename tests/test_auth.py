@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from gatekeeper import Authenticator, MemoryStore, build_key, compile_policy, key_admin
+from gatekeeper import (
+    Authenticator,
+    ConfigError,
+    ManualClock,
+    MemoryStore,
+    build_key,
+    compile_policy,
+    key_admin,
+)
 from gatekeeper.credentials import Credential, credential_from
-from gatekeeper.keys import KeyRecord
+from gatekeeper.keys import MIN_PEPPER_BYTES, KeyRecord
 from gatekeeper.principal import KeyStatus, Principal
 from gatekeeper.reasons import Refusal
 from tests.conftest import PEPPER, POLICY
@@ -79,3 +89,15 @@ async def test_revocation_shows_after_the_ttl_and_reinstated_records_are_reverif
     assert isinstance(cached, Principal) and cached.status is KeyStatus.ACTIVE
     fresh = await auth.authenticate(_cred(key), NOW + 1.0)
     assert isinstance(fresh, Principal) and fresh.status is KeyStatus.SUSPENDED
+
+
+@pytest.mark.parametrize("pepper", [b"", b"s3cr3t", b"p" * (MIN_PEPPER_BYTES - 1), "p" * 40])
+def test_a_short_or_non_bytes_pepper_is_refused_without_showing_it(pepper: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        Authenticator(MemoryStore(), pepper)
+    assert info.value.field == "pepper"
+    assert str(MIN_PEPPER_BYTES) in str(info.value)
+    if pepper:
+        shown = pepper if isinstance(pepper, str) else pepper.decode()
+        assert shown not in str(info.value) and shown not in repr(info.value.value)
+    Authenticator(MemoryStore(), b"p" * MIN_PEPPER_BYTES)  # exactly enough is accepted
