@@ -2,8 +2,8 @@
 
 Order of work is cheapest first: the verified-credential cache (a dict hit), then the
 checksum (garbage never reaches the store), then the store, then one HMAC. A cached key is
-re-read from the store after ``cache_ttl`` seconds, which bounds how long a revocation takes
-to reach this process.
+re-read from the store after ``cache_ttl`` seconds of the monotonic clock, which bounds how
+long a revocation takes to reach this process, whatever the wall clock does.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hmac
 import logging
 
 from gatekeeper import reasons
+from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.credentials import Credential
 from gatekeeper.errors import ConfigError, StoreError
 from gatekeeper.jwt_verifier import JwtVerifier
@@ -29,7 +30,8 @@ _STORE_LOG_INTERVAL = 10.0
 
 class Authenticator:
     def __init__(self, store: Store, pepper: bytes, *, cache_ttl: float = 1.0,
-                 verifier: JwtVerifier | None = None, cache_size: int = 100_000) -> None:
+                 verifier: JwtVerifier | None = None, cache_size: int = 100_000,
+                 clock: Clock | None = None) -> None:
         if not isinstance(pepper, bytes) or len(pepper) < MIN_PEPPER_BYTES:
             # the value is a secret: say what it must be, never what it is
             raise ConfigError("pepper", "(secret)",
@@ -38,6 +40,7 @@ class Authenticator:
         self._pepper = pepper
         self._ttl = cache_ttl
         self._jwt = verifier
+        self._monotonic = (clock or SystemClock()).monotonic
         self._cache: dict[str, tuple[Principal, float, KeyRecord]] = {}
         self._cache_size = cache_size
         self._unknown: dict[str, tuple[Refusal, float]] = {}
@@ -53,11 +56,13 @@ class Authenticator:
         return await self._jwt.verify(credential.token, now)
 
     async def _api_key(self, token: str, now: float) -> Principal | Refusal:
+        # entries hold the monotonic time they expire at: a hit is one call and one comparison
+        clock = self._monotonic()
         hit = self._cache.get(token)
-        if hit is not None and now - hit[1] < self._ttl:
+        if hit is not None and clock < hit[1]:
             return hit[0]
         miss = self._unknown.get(token)
-        if miss is not None and now - miss[1] < self._ttl:
+        if miss is not None and clock < miss[1]:
             return miss[0]
         parsed = parse_key(token)
         if parsed is None:
@@ -66,37 +71,38 @@ class Authenticator:
         try:
             record = await self.store.get_key(key_id)
         except StoreError as exc:
-            self._log_store_error(exc, now)
+            self._log_store_error(exc, clock)
             return Refusal(reasons.STORE_UNAVAILABLE, key_id, exc.operation)
         if record is None:
             return self._refuse_unknown(token, Refusal(reasons.KEY_UNKNOWN, key_id,
-                                                       "no such key id"), now)
+                                                       "no such key id"), clock)
         if hit is not None and hit[2] == record:
             principal = hit[0]  # unchanged since it was verified: no HMAC, no recompiling
         elif hmac.compare_digest(hash_secret(self._pepper, key_id, secret), record.secret_hash):
             principal = principal_for(record)
         else:
             return self._refuse_unknown(token, Refusal(reasons.KEY_UNKNOWN, key_id,
-                                                       "secret does not match"), now)
-        self._remember(token, principal, now, record)
+                                                       "secret does not match"), clock)
+        self._remember(token, principal, clock, record)
         return principal
 
-    def _refuse_unknown(self, token: str, refusal: Refusal, now: float) -> Refusal:
+    def _refuse_unknown(self, token: str, refusal: Refusal, clock: float) -> Refusal:
         self._cache.pop(token, None)
         unknown = self._unknown
         if len(unknown) >= self._cache_size:
             del unknown[next(iter(unknown))]
-        unknown[token] = (refusal, now)
+        unknown[token] = (refusal, clock + self._ttl)
         return refusal
 
-    def _remember(self, token: str, principal: Principal, now: float, record: KeyRecord) -> None:
+    def _remember(self, token: str, principal: Principal, clock: float,
+                  record: KeyRecord) -> None:
         cache = self._cache
         cache.pop(token, None)
         if len(cache) >= self._cache_size:
             del cache[next(iter(cache))]  # oldest first: dicts keep insertion order
-        cache[token] = (principal, now, record)
+        cache[token] = (principal, clock + self._ttl, record)
 
-    def _log_store_error(self, exc: StoreError, now: float) -> None:
-        if now - self._store_error_logged >= _STORE_LOG_INTERVAL:
-            self._store_error_logged = now
+    def _log_store_error(self, exc: StoreError, clock: float) -> None:
+        if clock - self._store_error_logged >= _STORE_LOG_INTERVAL:
+            self._store_error_logged = clock
             log.error("key store unavailable, refusing uncached keys (fail closed): %s", exc)

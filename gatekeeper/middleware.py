@@ -57,7 +57,7 @@ class Gatekeeper:
         self.audit = audit or AuditLog()
         self.authenticator = Authenticator(
             store, pepper if pepper is not None else load_pepper(self.policy.keys),
-            cache_ttl=self.policy.keys.cache_ttl,
+            cache_ttl=self.policy.keys.cache_ttl, clock=self.clock,
             verifier=JwtVerifier(self.policy.issuers) if self.policy.issuers else None)
         self._reader = FactReader(self.policy)
         self._routes = self.policy.routes

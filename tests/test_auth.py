@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -9,7 +10,6 @@ import pytest
 from gatekeeper import (
     Authenticator,
     ConfigError,
-    ManualClock,
     MemoryStore,
     build_key,
     compile_policy,
@@ -37,10 +37,38 @@ class CountingStore(MemoryStore):
         return await super().get_key(key_id)
 
 
-async def _setup() -> tuple[CountingStore, Authenticator, str, str]:
-    store = CountingStore()
+class SteppingClock:
+    """Wall time and monotonic time moved apart: NTP or a VM restore can step the first back."""
+
+    def __init__(self) -> None:
+        self.wall, self.mono = NOW, 0.0
+
+    def now(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+
+@dataclass
+class Rig:
+    store: CountingStore
+    auth: Authenticator
+    key: str
+    key_id: str
+    clock: SteppingClock
+
+    async def at(self, token: str, seconds: float) -> Principal | Refusal:
+        """Authenticate ``token`` ``seconds`` after the start, wall and monotonic time alike."""
+        self.clock.wall, self.clock.mono = NOW + seconds, seconds
+        return await self.auth.authenticate(_cred(token), self.clock.now())
+
+
+async def _setup(cache_size: int = 100_000) -> Rig:
+    store, clock = CountingStore(), SteppingClock()
     key, record = await key_admin.create_key(store, PEPPER, compile_policy(POLICY), "acme", NOW)
-    return store, Authenticator(store, PEPPER, cache_ttl=1.0), key, record.key_id
+    auth = Authenticator(store, PEPPER, cache_ttl=1.0, cache_size=cache_size, clock=clock)
+    return Rig(store, auth, key, record.key_id, clock)
 
 
 def _cred(token: str) -> Credential:
@@ -50,44 +78,44 @@ def _cred(token: str) -> Credential:
 
 
 async def test_a_valid_key_is_looked_up_once_per_ttl() -> None:
-    store, auth, key, _ = await _setup()
+    rig = await _setup()
     for i in range(100):
-        result = await auth.authenticate(_cred(key), NOW + i * 0.009)
+        result = await rig.at(rig.key, i * 0.009)
         assert isinstance(result, Principal) and result.tenant == "acme"
-    assert store.lookups == 1
-    await auth.authenticate(_cred(key), NOW + 1.0)
-    assert store.lookups == 2
+    assert rig.store.lookups == 1
+    await rig.at(rig.key, 1.0)
+    assert rig.store.lookups == 2
 
 
 async def test_forged_keys_cost_one_lookup_per_ttl_not_per_request() -> None:
-    store, auth, _, key_id = await _setup()
-    forged = build_key("Zz" + key_id[2:], "b" * 32)  # a valid checksum is easy to compute
-    wrong_secret = build_key(key_id, "c" * 32)
+    rig = await _setup()
+    forged = build_key("Zz" + rig.key_id[2:], "b" * 32)  # a valid checksum is easy to compute
+    wrong_secret = build_key(rig.key_id, "c" * 32)
     for token in (forged, wrong_secret):
         for i in range(50):
-            result = await auth.authenticate(_cred(token), NOW + i * 0.01)
+            result = await rig.at(token, i * 0.01)
             assert isinstance(result, Refusal) and result.reason.code == "key_unknown"
-    assert store.lookups == 2
-    await auth.authenticate(_cred(forged), NOW + 1.5)
-    assert store.lookups == 3
+    assert rig.store.lookups == 2
+    await rig.at(forged, 1.5)
+    assert rig.store.lookups == 3
 
 
 async def test_the_refusal_cache_holds_tokens_not_key_ids() -> None:
-    store, auth, _, _ = await _setup()
+    rig = await _setup()
     early = build_key("Ab3dEf6hIj9k", "d" * 32)
-    assert isinstance(await auth.authenticate(_cred(early), NOW), Refusal)
-    key, _ = await key_admin.create_key(store, PEPPER, compile_policy(POLICY), "acme", NOW)
-    result = await auth.authenticate(_cred(key), NOW + 0.1)
+    assert isinstance(await rig.at(early, 0), Refusal)
+    key, _ = await key_admin.create_key(rig.store, PEPPER, compile_policy(POLICY), "acme", NOW)
+    result = await rig.at(key, 0.1)
     assert isinstance(result, Principal)  # a different token: never in the refusal cache
 
 
 async def test_revocation_shows_after_the_ttl_and_reinstated_records_are_reverified() -> None:
-    store, auth, key, key_id = await _setup()
-    assert isinstance(await auth.authenticate(_cred(key), NOW), Principal)
-    await key_admin.set_status(store, key_id, KeyStatus.SUSPENDED, NOW)
-    cached = await auth.authenticate(_cred(key), NOW + 0.5)
+    rig = await _setup()
+    assert isinstance(await rig.at(rig.key, 0), Principal)
+    await key_admin.set_status(rig.store, rig.key_id, KeyStatus.SUSPENDED, NOW)
+    cached = await rig.at(rig.key, 0.5)
     assert isinstance(cached, Principal) and cached.status is KeyStatus.ACTIVE
-    fresh = await auth.authenticate(_cred(key), NOW + 1.0)
+    fresh = await rig.at(rig.key, 1.0)
     assert isinstance(fresh, Principal) and fresh.status is KeyStatus.SUSPENDED
 
 
@@ -101,3 +129,18 @@ def test_a_short_or_non_bytes_pepper_is_refused_without_showing_it(pepper: Any) 
         shown = pepper if isinstance(pepper, str) else pepper.decode()
         assert shown not in str(info.value) and shown not in repr(info.value.value)
     Authenticator(MemoryStore(), b"p" * MIN_PEPPER_BYTES)  # exactly enough is accepted
+
+
+async def test_cache_ages_follow_the_monotonic_clock_when_wall_time_steps_back() -> None:
+    rig = await _setup()
+    clock, key = rig.clock, rig.key
+    assert isinstance(await rig.auth.authenticate(_cred(key), clock.now()), Principal)
+    await key_admin.set_status(rig.store, rig.key_id, KeyStatus.REVOKED, NOW)
+    clock.wall -= 3600.0  # the wall clock steps back an hour ...
+    clock.mono += 1.0     # ... while the cache TTL passes
+    revoked = await rig.auth.authenticate(_cred(key), clock.now())
+    assert isinstance(revoked, Principal) and revoked.status is KeyStatus.REVOKED
+    lookups = rig.store.lookups
+    clock.wall += 7200.0  # nor does a wall clock jumping forward expire the cache early
+    assert await rig.auth.authenticate(_cred(key), clock.now()) is revoked
+    assert rig.store.lookups == lookups
