@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections import OrderedDict
+from typing import Any
 
 from gatekeeper import reasons
 from gatekeeper.clock import Clock, SystemClock
@@ -26,6 +28,9 @@ log = logging.getLogger("gatekeeper")
 _BAD_CHECKSUM = Refusal(reasons.CREDENTIAL_MALFORMED, detail="not a valid key (format or checksum)")
 _NO_ISSUERS = Refusal(reasons.TOKEN_INVALID, detail="no JWT issuers configured")
 _STORE_LOG_INTERVAL = 10.0
+_PURGE_PER_INSERT = 2
+"""Expired entries dropped from the front per insert: twice the rate they expire at, so they
+never pile up, and never a long pause to drop a whole flood at once."""
 
 
 class Authenticator:
@@ -41,9 +46,9 @@ class Authenticator:
         self._ttl = cache_ttl
         self._jwt = verifier
         self._monotonic = (clock or SystemClock()).monotonic
-        self._cache: dict[str, tuple[Principal, float, KeyRecord]] = {}
+        self._cache: OrderedDict[str, tuple[Principal, float, KeyRecord]] = OrderedDict()
         self._cache_size = cache_size
-        self._unknown: dict[str, tuple[Refusal, float]] = {}
+        self._unknown: OrderedDict[str, tuple[Refusal, float]] = OrderedDict()
         """Well-formed keys the store did not know, for ``cache_ttl``: a flood of forged keys
         (a CRC is easy to compute) costs one store lookup per key per TTL, not per request."""
         self._store_error_logged = float("-inf")
@@ -59,11 +64,16 @@ class Authenticator:
         # entries hold the monotonic time they expire at: a hit is one call and one comparison
         clock = self._monotonic()
         hit = self._cache.get(token)
-        if hit is not None and clock < hit[1]:
-            return hit[0]
-        miss = self._unknown.get(token)
-        if miss is not None and clock < miss[1]:
-            return miss[0]
+        if hit is not None:
+            if clock < hit[1]:
+                return hit[0]
+            del self._cache[token]  # expired; ``hit`` still spares the HMAC if nothing changed
+        else:
+            miss = self._unknown.get(token)
+            if miss is not None:
+                if clock < miss[1]:
+                    return miss[0]
+                del self._unknown[token]
         parsed = parse_key(token)
         if parsed is None:
             return _BAD_CHECKSUM
@@ -83,26 +93,31 @@ class Authenticator:
         else:
             return self._refuse_unknown(token, Refusal(reasons.KEY_UNKNOWN, key_id,
                                                        "secret does not match"), clock)
-        self._remember(token, principal, clock, record)
+        _insert(self._cache, self._cache_size, token, (principal, clock + self._ttl, record),
+                clock)
         return principal
 
     def _refuse_unknown(self, token: str, refusal: Refusal, clock: float) -> Refusal:
         self._cache.pop(token, None)
-        unknown = self._unknown
-        if len(unknown) >= self._cache_size:
-            del unknown[next(iter(unknown))]
-        unknown[token] = (refusal, clock + self._ttl)
+        _insert(self._unknown, self._cache_size, token, (refusal, clock + self._ttl), clock)
         return refusal
-
-    def _remember(self, token: str, principal: Principal, clock: float,
-                  record: KeyRecord) -> None:
-        cache = self._cache
-        cache.pop(token, None)
-        if len(cache) >= self._cache_size:
-            del cache[next(iter(cache))]  # oldest first: dicts keep insertion order
-        cache[token] = (principal, clock + self._ttl, record)
 
     def _log_store_error(self, exc: StoreError, clock: float) -> None:
         if clock - self._store_error_logged >= _STORE_LOG_INTERVAL:
             self._store_error_logged = clock
             log.error("key store unavailable, refusing uncached keys (fail closed): %s", exc)
+
+
+def _insert(cache: OrderedDict[str, Any], size: int, token: str, entry: tuple[Any, ...],
+            clock: float) -> None:
+    """Add ``entry`` (expiring at ``entry[1]``) as the newest. Every entry has the same TTL, so
+    the oldest is at the front: first to expire, first to evict. O(1): ``popitem(last=False)``
+    never scans, where ``del d[next(iter(d))]`` on a dict walks the slots deletions left."""
+    cache.pop(token, None)
+    for _ in range(_PURGE_PER_INSERT):
+        if not cache or next(iter(cache.values()))[1] > clock:
+            break
+        cache.popitem(last=False)
+    if cache and len(cache) >= size:
+        cache.popitem(last=False)
+    cache[token] = entry

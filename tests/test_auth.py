@@ -144,3 +144,39 @@ async def test_cache_ages_follow_the_monotonic_clock_when_wall_time_steps_back()
     clock.wall += 7200.0  # nor does a wall clock jumping forward expire the cache early
     assert await rig.auth.authenticate(_cred(key), clock.now()) is revoked
     assert rig.store.lookups == lookups
+
+
+async def test_refused_key_cache_evicts_oldest_first_and_drops_expired_entries() -> None:
+    rig = await _setup(cache_size=3)
+    forged = [build_key(f"Zz{i:010d}", "f" * 32) for i in range(5)]
+    for i, token in enumerate(forged[:4]):
+        await rig.at(token, i * 0.1)  # the fourth evicts the first
+    assert list(rig.auth._unknown) == forged[1:4]
+    lookups = rig.store.lookups
+    for token in forged[1:4]:
+        await rig.at(token, 0.35)
+    assert rig.store.lookups == lookups  # still remembered
+    await rig.at(forged[0], 0.35)  # evicted, so looked up again; it evicts the oldest
+    assert rig.store.lookups == lookups + 1
+    assert list(rig.auth._unknown) == [*forged[2:4], forged[0]]
+    # forged[2] and [3] expired at 1.2 and 1.3: a new entry drops them, the cache is not full
+    await rig.at(forged[4], 1.32)
+    assert list(rig.auth._unknown) == [forged[0], forged[4]]
+    # an expired entry asked for again is looked up and goes to the back, as the newest
+    await rig.at(forged[0], 1.5)
+    assert rig.store.lookups == lookups + 3
+    assert list(rig.auth._unknown) == [forged[4], forged[0]]
+
+
+async def test_verified_key_cache_is_bounded_and_evicts_oldest_first() -> None:
+    rig = await _setup(cache_size=2)
+    policy = compile_policy(POLICY)
+    keys = [rig.key] + [(await key_admin.create_key(rig.store, PEPPER, policy, "acme", NOW))[0]
+                        for _ in range(2)]
+    for i, key in enumerate(keys):
+        assert isinstance(await rig.at(key, i * 0.1), Principal)
+    assert list(rig.auth._cache) == keys[1:]
+    await rig.at(keys[1], 1.15)  # expired, re-read from the store: now the newest
+    assert list(rig.auth._cache) == [keys[2], keys[1]]
+    await rig.at(keys[0], 1.5)  # keys[2] expired at 1.2 and is dropped first
+    assert list(rig.auth._cache) == [keys[1], keys[0]]
