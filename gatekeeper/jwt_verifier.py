@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import urllib.error
 import urllib.request
@@ -167,7 +166,7 @@ class JwtVerifier:
 def _principal(issuer: IssuerPolicy, claims: Mapping[str, Any], now: float) -> Principal | Refusal:
     exp = claims.get("exp")
     if not _is_time(exp):
-        return _invalid("exp is not a finite number")
+        return _invalid("exp is not a time")
     if now >= exp + issuer.leeway:
         return Refusal(reasons.TOKEN_EXPIRED, detail=f"issuer {issuer.name}")
     for name in ("nbf", "iat"):
@@ -175,7 +174,7 @@ def _principal(issuer: IssuerPolicy, claims: Mapping[str, Any], now: float) -> P
         if value is None:
             continue
         if not _is_time(value):
-            return _invalid(f"{name} is not a number")
+            return _invalid(f"{name} is not a time")
         if value > now + issuer.leeway:
             return _invalid(f"{name} is in the future")
     subject = claims.get(issuer.subject_claim)
@@ -193,10 +192,15 @@ def _principal(issuer: IssuerPolicy, claims: Mapping[str, Any], now: float) -> P
 _HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
+_MAX_TIME = 253_402_300_799
+"""9999-12-31T23:59:59Z."""
+
+
 def _is_time(value: Any) -> TypeGuard[float]:
-    """A finite number: NaN or Infinity in ``exp`` would make a token that never expires."""
+    """Seconds no further from 1970 than the end of year 9999, checked before any arithmetic:
+    an int like 10**400 overflows float, and NaN, Infinity or 1e300 in ``exp`` never expire."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and \
-        math.isfinite(value)
+        -_MAX_TIME <= value <= _MAX_TIME
 
 
 def _secret(issuer: IssuerPolicy, env: Mapping[str, str]) -> bytes | None:

@@ -241,6 +241,18 @@ async def test_missing_or_non_numeric_exp_is_refused(exp: Any) -> None:
     await refused(verifier, sign(RSA_KEY, exp=exp), "token_invalid")
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize("value", [10**400, -(10**400), 10**20, 1e300, -1e300],
+                         ids=["1e400", "-1e400", "1e20", "1e300-float", "-1e300-float"])
+async def test_time_claims_beyond_year_9999_are_invalid_not_a_crash(claim: str,
+                                                                    value: float) -> None:
+    """10**400 overflowed math.isfinite (a 503 and a traceback); 1e300 never expired."""
+    verifier = verifier_for(rsa_issuer())
+    await refused(verifier, sign(RSA_KEY, **{claim: value}), "token_invalid")
+    await accepted(verifier, sign(RSA_KEY, **{claim: NOW - 10 if claim != "exp" else NOW + 1}))
+
+
 # --- wrong issuer, audience, algorithm, key -------------------------------------------------
 
 @pytest.mark.anyio
