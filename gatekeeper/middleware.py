@@ -58,7 +58,8 @@ class Gatekeeper:
         self.authenticator = Authenticator(
             store, pepper if pepper is not None else load_pepper(self.policy.keys),
             cache_ttl=self.policy.keys.cache_ttl, clock=self.clock,
-            verifier=JwtVerifier(self.policy.issuers) if self.policy.issuers else None)
+            verifier=JwtVerifier(self.policy.issuers, clock=self.clock)
+            if self.policy.issuers else None)
         self._reader = FactReader(self.policy)
         self._routes = self.policy.routes
         self.metrics.policy_tenants.set(len(self.policy.tenants))
