@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import logging
 import os
 import platform
@@ -43,12 +44,10 @@ def policy(cache_ttl: float) -> dict[str, Any]:
             "tenants": {"acme": {"allowed_networks": ["192.0.2.0/24"]}}}
 
 
-def forged_keys(start: int) -> Iterator[str]:
+def forged_keys() -> Iterator[str]:
     """Distinct well-formed keys with valid checksums, none of them in the store."""
-    i = start
-    while True:
+    for i in itertools.count():
         yield gatekeeper.build_key(f"Zz{i:010d}", "f" * 32)
-        i += 1
 
 
 def scope_for(token: str) -> dict[str, Any]:
@@ -134,7 +133,7 @@ async def measure(make: Callable[[float], tuple[Request, Callable[[str], Any]]],
                   ) -> tuple[float, float, float, float]:
     """(us on an empty cache, then after ``flood`` more keys: median, min, max)."""
     request, prepare = make(cache_ttl)
-    keys = forged_keys(0)
+    keys = forged_keys()
     empty = await timed(request, [prepare(next(keys)) for _ in range(batch)])
     for _ in range(flood):
         await request(prepare(next(keys)))

@@ -58,12 +58,12 @@ class Authenticator:
 
     async def authenticate(self, credential: Credential, now: float) -> Principal | Refusal:
         if credential.kind is CredentialKind.API_KEY:
-            return await self._api_key(credential.token, now)
+            return await self._api_key(credential.token)
         if self._jwt is None:
             return _NO_ISSUERS
         return await self._jwt.verify(credential.token, now)
 
-    async def _api_key(self, token: str, now: float) -> Principal | Refusal:
+    async def _api_key(self, token: str) -> Principal | Refusal:
         # entries hold the monotonic time they expire at: a hit is one call and one comparison
         clock = self._monotonic()
         hit = self._cache.get(token)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -180,3 +183,14 @@ async def test_verified_key_cache_is_bounded_and_evicts_oldest_first() -> None:
     assert list(rig.auth._cache) == [keys[2], keys[1]]
     await rig.at(keys[0], 1.5)  # keys[2] expired at 1.2 and is dropped first
     assert list(rig.auth._cache) == [keys[1], keys[0]]
+
+
+def test_the_forged_flood_benchmark_runs() -> None:
+    """benchmarks/forged_flood.py end to end on a small flood; no timing is asserted."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/forged_flood.py", "--keys", "300", "--rounds", "2",
+         "--batch", "50"], cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+        text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| Gate", "| Auth"))]
+    assert len(rows) == 4, done.stdout
