@@ -22,7 +22,7 @@ from gatekeeper.credentials import Credential, credential_from
 from gatekeeper.keys import MIN_PEPPER_BYTES, KeyRecord
 from gatekeeper.principal import KeyStatus, Principal
 from gatekeeper.reasons import Refusal
-from tests.conftest import PEPPER, POLICY
+from tests.conftest import PEPPER, POLICY, SteppingClock
 
 pytestmark = pytest.mark.anyio
 NOW = 1_800_000_000.0
@@ -40,19 +40,6 @@ class CountingStore(MemoryStore):
         return await super().get_key(key_id)
 
 
-class SteppingClock:
-    """Wall time and monotonic time moved apart: NTP or a VM restore can step the first back."""
-
-    def __init__(self) -> None:
-        self.wall, self.mono = NOW, 0.0
-
-    def now(self) -> float:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-
 @dataclass
 class Rig:
     store: CountingStore
@@ -68,7 +55,7 @@ class Rig:
 
 
 async def _setup(cache_size: int = 100_000) -> Rig:
-    store, clock = CountingStore(), SteppingClock()
+    store, clock = CountingStore(), SteppingClock(NOW)
     key, record = await key_admin.create_key(store, PEPPER, compile_policy(POLICY), "acme", NOW)
     auth = Authenticator(store, PEPPER, cache_ttl=1.0, cache_size=cache_size, clock=clock)
     return Rig(store, auth, key, record.key_id, clock)

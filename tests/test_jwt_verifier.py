@@ -36,6 +36,7 @@ from gatekeeper import (
     compile_policy,
 )
 from gatekeeper.jwt_verifier import JWKS_FETCH_DEADLINE, JWKS_REFETCH_INTERVAL
+from tests.conftest import SteppingClock
 
 NOW = 1_800_000_000
 ISS = "https://sso.example.test/"
@@ -832,17 +833,8 @@ async def test_a_refresh_that_keeps_a_key_keeps_its_cached_tokens(
 
 @pytest.mark.anyio
 async def test_jwks_staleness_follows_the_monotonic_clock(jwks_server: JwksServer) -> None:
-    class SteppingClock:
-        wall, mono = float(NOW), 0.0
-
-        def now(self) -> float:
-            return self.wall
-
-        def monotonic(self) -> float:
-            return self.mono
-
     jwks_server.serve(public_jwk(RSA_KEY, "k1"))
-    clock = SteppingClock()
+    clock = SteppingClock(NOW)
     policy = compile_policy({"jwt": {"issuers": {"corp": issuer(jwks_url=jwks_server.url)}}})
     verifier = JwtVerifier(policy.issuers, environ={}, clock=clock)
     token = sign(RSA_KEY, kid="k1", iat=NOW - 7200, exp=NOW + 3600)
