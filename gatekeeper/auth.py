@@ -2,20 +2,24 @@
 
 Order of work is cheapest first: the verified-credential cache (a dict hit), then the
 checksum (garbage never reaches the store), then the store, then one HMAC. A cached key is
-re-read from the store after ``cache_ttl`` seconds, which bounds how long a revocation takes
-to reach this process.
+re-read from the store after ``cache_ttl`` seconds of the monotonic clock, which bounds how
+long a revocation takes to reach this process, whatever the wall clock does.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import time
+from collections import OrderedDict
+from typing import Any
 
 from gatekeeper import reasons
+from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.credentials import Credential
-from gatekeeper.errors import StoreError
+from gatekeeper.errors import ConfigError, StoreError
 from gatekeeper.jwt_verifier import JwtVerifier
-from gatekeeper.keys import KeyRecord, hash_secret, parse_key, principal_for
+from gatekeeper.keys import MIN_PEPPER_BYTES, KeyRecord, hash_secret, parse_key, principal_for
 from gatekeeper.principal import CredentialKind, Principal
 from gatekeeper.reasons import Refusal
 from gatekeeper.store.base import Store
@@ -25,36 +29,54 @@ log = logging.getLogger("gatekeeper")
 _BAD_CHECKSUM = Refusal(reasons.CREDENTIAL_MALFORMED, detail="not a valid key (format or checksum)")
 _NO_ISSUERS = Refusal(reasons.TOKEN_INVALID, detail="no JWT issuers configured")
 _STORE_LOG_INTERVAL = 10.0
+_PURGE_PER_INSERT = 2
+"""Expired entries dropped from the front per insert: twice the rate they expire at, so they
+never pile up, and never a long pause to drop a whole flood at once."""
 
 
 class Authenticator:
     def __init__(self, store: Store, pepper: bytes, *, cache_ttl: float = 1.0,
-                 verifier: JwtVerifier | None = None, cache_size: int = 100_000) -> None:
+                 verifier: JwtVerifier | None = None, cache_size: int = 100_000,
+                 clock: Clock | None = None) -> None:
+        if not isinstance(pepper, bytes) or len(pepper) < MIN_PEPPER_BYTES:
+            # the value is a secret: say what it must be, never what it is
+            raise ConfigError("pepper", "(secret)",
+                              f"must be bytes, at least {MIN_PEPPER_BYTES} of them")
         self.store = store
         self._pepper = pepper
         self._ttl = cache_ttl
         self._jwt = verifier
-        self._cache: dict[str, tuple[Principal, float, KeyRecord]] = {}
+        clock = clock or SystemClock()
+        # the system clock's monotonic() is time.monotonic: one Python call less per cache hit
+        self._monotonic = time.monotonic if type(clock) is SystemClock else clock.monotonic
+        self._cache: OrderedDict[str, tuple[Principal, float, KeyRecord]] = OrderedDict()
         self._cache_size = cache_size
-        self._unknown: dict[str, tuple[Refusal, float]] = {}
+        self._unknown: OrderedDict[str, tuple[Refusal, float]] = OrderedDict()
         """Well-formed keys the store did not know, for ``cache_ttl``: a flood of forged keys
         (a CRC is easy to compute) costs one store lookup per key per TTL, not per request."""
         self._store_error_logged = float("-inf")
 
     async def authenticate(self, credential: Credential, now: float) -> Principal | Refusal:
         if credential.kind is CredentialKind.API_KEY:
-            return await self._api_key(credential.token, now)
+            return await self._api_key(credential.token)
         if self._jwt is None:
             return _NO_ISSUERS
         return await self._jwt.verify(credential.token, now)
 
-    async def _api_key(self, token: str, now: float) -> Principal | Refusal:
+    async def _api_key(self, token: str) -> Principal | Refusal:
+        # entries hold the monotonic time they expire at: a hit is one call and one comparison
+        clock = self._monotonic()
         hit = self._cache.get(token)
-        if hit is not None and now - hit[1] < self._ttl:
-            return hit[0]
-        miss = self._unknown.get(token)
-        if miss is not None and now - miss[1] < self._ttl:
-            return miss[0]
+        if hit is not None:
+            if clock < hit[1]:
+                return hit[0]
+            del self._cache[token]  # expired; ``hit`` still spares the HMAC if nothing changed
+        else:
+            miss = self._unknown.get(token)
+            if miss is not None:
+                if clock < miss[1]:
+                    return miss[0]
+                del self._unknown[token]
         parsed = parse_key(token)
         if parsed is None:
             return _BAD_CHECKSUM
@@ -62,45 +84,51 @@ class Authenticator:
         try:
             record = await self.store.get_key(key_id)
         except StoreError as exc:
-            self._log_store_error(exc, now)
+            self._log_store_error(exc, clock)
             return Refusal(reasons.STORE_UNAVAILABLE, key_id, exc.operation)
         if record is None:
             return self._refuse_unknown(token, Refusal(reasons.KEY_UNKNOWN, key_id,
-                                                       "no such key id"), now)
+                                                       "no such key id"), clock)
         if hit is not None and hit[2] == record:
             principal = hit[0]  # unchanged since it was verified: no HMAC, no recompiling
         elif hmac.compare_digest(hash_secret(self._pepper, key_id, secret), record.secret_hash):
             principal = principal_for(record)
         else:
             return self._refuse_unknown(token, Refusal(reasons.KEY_UNKNOWN, key_id,
-                                                       "secret does not match"), now)
-        self._remember(token, principal, now, record)
+                                                       "secret does not match"), clock)
+        _insert(self._cache, self._cache_size, token, (principal, clock + self._ttl, record),
+                clock)
         return principal
 
-    def trusted_for(self, credential: Credential, now: float) -> float:
+    def trusted_for(self, credential: Credential) -> float:
         """Seconds this process may go on trusting ``credential``'s verification without asking
         again: what a decision built on it may be reused for (never past ``cache_ttl``)."""
         if credential.kind is CredentialKind.JWT:
             return self._ttl  # the verifier re-checks its cached token and key document
         hit = self._cache.get(credential.token)
-        return 0.0 if hit is None else max(0.0, self._ttl - (now - hit[1]))
+        return 0.0 if hit is None else max(0.0, hit[1] - self._monotonic())
 
-    def _refuse_unknown(self, token: str, refusal: Refusal, now: float) -> Refusal:
+    def _refuse_unknown(self, token: str, refusal: Refusal, clock: float) -> Refusal:
         self._cache.pop(token, None)
-        unknown = self._unknown
-        if len(unknown) >= self._cache_size:
-            del unknown[next(iter(unknown))]
-        unknown[token] = (refusal, now)
+        _insert(self._unknown, self._cache_size, token, (refusal, clock + self._ttl), clock)
         return refusal
 
-    def _remember(self, token: str, principal: Principal, now: float, record: KeyRecord) -> None:
-        cache = self._cache
-        cache.pop(token, None)
-        if len(cache) >= self._cache_size:
-            del cache[next(iter(cache))]  # oldest first: dicts keep insertion order
-        cache[token] = (principal, now, record)
-
-    def _log_store_error(self, exc: StoreError, now: float) -> None:
-        if now - self._store_error_logged >= _STORE_LOG_INTERVAL:
-            self._store_error_logged = now
+    def _log_store_error(self, exc: StoreError, clock: float) -> None:
+        if clock - self._store_error_logged >= _STORE_LOG_INTERVAL:
+            self._store_error_logged = clock
             log.error("key store unavailable, refusing uncached keys (fail closed): %s", exc)
+
+
+def _insert(cache: OrderedDict[str, Any], size: int, token: str, entry: tuple[Any, ...],
+            clock: float) -> None:
+    """Add ``entry`` (expiring at ``entry[1]``) as the newest. Every entry has the same TTL, so
+    the oldest is at the front: first to expire, first to evict. O(1): ``popitem(last=False)``
+    never scans, where ``del d[next(iter(d))]`` on a dict walks the slots deletions left."""
+    cache.pop(token, None)
+    for _ in range(_PURGE_PER_INSERT):
+        if not cache or next(iter(cache.values()))[1] > clock:
+            break
+        cache.popitem(last=False)
+    if cache and len(cache) >= size:
+        cache.popitem(last=False)
+    cache[token] = entry

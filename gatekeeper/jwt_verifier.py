@@ -3,26 +3,37 @@
 The issuer is chosen by the token's ``iss`` before any key is touched, and the token's
 ``alg`` must be one that issuer pins: ``none`` and HS/RS confusion never reach a key. Time
 claims are checked against the caller's ``now`` (not the wall clock) so ``replay`` and the
-tests decide exactly as the middleware does. A verified token is cached until it expires, so
-the hot path verifies each token once. ``verify`` never raises: every failure is a Refusal.
+tests decide exactly as the middleware does. A verified token is cached until it expires or
+its key leaves its issuer's JWKS, so the hot path verifies each token once. ``verify`` never
+raises: every failure is a Refusal.
+
+A JWKS URL is fetched by a background task, one per issuer at a time. A token whose key is
+known never waits for the IdP, even while its document is stale and being refreshed; only a
+token with an unknown ``kid`` waits, at most JWKS_FETCH_DEADLINE. Failed fetches back off.
+Fetch intervals are measured on the monotonic clock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import http.client
 import json
 import logging
-import math
 import os
-import urllib.error
-import urllib.request
+import socket
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
 import jwt
 
 from gatekeeper import reasons
+from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.errors import ConfigError
 from gatekeeper.policy.issuers import MIN_HMAC_SECRET_BYTES, IssuerPolicy, PublicKey, jwks_keys
 from gatekeeper.policy.model import TENANT_NAME
@@ -32,7 +43,13 @@ from gatekeeper.reasons import Refusal
 log = logging.getLogger("gatekeeper")
 
 JWKS_REFETCH_INTERVAL = 30.0
-"""An unknown ``kid`` refetches the JWKS at most this often: garbage tokens cannot flood the IdP."""
+"""After a fetch, an unknown ``kid`` refetches at most this often: garbage tokens cannot flood
+the IdP."""
+JWKS_FETCH_DEADLINE = 2.5
+"""For a whole fetch (connect, headers, body): the longest a token with an unknown kid waits."""
+JWKS_BACKOFF_FIRST = 1.0
+JWKS_BACKOFF_MAX = 60.0
+"""After a failed fetch, the next waits JWKS_BACKOFF_FIRST, doubling per failure up to this."""
 JWKS_MAX_BYTES = 1 << 20
 FetchJwks = Callable[[str], Awaitable[bytes]]
 
@@ -48,20 +65,22 @@ def _invalid(detail: str) -> Refusal:
 
 
 class _Keys:
-    """One issuer's verification keys, with the JWKS refresh state when they come from a URL."""
+    """One issuer's verification keys, with the JWKS refresh state when they come from a URL.
+    Its times are monotonic."""
 
     def __init__(self, issuer: IssuerPolicy, secret: bytes | None) -> None:
         self.issuer = issuer
         self.secret = secret
         self.by_kid: dict[str | None, PublicKey] = dict(issuer.keys)
-        self.fetched_at = float("-inf")
-        self.tried_at = float("-inf")
+        self.remote = issuer.jwks_url is not None
+        self.fresh_until = float("-inf")
+        self.retry_at = float("-inf")
+        """No fetch starts before this: the refetch interval, or the back-off after a failure."""
+        self.backoff = JWKS_BACKOFF_FIRST
         self.failure: Refusal | None = None
-        """Why the last fetch failed (None after a success): rate-limited retries answer it."""
-        self.lock = anyio.Lock()
-
-    def stale(self, now: float) -> bool:
-        return now - self.fetched_at >= self.issuer.jwks_cache_ttl
+        """Why the last fetch failed (None after a success): what a token without a key gets."""
+        self.refreshing: anyio.Event | None = None
+        """Set when the fetch in flight ends; None while none is."""
 
     def pick(self, kid: object) -> PublicKey | bytes | None:
         if self.secret is not None:
@@ -71,22 +90,40 @@ class _Keys:
         return self.by_kid.get(kid) if isinstance(kid, str) or kid is None else None
 
 
+class _Verified(NamedTuple):
+    """A cached token: its principal, and the issuer key that verified it."""
+
+    principal: Principal
+    expires_at: float
+    """Wall time, as ``exp`` is."""
+    keys: _Keys
+    kid: str | None
+    key: PublicKey | bytes
+
+
 class JwtVerifier:
     def __init__(self, issuers: Sequence[IssuerPolicy], *, cache_size: int = 100_000,
                  fetch_jwks: FetchJwks | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None, clock: Clock | None = None) -> None:
         env = os.environ if environ is None else environ
         self._keys = {i.issuer: _Keys(i, _secret(i, env)) for i in issuers}
         self._fetch = fetch_jwks or fetch_url
-        self._cache: dict[str, Principal] = {}
+        self.clock = clock or SystemClock()
+        self._cache: OrderedDict[str, _Verified] = OrderedDict()
         self._cache_size = cache_size
+        self._refreshes: set[asyncio.Task[None]] = set()
+        """The background fetches running (the event loop itself holds tasks weakly)."""
         self.verifications = 0
         """Signature checks done (cache misses): how the tests see that the cache works."""
 
     async def verify(self, token: str, now: float) -> Principal | Refusal:
         hit = self._cache.get(token)
         if hit is not None:
-            return hit  # expiry is the decision's job: a cached token still expires on time
+            if now < hit.expires_at and hit.keys.pick(hit.kid) is hit.key:
+                if hit.keys.remote:
+                    self._refresh_if_stale(hit.keys)
+                return hit.principal
+            del self._cache[token]  # expired, or its key left the issuer's JWKS: verify again
         try:
             header = jwt.get_unverified_header(token)
             claims = jwt.decode(token, options={"verify_signature": False})
@@ -102,11 +139,14 @@ class JwtVerifier:
             return _invalid(f"algorithm {str(alg)[:16]!r} is not allowed for {issuer.name}")
         kid = header.get("kid")
         key = keys.pick(kid)
-        if issuer.jwks_url is not None and (key is None or keys.stale(now)):
-            failed = await self._refresh(keys, now, kid)
-            key = keys.pick(kid)
-            if failed is not None and key is None:
-                return failed  # with a known key the stale document still serves
+        if keys.remote:
+            if key is None:
+                failed = await self._wait_for_refresh(keys)
+                key = keys.pick(kid)
+                if key is None and failed is not None:
+                    return failed
+            else:
+                self._refresh_if_stale(keys)  # the known key serves meanwhile
         if key is None:
             return _invalid(f"unknown key id for {issuer.name}")
         try:
@@ -119,55 +159,79 @@ class JwtVerifier:
             return _invalid(f"{type(exc).__name__}")
         result = _principal(issuer, claims, now)
         if isinstance(result, Principal):
-            self._remember(token, result)
+            cache = self._cache
+            if cache and len(cache) >= self._cache_size:
+                cache.popitem(last=False)  # the oldest: O(1), unlike del d[next(iter(d))]
+            cache[token] = _Verified(result, result.expires_at or 0.0, keys, kid, key)
         return result
 
-    def _remember(self, token: str, principal: Principal) -> None:
-        cache = self._cache
-        if len(cache) >= self._cache_size:
-            del cache[next(iter(cache))]
-        cache[token] = principal
+    def _refresh_if_stale(self, keys: _Keys) -> None:
+        if self.clock.monotonic() >= keys.fresh_until:
+            self._refresh_soon(keys)
 
-    async def _refresh(self, keys: _Keys, now: float, kid: object) -> Refusal | None:
-        """Fetch the issuer's JWKS, one fetch at a time and at most once per interval."""
-        async with keys.lock:
-            if keys.pick(kid) is not None and not keys.stale(now):
-                return None  # another request fetched it while this one waited
-            if now - keys.tried_at < JWKS_REFETCH_INTERVAL:
-                return keys.failure  # an unreachable IdP stays auth_unavailable, not invalid
-            keys.tried_at = now
-            name, url = keys.issuer.name, keys.issuer.jwks_url
-            try:
-                document = json.loads(await self._fetch(url or ""))
-            except Exception as exc:
-                log.warning("JWKS fetch for issuer %s failed: %s", name, type(exc).__name__)
-                keys.failure = Refusal(reasons.AUTH_UNAVAILABLE,
-                                       detail=f"JWKS for {name} unavailable")
-                return keys.failure
-            found, problems = jwks_keys(document, keys.issuer.family)
-            for problem in problems:
-                log.warning("JWKS for issuer %s: %s", name, problem)
-            if not found:
-                keys.failure = Refusal(reasons.AUTH_UNAVAILABLE,
-                                       detail=f"JWKS for {name} has no keys")
-                return keys.failure
-            if keys.by_kid.keys() - found.keys():
-                self._drop_issuer(name)  # a retired signing key takes its cached tokens along
-            keys.by_kid = found
-            keys.fetched_at = now
-            keys.failure = None
-            return None
+    def _refresh_soon(self, keys: _Keys) -> anyio.Event | None:
+        """Start the issuer's background fetch, unless one runs or the back-off holds; the
+        event its end sets, or None when no fetch runs."""
+        if keys.refreshing is None and self.clock.monotonic() >= keys.retry_at:
+            keys.refreshing = anyio.Event()
+            task = asyncio.get_running_loop().create_task(self._refresh(keys, keys.refreshing))
+            self._refreshes.add(task)
+            task.add_done_callback(self._refreshes.discard)
+        return keys.refreshing
 
-    def _drop_issuer(self, name: str) -> None:
-        prefix = f"jwt:{name}:"
-        for token in [t for t, p in self._cache.items() if p.key_id.startswith(prefix)]:
-            del self._cache[token]
+    async def _wait_for_refresh(self, keys: _Keys) -> Refusal | None:
+        """For a token whose kid is unknown: wait for a fetch, at most JWKS_FETCH_DEADLINE."""
+        done = self._refresh_soon(keys)
+        if done is not None:
+            with anyio.move_on_after(JWKS_FETCH_DEADLINE):
+                await done.wait()
+            if not done.is_set():
+                return Refusal(reasons.AUTH_UNAVAILABLE,
+                               detail=f"JWKS for {keys.issuer.name} did not answer in time")
+        return keys.failure  # an unreachable IdP stays auth_unavailable, not invalid
+
+    async def _refresh(self, keys: _Keys, done: anyio.Event) -> None:
+        """The one fetch in flight for an issuer: new keys, or the next back-off step."""
+        issuer = keys.issuer
+        try:
+            found, problem = await self._fetch_keys(issuer)
+            clock = self.clock.monotonic()
+            if found:
+                # a key that is still there stays the same object: its cached tokens stay valid
+                old = keys.by_kid
+                keys.by_kid = {kid: old[kid] if old.get(kid) == key else key
+                               for kid, key in found.items()}
+                keys.fresh_until = clock + issuer.jwks_cache_ttl
+                keys.retry_at = clock + JWKS_REFETCH_INTERVAL
+                keys.backoff = JWKS_BACKOFF_FIRST
+                keys.failure = None
+            else:
+                keys.retry_at = clock + keys.backoff
+                keys.backoff = min(keys.backoff * 2, JWKS_BACKOFF_MAX)
+                keys.failure = Refusal(reasons.AUTH_UNAVAILABLE,
+                                       detail=f"JWKS for {issuer.name} {problem}")
+        finally:
+            keys.refreshing = None
+            done.set()
+
+    async def _fetch_keys(self, issuer: IssuerPolicy) -> tuple[dict[str | None, PublicKey], str]:
+        try:
+            with anyio.fail_after(JWKS_FETCH_DEADLINE):
+                body = await self._fetch(issuer.jwks_url or "")
+            document = json.loads(body)
+        except Exception as exc:
+            log.warning("JWKS fetch for issuer %s failed: %s", issuer.name, type(exc).__name__)
+            return {}, "unavailable"
+        found, problems = jwks_keys(document, issuer.family)
+        for problem in problems:
+            log.warning("JWKS for issuer %s: %s", issuer.name, problem)
+        return found, "has no keys"
 
 
 def _principal(issuer: IssuerPolicy, claims: Mapping[str, Any], now: float) -> Principal | Refusal:
     exp = claims.get("exp")
     if not _is_time(exp):
-        return _invalid("exp is not a finite number")
+        return _invalid("exp is not a time")
     if now >= exp + issuer.leeway:
         return Refusal(reasons.TOKEN_EXPIRED, detail=f"issuer {issuer.name}")
     for name in ("nbf", "iat"):
@@ -175,7 +239,7 @@ def _principal(issuer: IssuerPolicy, claims: Mapping[str, Any], now: float) -> P
         if value is None:
             continue
         if not _is_time(value):
-            return _invalid(f"{name} is not a number")
+            return _invalid(f"{name} is not a time")
         if value > now + issuer.leeway:
             return _invalid(f"{name} is in the future")
     subject = claims.get(issuer.subject_claim)
@@ -190,13 +254,18 @@ def _principal(issuer: IssuerPolicy, claims: Mapping[str, Any], now: float) -> P
                      expires_at=float(exp) + issuer.leeway)
 
 
-_HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+_MAX_TIME = 253_402_300_799
+"""9999-12-31T23:59:59Z."""
 
 
 def _is_time(value: Any) -> TypeGuard[float]:
-    """A finite number: NaN or Infinity in ``exp`` would make a token that never expires."""
+    """Seconds no further from 1970 than the end of year 9999, checked before any arithmetic:
+    an int like 10**400 overflows float, and NaN, Infinity or 1e300 in ``exp`` never expire."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and \
-        math.isfinite(value)
+        -_MAX_TIME <= value <= _MAX_TIME
+
+
+_HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
 def _secret(issuer: IssuerPolicy, env: Mapping[str, str]) -> bytes | None:
@@ -215,26 +284,40 @@ def _secret(issuer: IssuerPolicy, env: Mapping[str, str]) -> bytes | None:
     return value.encode()
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect could lead an https JWKS URL to plain http: answer it as an error instead."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-# No proxies from the environment either: the JWKS URL in the policy is the one fetched.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
-
-
 async def fetch_url(url: str) -> bytes:
-    """GET a JWKS document off the event loop, bounded in time and size."""
-    def get() -> bytes:
-        request = urllib.request.Request(url, headers={"accept": "application/json"})
-        try:
-            with _OPENER.open(request, timeout=5.0) as response:
-                return bytes(response.read(JWKS_MAX_BYTES + 1))[:JWKS_MAX_BYTES]
-        except urllib.error.HTTPError as exc:
-            exc.close()  # an error response holds the connection open until closed
-            raise
-    return await anyio.to_thread.run_sync(get)
+    """GET a JWKS document off the event loop: no redirects, no proxies, at most JWKS_MAX_BYTES.
 
+    The thread checks a deadline between reads, and is abandoned when the caller's deadline
+    passes: the connection is then shut down, which wakes a read blocked on a hung server.
+    """
+    parts = urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.hostname or "", parts.port, timeout=JWKS_FETCH_DEADLINE)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    deadline = time.monotonic() + JWKS_FETCH_DEADLINE
+    try:
+        return await anyio.to_thread.run_sync(_get, connection, target, deadline,
+                                              abandon_on_cancel=True)
+    finally:
+        sock = connection.sock
+        if sock is not None:  # still open: the thread was abandoned at the caller's deadline
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _get(connection: http.client.HTTPConnection, target: str, deadline: float) -> bytes:
+    try:
+        connection.request("GET", target, headers={"accept": "application/json"})
+        with connection.getresponse() as response:
+            if response.status != 200:
+                raise OSError(f"HTTP {response.status}")  # a redirect too: it could leave https
+            body = bytearray()
+            while chunk := response.read1(1 << 16):
+                body += chunk
+                if len(body) > JWKS_MAX_BYTES:
+                    raise ValueError("JWKS document too large")
+                if time.monotonic() > deadline:
+                    raise TimeoutError("JWKS fetch deadline passed")
+            return bytes(body)
+    finally:
+        connection.close()

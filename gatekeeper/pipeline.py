@@ -94,7 +94,7 @@ async def evaluate(rt: Runtime, scan: Scan, key: tuple[Any, ...] | None, method:
         log.exception("gatekeeper failed to decide; refusing (fail closed)")
         return _INTERNAL, facts
     if decision.allowed and key is not None and facts.credential is not None:
-        trusted = rt.authenticator.trusted_for(facts.credential, now)
+        trusted = rt.authenticator.trusted_for(facts.credential)
         if trusted > 0:
             _remember(rt, key, decision, mono + trusted)
     return decision, facts

@@ -48,8 +48,8 @@ class Runtime:
         self.routes = policy.routes
         self.reader = FactReader(policy)
         self.authenticator = Authenticator(
-            store, pepper, cache_ttl=policy.keys.cache_ttl,
-            verifier=JwtVerifier(policy.issuers) if policy.issuers else None)
+            store, pepper, cache_ttl=policy.keys.cache_ttl, clock=clock,
+            verifier=JwtVerifier(policy.issuers, clock=clock) if policy.issuers else None)
         self.keyed_by_path = self.reader.reads_path_tenant
         """A tenant named in the path makes the path part of what a decision depends on."""
         self.route_memo: dict[Any, str | None] = {}

@@ -127,3 +127,17 @@ class Recorder:
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 Mutator = Callable[[str], str]
+
+
+class SteppingClock:
+    """Wall and monotonic time moved apart: NTP or a VM restore can step the wall clock back
+    while monotonic time goes on."""
+
+    def __init__(self, wall: float) -> None:
+        self.wall, self.mono = wall, 0.0
+
+    def now(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono

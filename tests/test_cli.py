@@ -23,6 +23,7 @@ from gatekeeper import (
     Authenticator,
     ConfigError,
     Credential,
+    ManualClock,
     MemoryStore,
     Principal,
     Refusal,
@@ -587,8 +588,9 @@ async def test_a_cli_key_authenticates_and_a_cli_revocation_reaches_a_running_se
     policy = load_policy(cli.policy)
     pepper = load_pepper(policy.keys)
     store = store_from_url(cli.store_url)
-    auth = Authenticator(store, pepper, cache_ttl=policy.keys.cache_ttl)
     now = time.time()
+    clock = ManualClock(now)
+    auth = Authenticator(store, pepper, cache_ttl=policy.keys.cache_ttl, clock=clock)
     try:
         principal = await auth.authenticate(
             Credential(CredentialKind.API_KEY, key, "authorization"), now)
@@ -612,6 +614,7 @@ async def test_a_cli_key_authenticates_and_a_cli_revocation_reaches_a_running_se
         # revoke from another process while this "server" keeps its store open
         assert cli.keys("revoke", record["key_id"]).code == 0
         later = now + policy.keys.cache_ttl + 0.01
+        clock.set(later)
         revoked = await auth.authenticate(
             Credential(CredentialKind.API_KEY, key, "authorization"), later)
         assert isinstance(revoked, Principal)

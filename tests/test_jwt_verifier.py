@@ -12,7 +12,8 @@ import hmac
 import json
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,14 @@ from gatekeeper import (
     ConfigError,
     CredentialKind,
     JwtVerifier,
+    ManualClock,
     PolicyError,
     Principal,
     Refusal,
     compile_policy,
 )
-from gatekeeper.jwt_verifier import JWKS_REFETCH_INTERVAL
+from gatekeeper.jwt_verifier import JWKS_FETCH_DEADLINE, JWKS_REFETCH_INTERVAL
+from tests.conftest import SteppingClock
 
 NOW = 1_800_000_000
 ISS = "https://sso.example.test/"
@@ -118,19 +121,27 @@ def rsa_issuer(**fields: Any) -> dict[str, Any]:
 
 def verifier_for(cfg: dict[str, Any], name: str = "corp",
                  environ: dict[str, str] | None = None) -> JwtVerifier:
+    """A verifier on a ManualClock, which ``accepted`` and ``refused`` set to their ``now``."""
     policy = compile_policy({"jwt": {"issuers": {name: cfg}}})
     assert len(policy.issuers) == 1
-    return JwtVerifier(policy.issuers, environ=environ if environ is not None else {})
+    return JwtVerifier(policy.issuers, environ=environ if environ is not None else {},
+                       clock=ManualClock(NOW))
+
+
+async def check(verifier: JwtVerifier, token: str, now: float) -> Principal | Refusal:
+    if isinstance(verifier.clock, ManualClock):
+        verifier.clock.set(float(now))
+    return await verifier.verify(token, float(now))
 
 
 async def accepted(verifier: JwtVerifier, token: str, now: float = NOW) -> Principal:
-    result = await verifier.verify(token, float(now))
+    result = await check(verifier, token, now)
     assert isinstance(result, Principal), result
     return result
 
 
 async def refused(verifier: JwtVerifier, token: str, code: str, now: float = NOW) -> Refusal:
-    result = await verifier.verify(token, float(now))
+    result = await check(verifier, token, now)
     assert isinstance(result, Refusal), result
     assert result.reason.code == code, (result.reason.code, result.detail)
     return result
@@ -239,6 +250,20 @@ async def test_nbf_and_iat_in_the_future_are_refused() -> None:
 async def test_missing_or_non_numeric_exp_is_refused(exp: Any) -> None:
     verifier = verifier_for(rsa_issuer())
     await refused(verifier, sign(RSA_KEY, exp=exp), "token_invalid")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize("value", [10**400, -(10**400), 10**20, 1e300, -1e300],
+                         ids=["1e400", "-1e400", "1e20", "1e300-float", "-1e300-float"])
+async def test_time_claims_beyond_year_9999_are_invalid_not_a_crash(claim: str,
+                                                                    value: float) -> None:
+    """10**400 overflowed math.isfinite (a 503 and a traceback); 1e300 never expired."""
+    verifier = verifier_for(rsa_issuer())
+    bad: dict[str, Any] = {claim: value}
+    good: dict[str, Any] = {claim: NOW - 10 if claim != "exp" else NOW + 1}
+    await refused(verifier, sign(RSA_KEY, **bad), "token_invalid")
+    await accepted(verifier, sign(RSA_KEY, **good))
 
 
 # --- wrong issuer, audience, algorithm, key -------------------------------------------------
@@ -448,13 +473,20 @@ async def test_two_issuers_are_chosen_by_iss() -> None:
 # --- JWKS over HTTP -------------------------------------------------------------------------
 
 class JwksServer:
-    """A real HTTP server handing out a JWKS document, counting the requests it serves."""
+    """A real HTTP server handing out a JWKS document, counting the requests it serves.
+
+    ``hang`` holds each request without answering; ``trickle`` sends the body one byte per that
+    many seconds. Both stop when ``release`` is set (the fixture sets it on teardown).
+    """
 
     def __init__(self) -> None:
         self.document = b'{"keys": []}'
         self.status = 200
         self.location: str | None = None
         self.requests = 0
+        self.hang = False
+        self.trickle: float | None = None
+        self.release = threading.Event()
         self._lock = threading.Lock()
         owner = self
 
@@ -463,24 +495,41 @@ class JwksServer:
                 with owner._lock:
                     owner.requests += 1
                     status, body = owner.status, owner.document
+                if owner.hang:
+                    owner.release.wait(30)
+                    return
                 self.send_response(status)
                 if owner.location:
                     self.send_header("location", owner.location)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if owner.trickle is None:
+                    self.wfile.write(body)
+                    return
+                for i in range(len(body)):
+                    if owner.release.wait(owner.trickle):
+                        return
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/jwks.json"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def serve(self, *jwks: dict[str, Any]) -> None:
         with self._lock:
             self.document = json.dumps({"keys": list(jwks)}).encode()
+
+    def stop(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
 
 
 @pytest.fixture
@@ -490,9 +539,20 @@ def jwks_server() -> Iterator[JwksServer]:
     try:
         yield server
     finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()
-        server.thread.join(5)
+        server.stop()
+
+
+async def settled(verifier: JwtVerifier) -> None:
+    """Wait until the verifier's background JWKS refreshes have finished."""
+    with anyio.fail_after(10):
+        while verifier._refreshes:
+            await anyio.sleep(0.005)
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    with anyio.fail_after(seconds):
+        while not condition():
+            await anyio.sleep(0.005)
 
 
 def url_verifier(url: str, **fields: Any) -> JwtVerifier:
@@ -583,19 +643,22 @@ async def test_stale_jwks_is_refreshed_and_still_serves_when_the_refresh_fails(
     jwks_server.serve(public_jwk(RSA_KEY, "k1"))
     verifier = url_verifier(jwks_server.url, jwks_cache_ttl=60)
 
-    def token(sub: str, t: int) -> str:
+    def token(sub: str, t: float) -> str:
         return sign(RSA_KEY, kid="k1", sub=sub, exp=t + 300)
 
     await accepted(verifier, token("a", NOW))
     await accepted(verifier, token("b", NOW + 59), now=NOW + 59)
     assert jwks_server.requests == 1
     await accepted(verifier, token("c", NOW + 60), now=NOW + 60)  # stale: refetched
+    await settled(verifier)
     assert jwks_server.requests == 2
     jwks_server.status = 500
     await accepted(verifier, token("d", NOW + 121), now=NOW + 121)
+    await settled(verifier)
     assert jwks_server.requests == 3  # tried, failed, the known key still serves
-    await accepted(verifier, token("e", NOW + 125), now=NOW + 125)
-    assert jwks_server.requests == 3  # and failures are not retried inside the interval
+    await accepted(verifier, token("e", NOW + 121.5), now=NOW + 121.5)
+    await settled(verifier)
+    assert jwks_server.requests == 3  # and a failure is not retried before its back-off
 
 
 @pytest.mark.anyio
@@ -606,8 +669,8 @@ async def test_jwks_server_error_is_auth_unavailable_until_it_recovers(
     token = sign(RSA_KEY, kid="k1", exp=NOW + 3600)
     await refused(verifier, token, "auth_unavailable")
     assert jwks_server.requests == 1
-    await refused(verifier, token, "auth_unavailable", now=NOW + 5)
-    assert jwks_server.requests == 1
+    await refused(verifier, token, "auth_unavailable", now=NOW + 0.5)
+    assert jwks_server.requests == 1  # backing off
     jwks_server.status = 200
     jwks_server.serve(public_jwk(RSA_KEY, "k1"))
     await accepted(verifier, token, now=NOW + 31)
@@ -637,9 +700,7 @@ async def test_jwks_redirects_are_not_followed(jwks_server: JwksServer) -> None:
         await refused(verifier, sign(RSA_KEY, kid="k1"), "auth_unavailable")
         assert (jwks_server.requests, other.requests) == (1, 0)
     finally:
-        other.httpd.shutdown()
-        other.httpd.server_close()
-        other.thread.join(5)
+        other.stop()
 
 
 def closed_port() -> int:
@@ -659,6 +720,142 @@ async def test_dead_jwks_server_is_auth_unavailable() -> None:
     await refused(verifier, sign(RSA_KEY, kid="k1", sub="bob"), "auth_unavailable", now=NOW + 1)
     await refused(verifier, token, "auth_unavailable", now=NOW + 40)
     assert verifier.verifications == 0
+
+
+@pytest.mark.anyio
+async def test_a_known_kid_is_verified_at_once_while_a_stale_jwks_refresh_hangs(
+        jwks_server: JwksServer) -> None:
+    jwks_server.serve(public_jwk(RSA_KEY, "k1"))
+    verifier = url_verifier(jwks_server.url)
+    await accepted(verifier, sign(RSA_KEY, kid="k1"))
+    jwks_server.hang = True
+    later = NOW + 601  # past jwks_cache_ttl: the document is stale and is refetched
+    tokens = [sign(RSA_KEY, kid="k1", sub=f"u{i}", exp=later + 300) for i in range(20)]
+    results: list[Principal | Refusal] = []
+
+    async def one(token: str) -> None:
+        results.append(await check(verifier, token, later))
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        for token in tokens:
+            tg.start_soon(one, token)
+    elapsed = time.monotonic() - started
+    assert all(isinstance(r, Principal) for r in results) and len(results) == 20, results
+    assert elapsed < 0.5, elapsed  # not held by the hung fetch (it was 5 s and more)
+    await eventually(lambda: jwks_server.requests == 2)  # one refresh in the background ...
+    await accepted(verifier, sign(RSA_KEY, kid="k1", sub="v", exp=later + 300), now=later + 1)
+    assert jwks_server.requests == 2  # ... and only one while it hangs
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("how", ["hang", "trickle"])
+async def test_an_unknown_kid_waits_at_most_the_fetch_deadline(jwks_server: JwksServer,
+                                                               how: str) -> None:
+    jwks_server.serve(public_jwk(RSA_KEY, "k1"))
+    if how == "hang":
+        jwks_server.hang = True
+    else:
+        jwks_server.trickle = 0.05  # a byte each 50 ms, each socket read well inside a timeout
+    verifier = url_verifier(jwks_server.url)
+    tokens = [sign(RSA_KEY, kid="k1", sub=f"u{i}") for i in range(10)]
+    results: list[Principal | Refusal] = []
+
+    async def one(token: str) -> None:
+        results.append(await check(verifier, token, NOW))
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        for token in tokens:
+            tg.start_soon(one, token)
+    elapsed = time.monotonic() - started
+    codes = {r.reason.code if isinstance(r, Refusal) else "ok" for r in results}
+    assert codes == {"auth_unavailable"}, results
+    assert elapsed < JWKS_FETCH_DEADLINE + 1.0, elapsed
+    assert jwks_server.requests == 1  # ten tokens, one fetch
+    await settled(verifier)
+
+
+@pytest.mark.anyio
+async def test_a_failing_jwks_server_is_retried_with_exponential_back_off(
+        jwks_server: JwksServer) -> None:
+    jwks_server.status = 503
+    verifier = url_verifier(jwks_server.url)
+    fetched_at: list[float] = []
+    for step in range(0, 130 * 4):  # a token every 250 ms for 130 s
+        seconds = step / 4
+        before = jwks_server.requests
+        await refused(verifier, sign(RSA_KEY, kid="k1", sub=f"u{step}"), "auth_unavailable",
+                      now=NOW + seconds)
+        if jwks_server.requests != before:
+            fetched_at.append(seconds)
+    assert fetched_at == [0, 1, 3, 7, 15, 31, 63, 123]  # 1 s doubling, at most 60 s apart
+    jwks_server.status = 200
+    jwks_server.serve(public_jwk(RSA_KEY, "k1"))
+    await refused(verifier, sign(RSA_KEY, kid="k1"), "auth_unavailable", now=NOW + 182)
+    await accepted(verifier, sign(RSA_KEY, kid="k1"), now=NOW + 183)
+    assert jwks_server.requests == 9
+
+
+@pytest.mark.anyio
+async def test_a_token_whose_key_left_the_jwks_is_refused_once_the_document_is_refreshed(
+        jwks_server: JwksServer) -> None:
+    jwks_server.serve(public_jwk(RSA_KEY, "old"))
+    verifier = url_verifier(jwks_server.url)
+    old_token = sign(RSA_KEY, kid="old", exp=NOW + 3600)
+    await accepted(verifier, old_token)
+    jwks_server.serve(public_jwk(RSA_KEY_2, "new"))
+    await accepted(verifier, old_token, now=NOW + 599)  # the document is still fresh
+    assert jwks_server.requests == 1
+    # past jwks_cache_ttl the same token, and nothing else, triggers the refresh ...
+    await accepted(verifier, old_token, now=NOW + 601)
+    await settled(verifier)
+    assert jwks_server.requests == 2
+    # ... after which it is verified again, and its key is gone
+    await refused(verifier, old_token, "token_invalid", now=NOW + 602)
+    assert verifier.verifications == 1  # "unknown key id": refused before any signature check
+    await accepted(verifier, sign(RSA_KEY_2, kid="new", exp=NOW + 3600), now=NOW + 603)
+    assert jwks_server.requests == 2
+
+
+@pytest.mark.anyio
+async def test_a_refresh_that_keeps_a_key_keeps_its_cached_tokens(
+        jwks_server: JwksServer) -> None:
+    jwks_server.serve(public_jwk(RSA_KEY, "k1"))
+    verifier = url_verifier(jwks_server.url)
+    token = sign(RSA_KEY, kid="k1", exp=NOW + 3600)
+    await accepted(verifier, token)
+    jwks_server.serve(public_jwk(RSA_KEY, "k1"), public_jwk(RSA_KEY_2, "k2"))
+    await accepted(verifier, token, now=NOW + 601)
+    await settled(verifier)
+    assert jwks_server.requests == 2
+    await accepted(verifier, token, now=NOW + 602)
+    assert verifier.verifications == 1  # the same key came back: no second signature check
+
+
+@pytest.mark.anyio
+async def test_jwks_staleness_follows_the_monotonic_clock(jwks_server: JwksServer) -> None:
+    jwks_server.serve(public_jwk(RSA_KEY, "k1"))
+    clock = SteppingClock(NOW)
+    policy = compile_policy({"jwt": {"issuers": {"corp": issuer(jwks_url=jwks_server.url)}}})
+    verifier = JwtVerifier(policy.issuers, environ={}, clock=clock)
+    token = sign(RSA_KEY, kid="k1", iat=NOW - 7200, exp=NOW + 3600)
+    assert isinstance(await verifier.verify(token, clock.now()), Principal)
+    clock.wall -= 3600  # the wall clock steps back an hour while 601 s pass
+    clock.mono += 601
+    assert isinstance(await verifier.verify(token, clock.now()), Principal)
+    await settled(verifier)
+    assert jwks_server.requests == 2
+
+
+@pytest.mark.anyio
+async def test_an_expired_token_leaves_the_cache() -> None:
+    verifier = verifier_for(rsa_issuer(leeway=0))
+    token = sign(RSA_KEY, exp=NOW + 60)
+    await accepted(verifier, token)
+    assert token in verifier._cache
+    await refused(verifier, token, "token_expired", now=NOW + 60)
+    assert token not in verifier._cache
 
 
 # --- HMAC secrets ---------------------------------------------------------------------------
