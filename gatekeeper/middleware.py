@@ -119,7 +119,7 @@ class Gatekeeper:
             self.observer(scope, decision, now)
         if decision.allowed:
             scope[SCOPE_KEY] = decision
-            if decision.headers:  # rate-limit headers and the like: only then is send wrapped
+            if decision.headers and kind == "http":  # only then is send wrapped
                 await Responder(receive, send, headers=decision.headers).run(self.app, scope)
             else:
                 await self.app(scope, receive, send)
