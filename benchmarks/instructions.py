@@ -287,7 +287,10 @@ def section(trees: list[Tree], scenarios: list[str], slopes: dict[tuple[str, str
         "under cachegrind runs about 50x slower; instruction counts include the interpreter's "
         "own work (the bytecode loop, allocation, GC) but no kernel time, and do not see "
         "cache misses or branch mispredictions: they rank setups and show a before/after "
-        "change reliably, and microseconds remain the unit of the budgets.",
+        "change reliably, and microseconds remain the unit of the budgets. The scenarios "
+        "without gatekeeper run the same code whichever tree is given: their differences "
+        "between trees (tens of instructions; a few thousand for slowapi, whose limiter works "
+        "on wall-clock windows) are the noise floor of a comparison.",
         "",
         "Machine:",
         "",

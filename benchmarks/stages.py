@@ -98,12 +98,16 @@ class StageContext:
     audit: gatekeeper.AuditLog
 
 
+Builder = Callable[[StageContext], Callable[[], object]]
+"""Builds a stage's zero-argument callable from the context."""
+
+
 @dataclass(frozen=True)
 class Stage:
     id: str
     group: str
     what: str
-    build: Callable[[StageContext], Callable[[], object]]
+    build: Builder
     budget: str = ""
     expect: Callable[[StageContext, Any], bool] | None = None
     within: str = ""
@@ -116,10 +120,10 @@ STAGES: list[Stage] = []
 
 def stage(id: str, group: str, what: str, *, budget: str = "",
           expect: Callable[[StageContext, Any], bool] | None = None, within: str = ""
-          ) -> Callable[[Callable[[StageContext], Callable[[], object]]],
-                        Callable[[StageContext], Callable[[], object]]]:
-    def register(build: Callable[[StageContext], Callable[[], object]]
-                 ) -> Callable[[StageContext], Callable[[], object]]:
+          ) -> Callable[[Builder], Builder]:
+    """Registers a stage builder; ``expect`` checks the stage's answer once before timing,
+    ``within`` names a stage that already includes this one."""
+    def register(build: Builder) -> Builder:
         if any(s.id == id for s in STAGES):
             raise ValueError(f"stage {id!r} registered twice")
         STAGES.append(Stage(id, group, what, build, budget, expect, within))
