@@ -1,0 +1,81 @@
+"""benchmarks/RESULTS.md, written by three scripts: each owns one section between markers and
+rewrites only that, so running one never erases what the others measured."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+from importlib import metadata
+from pathlib import Path
+
+DEFAULT_PATH = Path(__file__).resolve().parent / "RESULTS.md"
+TITLE = "# gatekeeper hot-path benchmark"
+SECTIONS = {
+    "instructions": "python benchmarks/instructions.py --tree before=/path/to/old "
+                    "--tree after=.",
+    "before-after": "python benchmarks/before_after.py --tree before=/path/to/old "
+                    "--tree after=.",
+    "hot-path": "python benchmarks/hot_path.py",
+}
+"""Section name -> the command that writes it, in the order they appear."""
+
+INTRO = """\
+Three scripts write this file, each into its own section (see `benchmarks/README.md`):
+`instructions.py` (instructions per request under cachegrind, before and after), `before_after.py`
+(the same workload timed in two checkouts, interleaved) and `hot_path.py` (this tree: every
+scenario, gatekeeper's own cost, the per-stage table).
+
+**The machine is shared and noisy** (2 cores, other jobs running): in-process timings wander by
+up to ±30% between rounds and between runs. Every timed number below is the median of paired
+per-round differences (a scenario against its baseline measured seconds apart in the same round),
+which cancels most of the drift, but not all of it. For before/after comparisons trust the
+instruction counts: they do not move with machine load.
+"""
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- begin {name} -->", f"<!-- end {name} -->"
+
+
+def skeleton() -> str:
+    parts = [TITLE, "", INTRO]
+    for name, command in SECTIONS.items():
+        begin, end = _markers(name)
+        parts += [begin, f"_Not run yet: `{command}`._", end, ""]
+    return "\n".join(parts)
+
+
+def update(path: Path, name: str, text: str) -> None:
+    """Replace section ``name`` of ``path`` with ``text`` (the file is created, or rebuilt
+    when it lacks any section marker)."""
+    if name not in SECTIONS:
+        raise ValueError(f"unknown section {name!r}")
+    current = path.read_text(encoding="utf-8") if path.exists() else ""
+    if not current.startswith(TITLE) or any(
+            m not in current for n in SECTIONS for m in _markers(n)):
+        current = skeleton()
+    begin, end = _markers(name)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
+    replacement = f"{begin}\n{text.strip()}\n{end}"
+    path.write_text(pattern.sub(lambda _: replacement, current), encoding="utf-8")
+
+
+def machine() -> list[str]:
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "?"
+
+    packages = ", ".join(f"{d} {version(d)}" for d in (
+        "starlette", "slowapi", "limits", "PyJWT", "prometheus_client"))
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return [
+        f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- python: {platform.python_version()} ({platform.python_implementation()})",
+        f"- platform: {platform.platform()} ({platform.machine()})",
+        f"- cpu count: {os.cpu_count()}; load average at the end (1/5/15 min): {load}",
+        f"- packages: {packages}",
+    ]

@@ -1,0 +1,379 @@
+"""Per-stage micro timings: each stage of the request pipeline, called in isolation on the
+inputs of one real allowed request (and one refused one), in the same process as the scenarios.
+
+A stage is a zero-argument callable built from a ``StageContext``; it is timed in a loop of
+``calls`` calls, and so is an empty call in the same round, so a stage's cost is the median
+over rounds of (stage - empty call) per call. Instruction counts of the same callables come
+from ``instructions.py --stages``, which runs this module as a child:
+
+    python benchmarks/stages.py --stage prepare --calls 2000
+
+Adding a row for a new stage (limits, geo, resale) is one decorated builder::
+
+    @stage("limits", CACHED, "request and token limits (memory store)", budget="4 us")
+    def _limits(ctx: StageContext) -> Callable[[], object]:
+        return lambda: ...
+
+with ``expect`` (optional) checking the stage's answer once before it is timed. Stages read
+gatekeeper's internals (``gatekeeper.pipeline``), so this module follows the current tree only;
+``workload.py`` is the part that runs against any checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import gatekeeper
+from benchmarks.apps import (
+    CHAT_PATH,
+    CLIENT,
+    PEPPER,
+    WRONG_CLIENT,
+    Calls,
+    TrivialApp,
+    make_headers,
+    make_scope,
+)
+from benchmarks.driver import CheckFailed, rotation
+from benchmarks.scenarios import audit_sink, benchmark_policy, credential_for
+from benchmarks.stats import Paired, paired
+from gatekeeper.decision import Decision, decide
+from gatekeeper.facts import Headers, RequestFacts, Scan
+from gatekeeper.pipeline import MISS, evaluate, prepare, record_key, route
+from gatekeeper.principal import Principal
+from gatekeeper.reasons import OK
+
+T = TypeVar("T")
+
+CACHED = "cached"
+MISS_PATH = "miss"
+REFUSAL = "refusal"
+GROUPS = {
+    CACHED: "Allowed request, decision record fresh (every request of a known client): "
+            "the foundation path",
+    MISS_PATH: "Decision-record miss (once per credential and client per keys.cache_ttl, "
+               "1 s by default)",
+    REFUSAL: "Refusal path (every refused request: refusals are never recorded)",
+}
+FOUNDATION_BUDGET = 5.0
+FOUNDATION_STRETCH = 3.0
+EMPTY = "empty-call"
+"""The reference every stage is paired with: a call of a function that does nothing."""
+
+
+@dataclass
+class StageContext:
+    """One real request's inputs and intermediate results, from a fresh Gatekeeper over the
+    trivial app with a cached API key bound to the tenant's and the key's networks."""
+
+    gk: gatekeeper.Gatekeeper
+    rt: gatekeeper.Runtime
+    headers: Headers
+    peer: tuple[str, int]
+    path: str
+    below: str
+    now: float
+    mono: float
+    scan: Scan
+    key: tuple[Any, ...] | None
+    facts: RequestFacts
+    credential: gatekeeper.Credential
+    principal: Principal
+    decision: Decision
+    refused: Decision
+    refused_facts: RequestFacts
+    refused_key: tuple[Any, ...] | None
+    refused_scope: dict[str, Any]
+    audit: gatekeeper.AuditLog
+
+
+Builder = Callable[[StageContext], Callable[[], object]]
+"""Builds a stage's zero-argument callable from the context."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    id: str
+    group: str
+    what: str
+    build: Builder
+    budget: str = ""
+    expect: Callable[[StageContext, Any], bool] | None = None
+    within: str = ""
+    """The id of a stage that already includes this one (left out of the group's sum)."""
+
+
+STAGES: list[Stage] = []
+"""The registry, in table order."""
+
+
+def stage(id: str, group: str, what: str, *, budget: str = "",
+          expect: Callable[[StageContext, Any], bool] | None = None, within: str = ""
+          ) -> Callable[[Builder], Builder]:
+    """Registers a stage builder; ``expect`` checks the stage's answer once before timing,
+    ``within`` names a stage that already includes this one."""
+    def register(build: Builder) -> Builder:
+        if any(s.id == id for s in STAGES):
+            raise ValueError(f"stage {id!r} registered twice")
+        STAGES.append(Stage(id, group, what, build, budget, expect, within))
+        return build
+    return register
+
+
+def drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (a cache hit, the memory store) to its result."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coro.close()
+    raise CheckFailed("a stage suspended: it cannot be timed as a plain call")
+
+
+def nothing() -> None:
+    return None
+
+
+async def build_context() -> StageContext:
+    policy = benchmark_policy()
+    store = gatekeeper.MemoryStore()
+    gk = gatekeeper.Gatekeeper(TrivialApp(Calls()), policy, store=store, pepper=PEPPER,
+                               audit=gatekeeper.AuditLog(audit_sink()))
+    rt = gk.runtime
+    now, mono = gk.clock.now(), gk.clock.monotonic()
+    token = await credential_for("key", store, policy, now)
+    headers = make_headers(token)
+    below = route(rt, CHAT_PATH, "")
+    if not below:
+        raise CheckFailed(f"stages: {CHAT_PATH} is not protected: {below!r}")
+    scan = rt.reader.scan(headers)
+    key = record_key(rt, scan, CLIENT, below)
+    decision, facts = await evaluate(rt, scan, key, "POST", CHAT_PATH, below, CLIENT, now, mono)
+    if not decision.allowed or facts is None or facts.credential is None:
+        raise CheckFailed(f"stages: the context request was not allowed: {decision!r}")
+    principal = await rt.authenticator.authenticate(facts.credential, now)
+    if not isinstance(principal, Principal):
+        raise CheckFailed(f"stages: the key did not authenticate: {principal!r}")
+    refused_key = record_key(rt, scan, WRONG_CLIENT, below)
+    refused, refused_facts = await evaluate(rt, scan, refused_key, "POST", CHAT_PATH, below,
+                                            WRONG_CLIENT, now, mono)
+    if refused.reason.code != "network_not_allowed" or refused_facts is None:
+        raise CheckFailed(f"stages: expected network_not_allowed, got {refused!r}")
+    return StageContext(
+        gk, rt, headers, CLIENT, CHAT_PATH, below, now, mono, scan, key, facts,
+        facts.credential, principal, decision, refused, refused_facts, refused_key,
+        make_scope("POST", CHAT_PATH, WRONG_CLIENT, token), gk.audit)
+
+
+# --- the registry: the allowed path with a fresh decision record ------------------------------
+
+FOUNDATION = f"part of the foundation path's {FOUNDATION_BUDGET:g} us " \
+             f"(stretch {FOUNDATION_STRETCH:g})"
+
+
+@stage("route-memo", CACHED, "route memo lookup (`rt.route_memo.get(path, MISS)`)",
+       budget=FOUNDATION, expect=lambda ctx, r: r == ctx.below)
+def _route_memo(ctx: StageContext) -> Callable[[], object]:
+    memo, path = ctx.rt.route_memo, ctx.path
+    return lambda: memo.get(path, MISS)
+
+
+@stage("clocks", CACHED, "clock reads: `perf_counter()` twice, `clock.now()`, "
+       "`clock.monotonic()`", budget=FOUNDATION)
+def _clocks(ctx: StageContext) -> Callable[[], object]:
+    from time import perf_counter
+    now, mono = ctx.gk.clock.now, ctx.gk.clock.monotonic
+
+    def clocks() -> float:
+        started = perf_counter()
+        now()
+        mono()
+        return perf_counter() - started
+    return clocks
+
+
+@stage("scan", CACHED, "header scan of the benchmark's 6 headers (`reader.scan`)",
+       budget=FOUNDATION, expect=lambda ctx, r: r == ctx.scan, within="prepare")
+def _scan(ctx: StageContext) -> Callable[[], object]:
+    scan, headers = ctx.rt.reader.scan, ctx.headers
+    return lambda: scan(headers)
+
+
+@stage("prepare", CACHED, "`prepare`: scan + record key + decision record reused "
+       "(includes `scan`)", budget=FOUNDATION,
+       expect=lambda ctx, r: r[0] is not None and r[0].allowed)
+def _prepare(ctx: StageContext) -> Callable[[], object]:
+    rt, headers, peer, below, now, mono = ctx.rt, ctx.headers, ctx.peer, ctx.below, ctx.now, \
+        ctx.mono
+    return lambda: prepare(rt, headers, peer, below, now, mono)
+
+
+@stage("metrics", CACHED, "`metrics.record` (allowed, one latency bucket)", budget=FOUNDATION)
+def _metrics(ctx: StageContext) -> Callable[[], object]:
+    record = ctx.gk.metrics.record
+    return lambda: record(OK, 2e-6)
+
+
+# --- a decision-record miss ---------------------------------------------------------------------
+
+@stage("route-answer", MISS_PATH, "route answer computed (memo miss: once per request-target)",
+       expect=lambda ctx, r: r == ctx.below)
+def _route_answer(ctx: StageContext) -> Callable[[], object]:
+    answer, path = ctx.rt.routes.answer, ctx.path
+    return lambda: answer(path, "")
+
+
+@stage("facts", MISS_PATH, "`reader.facts` (client address, credential, tenant hint)",
+       expect=lambda ctx, r: r.problem is None and r.credential == ctx.credential)
+def _facts(ctx: StageContext) -> Callable[[], object]:
+    facts, scan, path, below, peer = ctx.rt.reader.facts, ctx.scan, ctx.path, ctx.below, ctx.peer
+    return lambda: facts(scan, "POST", path, below, peer)
+
+
+@stage("authenticate", MISS_PATH, "`authenticator.authenticate` on a cached key "
+       "(a coroutine, driven to its result)", expect=lambda ctx, r: r is ctx.principal)
+def _authenticate(ctx: StageContext) -> Callable[[], object]:
+    authenticate, credential, now = ctx.rt.authenticator.authenticate, ctx.credential, ctx.now
+    return lambda: drive(authenticate(credential, now))
+
+
+@stage("decide", MISS_PATH, "`decide` (status, expiry, tenant, tenant and key networks)",
+       expect=lambda ctx, r: r.allowed and r.reason is OK)
+def _decide(ctx: StageContext) -> Callable[[], object]:
+    facts, principal, policy, now = ctx.facts, ctx.principal, ctx.rt.policy, ctx.now
+    return lambda: decide(facts, principal, policy, now)
+
+
+@stage("evaluate-allow", MISS_PATH, "`evaluate`, all of a miss: facts, authenticate, "
+       "decide, remember the record", expect=lambda ctx, r: r[0].allowed)
+def _evaluate_allow(ctx: StageContext) -> Callable[[], object]:
+    rt, scan, key, path, below, peer, now, mono = ctx.rt, ctx.scan, ctx.key, ctx.path, \
+        ctx.below, ctx.peer, ctx.now, ctx.mono
+    return lambda: drive(evaluate(rt, scan, key, "POST", path, below, peer, now, mono))
+
+
+# --- refusals --------------------------------------------------------------------------------
+
+@stage("evaluate-refuse", REFUSAL, "`evaluate` refusing a cached key from outside its "
+       "network (403)", expect=lambda ctx, r: r[0].reason is ctx.refused.reason)
+def _evaluate_refuse(ctx: StageContext) -> Callable[[], object]:
+    rt, scan, key, path, below, now, mono = ctx.rt, ctx.scan, ctx.refused_key, ctx.path, \
+        ctx.below, ctx.now, ctx.mono
+    return lambda: drive(evaluate(rt, scan, key, "POST", path, below, WRONG_CLIENT, now, mono))
+
+
+@stage("audit", REFUSAL, "`audit.refused`: the JSON audit line built and logged "
+       "(to a NullHandler at INFO)")
+def _audit(ctx: StageContext) -> Callable[[], object]:
+    audit, decision, facts, now, scope = ctx.audit, ctx.refused, ctx.refused_facts, ctx.now, \
+        ctx.refused_scope
+    lines = _Capture()
+    audit.logger.addHandler(lines)
+    try:
+        audit.refused(decision, facts, now, scope)
+    finally:
+        audit.logger.removeHandler(lines)
+    if len(lines.messages) != 1 or '"reason":"network_not_allowed"' not in lines.messages[0]:
+        raise CheckFailed(f"stage audit: expected one network_not_allowed line, got "
+                          f"{lines.messages!r}")
+    return lambda: audit.refused(decision, facts, now, scope)
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+# --- timing ----------------------------------------------------------------------------------
+
+
+def loop(fn: Callable[[], object], calls: int) -> int:
+    """Nanoseconds for ``calls`` calls of ``fn``."""
+    start = time.perf_counter_ns()
+    for _ in range(calls):
+        fn()
+    return time.perf_counter_ns() - start
+
+
+@dataclass
+class StageTimer:
+    """Builds every registered stage on one context, checks each once, then times them in
+    rounds (interleaved, rotating, each beside an empty call timed in the same round)."""
+
+    ctx: StageContext
+    stages: list[Stage] = field(default_factory=lambda: list(STAGES))
+    us: dict[str, list[float]] = field(default_factory=dict)
+    fns: dict[str, Callable[[], object]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.fns[EMPTY] = nothing
+        for s in self.stages:
+            fn = s.build(self.ctx)
+            result = fn()
+            if s.expect is not None and not s.expect(self.ctx, result):
+                raise CheckFailed(f"stage {s.id}: unexpected result {result!r}")
+            self.fns[s.id] = fn
+        self.us = {name: [] for name in self.fns}
+
+    def round(self, index: int, calls: int) -> None:
+        for name in rotation(list(self.fns), index):
+            gc.collect()
+            self.us[name].append(loop(self.fns[name], calls) / calls / 1000)
+
+    def net(self, stage_id: str) -> Paired:
+        """Microseconds per call, net of an empty call of the same round."""
+        return paired(self.us[stage_id], self.us[EMPTY])
+
+
+def build_stage(stage_id: str) -> tuple[StageContext, Callable[[], object]]:
+    ctx = asyncio.run(build_context())
+    if stage_id == EMPTY:
+        return ctx, nothing
+    for s in STAGES:
+        if s.id == stage_id:
+            fn = s.build(ctx)
+            result = fn()
+            if s.expect is not None and not s.expect(ctx, result):
+                raise CheckFailed(f"stage {s.id}: unexpected result {result!r}")
+            return ctx, fn
+    raise CheckFailed(f"no stage {stage_id!r}; known: {', '.join(s.id for s in STAGES)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Child mode for ``instructions.py --stages``: call one stage ``--calls`` times."""
+    parser = argparse.ArgumentParser(description="Call one pipeline stage N times "
+                                     "(for instruction counts).")
+    parser.add_argument("--stage", required=True,
+                        help=f"{EMPTY} or one of: {', '.join(s.id for s in STAGES)}")
+    parser.add_argument("--calls", type=int, required=True)
+    args = parser.parse_args(argv)
+    try:
+        _, fn = build_stage(args.stage)
+    except CheckFailed as exc:
+        print(f"CHECK FAILED: {exc}", file=sys.stderr)
+        return 1
+    for _ in range(args.calls):
+        fn()
+    print(f'{{"stage": "{args.stage}", "calls": {args.calls}, '
+          f'"gatekeeper": "{Path(gatekeeper.__file__).parent}"}}')
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
