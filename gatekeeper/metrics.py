@@ -28,7 +28,6 @@ _REASONS = (OK, *REFUSALS)
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._index = {reason: i for i, reason in enumerate(_REASONS)}
         self.decisions = [0] * len(_REASONS)
         """Decision counts by reason, in ``(OK, *REFUSALS)`` order."""
         # per outcome (0 allow, 1 refuse): counts per bucket (the last is +Inf), then the sum
@@ -39,7 +38,7 @@ class Metrics:
             "gatekeeper_policy_tenants", "Tenants in the active policy.", registry=self.registry)
 
     def record(self, reason: Reason, seconds: float) -> None:
-        self.decisions[self._index[reason]] += 1
+        self.decisions[reason.index] += 1
         outcome = 0 if reason is OK else 1
         self.latency[outcome][bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum[outcome] += seconds
