@@ -13,8 +13,10 @@ from gatekeeper.decision import Decision, decide
 from gatekeeper.errors import (
     ConfigError,
     GatekeeperError,
+    KeyConflictError,
     KeyExistsError,
     KeyNotFoundError,
+    KeyRevokedError,
     PolicyError,
     StoreError,
 )
@@ -50,9 +52,11 @@ __all__ = [
     "GatekeeperError",
     "IPAddr",
     "JwtVerifier",
+    "KeyConflictError",
     "KeyExistsError",
     "KeyNotFoundError",
     "KeyRecord",
+    "KeyRevokedError",
     "KeyStatus",
     "ManualClock",
     "MemoryStore",

@@ -52,6 +52,27 @@ class KeyNotFoundError(GatekeeperError):
         super().__init__(f"no key with id {key_id!r}")
 
 
+class KeyRevokedError(GatekeeperError):
+    """A write would take a key out of ``revoked``; stores refuse it whoever asks."""
+
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(f"key {key_id} is revoked, and revocation is for good; "
+                         "issue a new key instead")
+
+
+class KeyConflictError(GatekeeperError):
+    """A conditional write lost a race: the key changed after it was read. Nothing was written."""
+
+    def __init__(self, key_id: str, expected_version: int, found_version: int) -> None:
+        self.key_id = key_id
+        self.expected_version = expected_version
+        self.found_version = found_version
+        super().__init__(f"key {key_id} was changed by someone else while this change was being "
+                         f"made (version {expected_version} read, {found_version} found); "
+                         "nothing was written, try again")
+
+
 def _show(value: object) -> str:
     """Render a wrong value the way it looked in the file, shortened so errors stay one line."""
     if value is _MISSING:
@@ -71,3 +92,4 @@ class _Missing:
 _MISSING = _Missing()
 MISSING: object = _MISSING
 """Placeholder for a required field that is absent, so errors say ``(missing)``."""
+
