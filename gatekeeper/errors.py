@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 
 
@@ -11,13 +12,21 @@ class GatekeeperError(Exception):
 
 
 class ConfigError(GatekeeperError):
-    """One wrong value in a policy or setting, named by its dotted field path."""
+    """One wrong value in a policy or setting, named by its dotted field path.
+
+    The value is shown as it looked, with URL passwords masked, except where it may be a
+    secret: ``HIDDEN`` values, and every ``*_env`` field (a secret pasted where the name of
+    its environment variable belongs must not end up in a terminal or a CI log).
+    """
 
     def __init__(self, field: str, value: object, problem: str) -> None:
+        if _ENV_FIELD.search(field):
+            value = HIDDEN
         self.field = field
         self.value = value
         self.problem = problem
-        super().__init__(f"{field}: {_show(value)} {problem}")
+        shown = "" if value is HIDDEN else f" {_show(value)}"
+        super().__init__(f"{field}:{shown} {problem}")
 
 
 class PolicyError(GatekeeperError):
@@ -81,15 +90,38 @@ def _show(value: object) -> str:
         text = json.dumps(value, default=str, ensure_ascii=False)
     except (TypeError, ValueError):
         text = repr(value)
+    text = redact_url(text)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-class _Missing:
+class _Placeholder:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
     def __repr__(self) -> str:
-        return "(missing)"
+        return self.text
 
 
-_MISSING = _Missing()
+_MISSING = _Placeholder("(missing)")
 MISSING: object = _MISSING
 """Placeholder for a required field that is absent, so errors say ``(missing)``."""
+HIDDEN: object = _Placeholder("(not shown)")
+"""Placeholder for a value that may be a secret: the error names the field only."""
+_ENV_FIELD = re.compile(r"_env(\[\d+\])?$")
 
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s\"'<>]*)@")
+_SECRET_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pass|pwd|secret|token|key)=)[^&;#\s\"']*")
+
+
+def redact_url(text: str) -> str:
+    """``redis://user:pw@host/0?password=pw`` -> ``redis://user:***@host/0?password=***``.
+
+    The user part runs to the last ``@``, so a password holding ``/`` or ``@`` is masked
+    whole; a lone user part (``redis://token@host``) is masked as a whole too.
+    """
+    def userinfo(match: re.Match[str]) -> str:
+        user, colon, _ = match.group(2).partition(":")
+        return f"{match.group(1)}{user + ':***' if colon else '***'}@"
+
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(userinfo, text))

@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from gatekeeper import ConfigError, PolicyError, compile_policy, load_pepper, load_policy
+from gatekeeper import (
+    ConfigError,
+    PolicyError,
+    compile_policy,
+    load_pepper,
+    load_policy,
+    store_from_url,
+)
 from gatekeeper.networks import parse_ip
 from gatekeeper.policy.model import DEFAULT_PEPPER_ENV, KeyPolicy, Policy
 
@@ -73,7 +80,7 @@ keys:
 BAD_LINES = [
     'tenants.acme.allowed_networks[1]: "10.0.0.1/8" is not a network',
     'tenants.acme.allowed_networks[2]: "10.0.0/8" is not a network',
-    'tenants.globex.alowed_networks: ["198.51.100.0/24"] is not a known field',
+    "tenants.globex.alowed_networks: is not a known field (did you mean allowed_networks?)",
     "client_address.max_hops: 0 must be between 1 and 100",
     'client_address.header: "x-real-ip" must be one of x-forwarded-for, forwarded',
     "request_tenant.path_segment: 99 must be between 0 and 32",
@@ -402,13 +409,13 @@ def test_pepper_from_environment() -> None:
     assert load_pepper(KeyPolicy(), {DEFAULT_PEPPER_ENV: PEPPER}) == PEPPER.encode()
 
 
-def test_unset_pepper_env_names_the_variable() -> None:
+def test_unset_pepper_env_names_the_field() -> None:
     keys = keys_policy(pepper_env="MY_PEPPER")
     for environ in ({}, {"MY_PEPPER": "   "}, {DEFAULT_PEPPER_ENV: PEPPER}):
         with pytest.raises(ConfigError) as info:
             load_pepper(keys, environ)
         assert info.value.field == "keys.pepper_env"
-        assert "MY_PEPPER" in str(info.value)
+        assert "MY_PEPPER" not in str(info.value)  # a name from the policy may be a secret
         assert "not set" in info.value.problem
 
 
@@ -481,7 +488,7 @@ def test_check_config_warns_but_passes_without_a_pepper(tmp_path: Path) -> None:
     result = check_config(write(tmp_path, FULL))
     assert result.returncode == 0
     assert "warning: keys.pepper_env" in result.stderr
-    assert "MY_PEPPER" in result.stderr
+    assert "not set" in result.stderr
     no_traceback(result)
 
 
@@ -516,3 +523,115 @@ def test_check_config_unusable_files_exit_2_without_traceback(tmp_path: Path,
     assert result.stderr.startswith("gatekeeper: ")
     assert "(file)" in result.stderr or "(top level)" in result.stderr
     no_traceback(result)
+
+
+# --- secrets in the wrong place are never echoed --------------------------------------------
+
+SECRET = "hunter2-s3cr3t-Value_0123456789"
+
+
+@pytest.mark.parametrize("url", [
+    f"redis://:{SECRET}@cache:6379/0",
+    f"redis://default:{SECRET}@cache",
+    f"rediss://{SECRET}@cache",
+    f"redis://cache:6379/0?password={SECRET}",
+    f"redis://user:{SECRET}/with@slash@cache",
+    f"postgres://admin:{SECRET}@db/keys",
+    f"sqlite://admin:{SECRET}@host/keys.db",
+])
+def test_a_store_url_password_is_never_echoed(tmp_path: Path, url: str) -> None:
+    error = file_errors(tmp_path, f'store: "{url}"\n')
+    assert fields(error) == ["store"]
+    assert SECRET not in str(error)
+    assert SECRET not in repr(error.errors[0].value)
+    assert "***" in str(error)
+
+
+def test_a_store_url_password_is_masked_in_reprs() -> None:
+    url = f"memory://ops:{SECRET}@nowhere"
+    policy = compile_policy({"store": url})
+    assert SECRET not in repr(policy)
+    store = store_from_url(url)
+    assert SECRET not in repr(store)
+    assert store.safe_url == "memory://ops:***@nowhere"
+    assert store.url == url  # still usable to connect
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    (f"pepper: {SECRET}\n", "pepper"),
+    (f"secret: {SECRET}\n", "secret"),
+    (f"keys:\n  pepper: {SECRET}\n", "keys.pepper"),
+    (f"keys:\n  pepper_value: [{SECRET}]\n", "keys.pepper_value"),
+    (f"tenants:\n  acme:\n    api_key: {{value: {SECRET}}}\n", "tenants.acme.api_key"),
+    (f"jwt:\n  issuers:\n    c:\n      issuer: x\n      audiences: [a]\n"
+     f"      algorithms: [HS256]\n      secret_env: S\n      secret: {SECRET}\n",
+     "jwt.issuers.c.secret"),
+])
+def test_an_unknown_fields_value_is_never_echoed(tmp_path: Path, text: str, field: str) -> None:
+    error = only_error(file_errors(tmp_path, text))
+    assert error.field == field
+    assert "is not a known field" in error.problem
+    assert SECRET not in str(error)
+    assert SECRET not in repr(error.value)
+
+
+def test_an_unknown_field_suggests_the_known_one() -> None:
+    error = only_error(policy_errors({"keys": {"peper_env": "X"}}))
+    assert str(error) == "keys.peper_env: is not a known field (did you mean pepper_env?)"
+
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({"keys": {"pepper_env": SECRET + "/+="}}, "keys.pepper_env"),
+    ({"keys": {"pepper_env": 12345678901234567890}}, "keys.pepper_env"),
+    ({"jwt": {"issuers": {"c": {"issuer": "x", "audiences": ["a"], "algorithms": ["RS256"],
+                                "secret_env": SECRET}}}}, "jwt.issuers.c.secret_env"),
+])
+def test_an_env_fields_value_is_never_echoed(data: dict[str, Any], field: str) -> None:
+    error = policy_errors(data)
+    assert field in fields(error)
+    assert SECRET not in str(error)
+    assert "12345678901234567890" not in str(error)
+    for e in error.errors:
+        assert SECRET not in repr(e.value)
+
+
+def test_a_secret_pasted_into_pepper_env_is_not_echoed_when_unset() -> None:
+    keys = keys_policy(pepper_env="Hunter2SecretValue0123456789abcdef")
+    with pytest.raises(ConfigError) as info:
+        load_pepper(keys, {})
+    assert "Hunter2SecretValue" not in str(info.value)
+    assert info.value.field == "keys.pepper_env"
+    assert "not set" in str(info.value)
+
+
+def test_check_config_echoes_no_secret_from_any_wrong_field(tmp_path: Path) -> None:
+    path = write(tmp_path, f"""\
+store: "redis://:{SECRET}@cache:6379/0"
+pepper: {SECRET}
+keys:
+  pepper_env: "{SECRET}/+="
+jwt:
+  issuers:
+    corp:
+      issuer: https://sso.example.test/
+      audiences: [gatekeeper]
+      algorithms: [RS256]
+      secret_env: {SECRET}
+""")
+    result = check_config(path)
+    assert result.returncode == 2
+    for name in ("store", "pepper", "keys.pepper_env", "jwt.issuers.corp.secret_env"):
+        assert f"  {name}: " in result.stderr, name
+    assert SECRET not in result.stdout + result.stderr
+    no_traceback(result)
+
+
+def test_check_config_never_echoes_a_secret_named_as_a_jwt_secret_env(tmp_path: Path) -> None:
+    """A secret that happens to look like a variable name passes the policy, and the warning
+    that the variable is unset must not print it either."""
+    name = "Hunter2SecretValue0123456789abcdef"
+    path = write(tmp_path, FULL.replace("secret_env: CORP_SECRET", f"secret_env: {name}"))
+    result = check_config(path, pepper=PEPPER)
+    assert result.returncode == 0, result.stderr
+    assert "jwt.issuers.corp.secret_env" in result.stderr
+    assert name not in result.stdout + result.stderr

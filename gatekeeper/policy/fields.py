@@ -7,10 +7,11 @@ too (a typo in a security policy must not silently widen it).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from gatekeeper.errors import MISSING, ConfigError
+from gatekeeper.errors import HIDDEN, MISSING, ConfigError
 
 T = TypeVar("T")
 _UNSET: Any = object()
@@ -117,15 +118,23 @@ class Fields:
             yield key, value
 
     def finish(self) -> None:
-        """Record every field this section did not read as unknown."""
+        """Record every field this section did not read as unknown. Its value is not shown:
+        an unknown field is where a secret pasted in the wrong place ends up (``pepper:``)."""
         for key in self._data:
             if key not in self._seen:
-                self.error(str(key), self._data[key], "is not a known field")
+                near = difflib.get_close_matches(str(key), sorted(self._seen), n=1)
+                hint = f" (did you mean {near[0]}?)" if near else ""
+                value = _redacted(self._data[key])  # say so if it is a private key
+                self.error(str(key), value if value == _PRIVATE else HIDDEN,
+                           f"is not a known field{hint}")
+
+
+_PRIVATE = "(private key)"
 
 
 def _redacted(value: object) -> object:
     """A private key pasted in the wrong place (a typo'd field, a bare string) is never echoed."""
-    return "(private key)" if "PRIVATE KEY" in repr(value) or _secret_jwk(value) else value
+    return _PRIVATE if "PRIVATE KEY" in repr(value) or _secret_jwk(value) else value
 
 
 def _secret_jwk(value: object) -> bool:

@@ -139,9 +139,12 @@ def load_pepper(keys: KeyPolicy, environ: Mapping[str, str] | None = None) -> by
         value = env.get(keys.pepper_env, "").strip()
         field = "keys.pepper_env"
         if not value:
+            # the name is shown only when it is the default: a name the policy gives may be
+            # a secret pasted in the wrong place
+            unset = (f"${DEFAULT_PEPPER_ENV} is not set" if keys.pepper_env == DEFAULT_PEPPER_ENV
+                     else "names an environment variable that is not set")
             raise ConfigError(field, keys.pepper_env,
-                              "names an environment variable that is not set (generate a "
-                              "pepper with `gatekeeper pepper`)")
+                              f"{unset} (generate a pepper with `gatekeeper pepper`)")
     if len(value.encode()) < MIN_PEPPER_BYTES:
         # the value is a secret: say how long it is, never what it is
         raise ConfigError(field, keys.pepper_file or keys.pepper_env,

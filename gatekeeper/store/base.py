@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from gatekeeper.errors import KeyConflictError, KeyNotFoundError, KeyRevokedError
+from gatekeeper.errors import KeyConflictError, KeyNotFoundError, KeyRevokedError, redact_url
 from gatekeeper.keys import KeyRecord
 from gatekeeper.principal import KeyStatus
 
@@ -27,6 +27,11 @@ class Store(ABC):
     """
 
     url: str
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password masked: what logs, errors and ``repr`` show."""
+        return redact_url(self.url)
 
     @abstractmethod
     async def get_key(self, key_id: str) -> KeyRecord | None:
@@ -51,7 +56,7 @@ class Store(ABC):
         """Release connections."""
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.url!r})"
+        return f"{type(self).__name__}({self.safe_url!r})"
 
 
 def checked_update(current: KeyRecord | None, record: KeyRecord,
