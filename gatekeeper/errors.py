@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 
 
 class GatekeeperError(Exception):
@@ -82,16 +82,57 @@ class KeyConflictError(GatekeeperError):
                          "nothing was written, try again")
 
 
+_WIDTH = 120
+_SCAN = 4096
+"""Longest string prefix masked and rendered: a 4 kB password in a URL is masked whole."""
+
+
 def _show(value: object) -> str:
-    """Render a wrong value the way it looked in the file, shortened so errors stay one line."""
+    """Render a wrong value the way it looked in the file, shortened so errors stay one line.
+
+    Lazily: rendering stops once the line is full, so a value that is huge, shared many
+    times over (a policy dict built in Python) or holds itself costs at most a line's work.
+    """
     if value is _MISSING:
         return "(missing)"
-    try:
-        text = json.dumps(value, default=str, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
-    text = redact_url(text)
-    return text if len(text) <= 120 else text[:117] + "..."
+    pieces, size = [], 0
+    for piece in _render(value, ()):
+        pieces.append(piece)
+        size += len(piece)
+        if size > _WIDTH:
+            break
+    text = "".join(pieces)
+    return text if len(text) <= _WIDTH else text[:_WIDTH - 3] + "..."
+
+
+def _render(value: object, parents: tuple[int, ...]) -> Iterator[str]:
+    """JSON-like pieces of ``value``; containers already being rendered show as ``[...]``."""
+    if value is None or isinstance(value, bool | float):
+        yield json.dumps(value)
+    elif isinstance(value, int):
+        yield str(value) if value.bit_length() <= 256 else f"(a {value.bit_length()}-bit number)"
+    elif isinstance(value, str):
+        yield _string(value)
+    elif isinstance(value, Mapping | list | tuple | set | frozenset):
+        mapping = isinstance(value, Mapping)
+        if id(value) in parents:
+            yield "{...}" if mapping else "[...]"
+            return
+        inside = (*parents, id(value))
+        yield "{" if mapping else "["
+        items = value.items() if isinstance(value, Mapping) else ((None, v) for v in value)
+        for i, (key, item) in enumerate(items):
+            yield ", " if i else ""
+            if mapping:
+                yield _string(str(key)) + ": "
+            yield from _render(item, inside)
+        yield "}" if mapping else "]"
+    else:
+        yield _string(str(value))
+
+
+def _string(text: str) -> str:
+    return redact_url(json.dumps(text[:_SCAN], ensure_ascii=False))
 
 
 class _Placeholder:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -635,3 +636,92 @@ def test_check_config_never_echoes_a_secret_named_as_a_jwt_secret_env(tmp_path: 
     assert result.returncode == 0, result.stderr
     assert "jwt.issuers.corp.secret_env" in result.stderr
     assert name not in result.stdout + result.stderr
+
+
+# --- no input makes an error message expensive ----------------------------------------------
+
+ALIAS_BOMB = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9 if prev else ['lol'] * 9)}]\n"
+    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True))
+
+
+def test_the_alias_bomb_is_small() -> None:
+    assert len(ALIAS_BOMB.encode()) < 500
+    assert "*h, *h" in ALIAS_BOMB
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_naming_the_line(tmp_path: Path) -> None:
+    """Nine lines of aliases expand to 387 million strings: never expanded, never rendered."""
+    path = write(tmp_path, "version: 1\n" + ALIAS_BOMB)
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "gatekeeper.cli.main", "check-config",
+                             str(path)], capture_output=True, text=True, timeout=30,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert time.monotonic() - started < 10
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, result.stderr
+    assert "line 2" in lines[1]
+    assert "anchor" in lines[1] and "alias" in lines[1]
+    no_traceback(result)
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("tenants:\n  acme: &office\n    allowed_networks: [10.0.0.0/8]\n  globex: *office\n", 2),
+    ("version: 1\ntenants:\n  acme:\n    allowed_networks: &nets [10.0.0.0/8]\n", 4),
+    ("base: &b {disabled: true}\ntenants:\n  acme:\n    <<: *b\n", 1),
+    ("tenants:\n  acme:\n    allowed_networks: &loop [*loop]\n", 3),
+])
+def test_yaml_anchors_and_aliases_are_refused(tmp_path: Path, text: str, line: int) -> None:
+    error = only_error(file_errors(tmp_path, text))
+    assert error.field == "(file)"
+    assert f"line {line}," in error.problem
+    assert "anchors and aliases" in error.problem
+    assert "\n" not in str(error)
+
+
+def test_yaml_errors_are_one_line_naming_the_line(tmp_path: Path) -> None:
+    error = only_error(file_errors(tmp_path, "tenants:\n  acme: {}\n  acme: {}\n"))
+    assert error.problem == "is not valid YAML at line 3, column 3: duplicate key 'acme'"
+
+
+def _bomb(levels: int) -> list[Any]:
+    value: list[Any] = ["lol"] * 10
+    for _ in range(levels):
+        value = [value] * 10  # shared, so it costs nothing to build and everything to walk
+    return value
+
+
+def _cyclic_list() -> list[Any]:
+    loop: list[Any] = ["10.0.0.0/8"]
+    loop.append(loop)
+    return loop
+
+
+def _cyclic_dict() -> dict[str, Any]:
+    loop: dict[str, Any] = {"kty": "oct"}
+    loop["self"] = loop
+    return loop
+
+
+@pytest.mark.parametrize("data", [
+    {"version": _bomb(7)},
+    {"tenants": {"acme": {"allowed_networks": _bomb(7)}}},
+    {"tenants": {"acme": {"alowed_networks": _bomb(7)}}},
+    {"routes": _bomb(7)},
+    {"version": _cyclic_list()},
+    {"tenants": {"acme": {"allowed_networks": _cyclic_list()}}},
+    {"tenants": {"acme": {"disabled": _cyclic_dict()}}},
+    {"keys": _cyclic_list()},
+    {"jwt": {"issuers": {"c": {"issuer": "x", "audiences": ["a"], "algorithms": ["RS256"],
+                               "jwks": _cyclic_dict()}}}},
+    {"version": 10 ** 5000},
+    {"tenants": {"acme": {"allowed_networks": [[[[[[[[[[[[[[[["deep"]]]]]]]]]]]]]]]]}}},
+], ids=["bomb", "bomb-item", "bomb-unknown", "bomb-section", "cycle", "cycle-item",
+        "cycle-dict", "cycle-section", "cycle-jwks", "huge-int", "deep"])
+def test_a_policy_dict_of_any_shape_gives_a_short_error_at_once(data: dict[str, Any]) -> None:
+    started = time.monotonic()
+    error = policy_errors(data)
+    assert time.monotonic() - started < 1.0
+    for line in str(error).splitlines():
+        assert len(line) < 300, line

@@ -8,6 +8,7 @@ too (a typo in a security policy must not silently widen it).
 from __future__ import annotations
 
 import difflib
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -130,22 +131,30 @@ class Fields:
 
 
 _PRIVATE = "(private key)"
+_INSPECT = 1000
+"""Containers and strings looked at for a private key; a larger value is not shown at all."""
 
 
 def _redacted(value: object) -> object:
-    """A private key pasted in the wrong place (a typo'd field, a bare string) is never echoed."""
-    return _PRIVATE if "PRIVATE KEY" in repr(value) or _secret_jwk(value) else value
-
-
-def _secret_jwk(value: object) -> bool:
-    """A JWK with a private (``d``) or symmetric (``k``) part, at any depth."""
-    if isinstance(value, Mapping):
-        if "kty" in value and ("d" in value or "k" in value):
-            return True
-        return any(_secret_jwk(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_secret_jwk(v) for v in value)
-    return False
+    """A private key pasted in the wrong place (a typo'd field, a bare string) is never echoed:
+    neither a PEM nor a JWK with a private (``d``) or symmetric (``k``) part, at any depth."""
+    stack, seen = [value], set()
+    for _ in range(_INSPECT):
+        if not stack:
+            return value
+        node = stack.pop()
+        if (isinstance(node, str) and "PRIVATE KEY" in node) or \
+                (isinstance(node, bytes) and b"PRIVATE KEY" in node):
+            return _PRIVATE
+        if isinstance(node, Mapping | list | tuple | set | frozenset) and id(node) not in seen:
+            seen.add(id(node))  # shared and self-holding containers are looked at once
+            if isinstance(node, Mapping):
+                if "kty" in node and ("d" in node or "k" in node):
+                    return _PRIVATE
+                stack.extend(itertools.islice(node.keys(), _INSPECT))
+                node = node.values()
+            stack.extend(itertools.islice(node, _INSPECT))
+    return value if not stack else HIDDEN
 
 
 def _describe(kinds: tuple[type, ...]) -> str:

@@ -45,7 +45,7 @@ def load_policy(source: str | os.PathLike[str] | Mapping[str, Any]) -> Policy:
     try:
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
-        raise PolicyError([ConfigError("(file)", str(path), f"is not valid YAML: {exc}")],
+        raise PolicyError([ConfigError("(file)", str(path), _yaml_problem(exc))],
                           str(path)) from exc
     return compile_policy(data if data is not None else {}, str(path))
 
@@ -153,8 +153,31 @@ def load_pepper(keys: KeyPolicy, environ: Mapping[str, str] | None = None) -> by
     return value.encode()
 
 
+class _Refused(yaml.composer.ComposerError):
+    """YAML that parses, but that a policy may not use."""
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line naming where the file went wrong."""
+    what = "is refused" if isinstance(exc, _Refused) else "is not valid YAML"
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        context = f" ({exc.context})" if exc.context else ""
+        return f"{what}{where}: {exc.problem}{context}"
+    return f"{what}: {' '.join(str(exc).split())}"
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: a second `acme:` must not silently win."""
+    """SafeLoader that refuses duplicate keys (a second `acme:` must not silently win) and
+    anchors and aliases (nine lines of them expand into 387 million strings)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(None, None, "anchors and aliases (&name, *name) are not allowed in "
+                                       "a policy; write the value out", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode,
