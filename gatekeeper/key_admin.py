@@ -18,14 +18,31 @@ from gatekeeper.store.base import Store
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION = 3650 * 86400.0
+"""Ten years: the longest expiry or grace period. Anything longer is a typo, or an attack on
+the tools that print dates (a 400-digit expiry used to be stored as Infinity)."""
 
 
-def parse_duration(text: str, field: str = "duration") -> float:
-    """'90s', '15m', '12h', '30d', '2w' or plain seconds."""
+def parse_duration(text: str, field: str = "duration", minimum: float = 1.0) -> float:
+    """'90s', '15m', '12h', '30d', '2w' or plain seconds, from ``minimum`` to ten years."""
     match = _DURATION.fullmatch(text.strip().lower())
     if not match:
         raise ConfigError(field, text, "is not a duration (e.g. 90s, 15m, 12h, 30d)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    return check_duration(float(match.group(1)) * _UNITS[match.group(2)], field, minimum,
+                          shown=text)
+
+
+def check_duration(seconds: float, field: str, minimum: float = 1.0,
+                   shown: object = None) -> float:
+    if seconds != seconds:
+        problem = "is not a number"
+    elif seconds > MAX_DURATION:
+        problem = "must be at most 10 years (3650d)"
+    elif seconds < minimum:
+        problem = f"must be at least {minimum:g} second{'s' if minimum != 1 else ''}"
+    else:
+        return seconds
+    raise ConfigError(field, seconds if shown is None else shown, problem)
 
 
 def _networks(networks: Sequence[str]) -> tuple[str, ...]:
@@ -53,8 +70,10 @@ async def create_key(store: Store, pepper: bytes, policy: Policy, tenant: str, n
     """Issue a key. Returns the full key (show it once, never store it) and its record."""
     if tenant not in policy.tenants:
         raise ConfigError("tenant", tenant, f"is not a tenant in {policy.source}")
-    if expires_at is not None and expires_at <= now:
-        raise ConfigError("expires_at", expires_at, "is in the past")
+    if expires_at is not None:
+        if expires_at <= now:
+            raise ConfigError("expires_at", expires_at, "is in the past")
+        check_duration(expires_at - now, "expires_at", 0.0, expires_at)
     key, record = new_key(pepper, tenant, now, allowed_networks=_networks(networks),
                           expires_at=expires_at, labels=labels)
     await store.create_key(record)
@@ -86,6 +105,8 @@ async def rotate_key(store: Store, pepper: bytes, key_id: str, now: float,
     new key: a rotation that loses a race with a revoke leaves no replacement behind, and one
     that fails after its first write can simply be run again.
     """
+    check_duration(grace, "grace", 0.0)
+
     def change(old: KeyRecord) -> KeyRecord:
         if old.status is not KeyStatus.ACTIVE:
             raise ConfigError("key_id", key_id, f"is {old.status.value}; only active keys rotate")
