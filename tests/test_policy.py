@@ -378,6 +378,42 @@ def test_trusting_every_address_is_refused(everything: str) -> None:
     assert "spoofable" in error.problem
 
 
+@pytest.mark.parametrize("public", ["8.0.0.0/8", "52.0.0.0/11", "104.16.0.0/13",
+                                    "1.2.0.0/15", "2600::/12", "2a06:98c0::/29",
+                                    "2001:4860::/31"])
+def test_a_wide_public_proxy_network_needs_an_explicit_flag(public: str) -> None:
+    error = only_error(policy_errors({"client_address": {"trusted_proxies": [public]}}))
+    assert error.field == "client_address.trusted_proxies[0]"
+    assert error.value == public
+    assert "public" in error.problem
+    assert "allow_wide_public_proxies" in error.problem
+    allowed = compile_policy({"client_address": {"trusted_proxies": [public],
+                                                 "allow_wide_public_proxies": True}})
+    assert nets(allowed.client_address.trusted_proxies) == [public]
+
+
+@pytest.mark.parametrize("narrow", ["1.2.0.0/16", "203.0.113.0/24", "8.8.8.8/32",
+                                    "2606:4700::/32", "2600:1f18::/36", "10.0.0.0/8",
+                                    "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                                    "127.0.0.0/8", "fc00::/7", "fe80::/10", "::1/128"])
+def test_narrow_public_and_private_proxy_networks_need_no_flag(narrow: str) -> None:
+    policy = compile_policy({"client_address": {"trusted_proxies": [narrow]}})
+    assert nets(policy.client_address.trusted_proxies) == [narrow]
+
+
+@pytest.mark.parametrize("everything", ["0.0.0.0/1", "0.0.0.0/7", "::/1", "2000::/3"])
+def test_the_flag_never_allows_trusting_nearly_everyone(everything: str) -> None:
+    error = only_error(policy_errors({"client_address": {
+        "trusted_proxies": [everything], "allow_wide_public_proxies": True}}))
+    assert "spoofable" in error.problem
+
+
+def test_the_wide_proxy_flag_must_be_a_boolean() -> None:
+    error = only_error(policy_errors({"client_address": {
+        "trusted_proxies": ["1.2.0.0/16"], "allow_wide_public_proxies": "yes"}}))
+    assert error.field == "client_address.allow_wide_public_proxies"
+
+
 def test_host_bits_in_a_network_are_refused() -> None:
     error = only_error(policy_errors({"tenants": {"acme": {"allowed_networks": ["10.0.0.1/8"]}}}))
     assert error.field == "tenants.acme.allowed_networks[0]"
