@@ -19,6 +19,7 @@ from gatekeeper.errors import (
     KeyRevokedError,
     PolicyError,
     StoreError,
+    StoreNotFoundError,
 )
 from gatekeeper.facts import FactReader, RequestFacts
 from gatekeeper.jwt_verifier import JwtVerifier
@@ -71,6 +72,7 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "StoreError",
+    "StoreNotFoundError",
     "SystemClock",
     "TenantPolicy",
     "build_key",

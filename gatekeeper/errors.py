@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 
 
 class GatekeeperError(Exception):
@@ -47,6 +48,17 @@ class StoreError(GatekeeperError):
         self.operation = operation
         self.cause = cause
         super().__init__(f"store {operation} failed: {cause}")
+
+
+class StoreNotFoundError(StoreError):
+    """The store's file does not exist, and this store may not create it (a server would
+    otherwise start on an empty store and answer ``key_unknown`` for every key)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__("open", f"{path} does not exist; create a key first with "
+                                 "`gatekeeper keys create` (which creates the file), or point "
+                                 "the store URL at the file the CLI uses")
 
 
 class KeyExistsError(GatekeeperError):

@@ -580,6 +580,39 @@ def test_store_named_by_the_policy(cli: Cli, tmp_path: Path) -> None:
     assert not (tmp_path / "gatekeeper-keys.db").exists()
 
 
+@pytest.mark.anyio
+async def test_cli_and_server_find_one_relative_store_from_any_directory(
+        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`store: sqlite:///keys.db` means next to the policy, wherever each process starts."""
+    conf, here, there = tmp_path / "conf", tmp_path / "here", tmp_path / "there"
+    for d in (conf, here, there):
+        d.mkdir()
+    policy = conf / "policy.yaml"
+    policy.write_text(cli.policy.read_text() + 'store: "sqlite:///keys.db"\n')
+    made = cli.run("keys", "--policy", str(policy), "--json", "create", "--tenant", "acme")
+    assert made.code == 0, made.err
+    assert (conf / "keys.db").exists()
+    for cwd in (here, there):
+        assert not (cwd / "keys.db").exists()
+    listed = subprocess.run([*cli.command, "keys", "--policy", "../conf/policy.yaml", "--json",
+                             "list"], capture_output=True, text=True, cwd=there, env=cli.env,
+                            timeout=60)
+    assert [r["key_id"] for r in json.loads(listed.stdout)] == [made.json()["record"]["key_id"]]
+    checked = cli.run("check-config", str(policy))
+    assert f"store: sqlite:///{conf.resolve() / 'keys.db'}" in checked.out
+
+    monkeypatch.chdir(there)  # a server started somewhere else
+    loaded = load_policy(policy)
+    store = store_from_url(loaded.store or "", create=False)
+    auth = Authenticator(store, load_pepper(loaded.keys))
+    try:
+        principal = await auth.authenticate(
+            Credential(CredentialKind.API_KEY, made.json()["key"], "authorization"), time.time())
+        assert isinstance(principal, Principal), principal
+    finally:
+        await store.close()
+
+
 def test_check_config_on_a_good_policy(cli: Cli) -> None:
     result = cli.run("check-config", str(cli.policy))
     assert result.code == 0, result.err

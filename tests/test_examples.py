@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,16 +19,20 @@ EXAMPLE_POLICY = Path(__file__).parent.parent / "examples" / "policy.yaml"
 
 @pytest.fixture
 def example_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.chdir(tmp_path)  # the example store is a relative SQLite path
+    """The example policy copied out of the repository: its relative SQLite store then lands
+    beside the copy, as it lands beside examples/policy.yaml for a user."""
+    policy = tmp_path / "policy.yaml"
+    shutil.copy(EXAMPLE_POLICY, policy)
+    monkeypatch.setenv("GATEKEEPER_POLICY", str(policy))
     monkeypatch.setenv("GATEKEEPER_PEPPER", PEPPER.decode())
     for name in ("examples.starlette_app", "examples.fastapi_app"):
         sys.modules.pop(name, None)
-    return tmp_path
+    return policy
 
 
-async def _issue(tenant: str = "acme") -> str:
-    policy = load_policy(EXAMPLE_POLICY)
-    store = SQLiteStore(Path("gatekeeper-keys.db"))
+async def _issue(policy_path: Path, tenant: str = "acme") -> str:
+    policy = load_policy(policy_path)
+    store = SQLiteStore(policy_path.with_name("gatekeeper-keys.db"))
     try:
         key, _ = await key_admin.create_key(store, PEPPER, policy, tenant, 1.0)
     finally:
@@ -45,7 +50,7 @@ def test_the_annotated_policy_is_valid() -> None:
 @pytest.mark.parametrize("module", ["examples.starlette_app", "examples.fastapi_app"])
 async def test_example_app_protects_v1(example_env: Path, module: str) -> None:
     app = importlib.import_module(module).app
-    key = await _issue()
+    key = await _issue(example_env)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1234))
     async with httpx.AsyncClient(transport=transport, base_url="http://example") as client:
         allowed = await client.post("/v1/chat/completions", json=CHAT, headers=bearer(key))

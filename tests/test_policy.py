@@ -199,6 +199,34 @@ def test_single_network_string_and_yaml_booleans(tmp_path: Path) -> None:
     assert policy.tenants["acme"].disabled is True
 
 
+# --- where the store is ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("store", "expected"), [
+    ('store: "sqlite:///keys.db"\n', "conf/keys.db"),
+    ('store: "sqlite:///data/keys.db"\n', "conf/data/keys.db"),
+    ("", "conf/gatekeeper-keys.db"),  # the default store is a relative path too
+])
+def test_a_relative_sqlite_store_is_relative_to_the_policy_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str, expected: str) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    path = write(tmp_path / "conf", store + "tenants:\n  acme: {}\n")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert load_policy(path).store == f"sqlite:///{tmp_path.resolve() / expected}"
+    monkeypatch.chdir(tmp_path)
+    assert load_policy(Path("conf/policy.yaml")).store == load_policy(path).store
+
+
+@pytest.mark.parametrize("store", ["sqlite:////var/lib/gatekeeper/keys.db", "memory://"])
+def test_absolute_and_memory_stores_are_kept_as_written(tmp_path: Path, store: str) -> None:
+    assert load_policy(write(tmp_path, f'store: "{store}"\n')).store == store
+
+
+def test_a_policy_dict_keeps_its_store_as_given() -> None:
+    assert compile_policy({"store": "sqlite:///keys.db"}).store == "sqlite:///keys.db"
+    assert compile_policy({}).store is None
+
+
 # --- every error at once --------------------------------------------------------------------
 
 def test_several_errors_raise_one_policy_error_listing_all(tmp_path: Path) -> None:

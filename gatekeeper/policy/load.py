@@ -25,7 +25,7 @@ from gatekeeper.policy.model import (
     TenantPolicy,
 )
 from gatekeeper.routes import load_routes
-from gatekeeper.store import store_from_url
+from gatekeeper.store import DEFAULT_STORE_URL, resolve_store_url, store_from_url
 
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -47,10 +47,13 @@ def load_policy(source: str | os.PathLike[str] | Mapping[str, Any]) -> Policy:
     except yaml.YAMLError as exc:
         raise PolicyError([ConfigError("(file)", str(path), _yaml_problem(exc))],
                           str(path)) from exc
-    return compile_policy(data if data is not None else {}, str(path))
+    return compile_policy(data if data is not None else {}, str(path), path.resolve().parent)
 
 
-def compile_policy(data: object, source: str = "policy") -> Policy:
+def compile_policy(data: object, source: str = "policy",
+                   directory: Path | None = None) -> Policy:
+    """``directory``: where the policy file is; relative SQLite paths are relative to it
+    (the default store included), so the CLI and servers agree whatever their cwd."""
     errors: list[ConfigError] = []
     top = Fields(data, "", errors)
     version = top.get("version", int, 1)
@@ -62,6 +65,8 @@ def compile_policy(data: object, source: str = "policy") -> Policy:
             store_from_url(store)
         except ConfigError as exc:
             errors.append(exc)
+    if directory is not None:
+        store = resolve_store_url(store or DEFAULT_STORE_URL, directory)
     policy = Policy(
         tenants=_tenants(top),
         routes=load_routes(top.section("routes")),

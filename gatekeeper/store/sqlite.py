@@ -12,7 +12,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from gatekeeper.errors import KeyExistsError, StoreError
+from gatekeeper.errors import KeyExistsError, StoreError, StoreNotFoundError
 from gatekeeper.keys import KeyRecord
 from gatekeeper.store.base import Store, checked_update
 
@@ -29,9 +29,12 @@ _BUSY_TIMEOUT_MS = 200
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str | os.PathLike[str], url: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], url: str | None = None, *,
+                 create: bool = True) -> None:
+        """``create=False``: a missing file is a StoreNotFoundError, not a new empty store."""
         self.path = Path(path)
         self.url = url or f"sqlite:///{self.path}"
+        self.create = create
         self._conn: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
@@ -39,6 +42,8 @@ class SQLiteStore(Store):
             return self._conn
         try:
             if not self.path.exists():
+                if not self.create:
+                    raise StoreNotFoundError(self.path.absolute())
                 self.path.touch(mode=0o600)  # hashes only, but still nobody else's business
             conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000,
                                    isolation_level=None, check_same_thread=False)

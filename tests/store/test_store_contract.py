@@ -24,6 +24,7 @@ from gatekeeper import (
     SQLiteStore,
     Store,
     StoreError,
+    StoreNotFoundError,
     new_key,
     store_from_url,
 )
@@ -343,6 +344,41 @@ async def test_sqlite_can_be_used_again_after_close(tmp_path: Path) -> None:
         assert await store.get_key(rec.key_id) == rec  # reconnects
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("relative", [False, True])
+async def test_sqlite_without_create_refuses_a_missing_file_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relative: bool) -> None:
+    """A server must not answer key_unknown for every key from an empty file it just made."""
+    monkeypatch.chdir(tmp_path)
+    url = "sqlite:///data/keys.db" if relative else f"sqlite:///{tmp_path / 'data' / 'keys.db'}"
+    (tmp_path / "data").mkdir()
+    store = store_from_url(url, create=False)
+    try:
+        for call in (lambda: store.get_key("AnyKeyId0001"), lambda: store.list_keys()):
+            with pytest.raises(StoreNotFoundError) as info:
+                await call()
+            err = info.value
+            assert isinstance(err, StoreError) and isinstance(err, GatekeeperError)
+            assert err.path == tmp_path / "data" / "keys.db"
+            assert str(tmp_path / "data" / "keys.db") in str(err)
+            assert "gatekeeper keys create" in str(err)
+        assert not (tmp_path / "data" / "keys.db").exists()
+    finally:
+        await store.close()
+
+
+async def test_sqlite_without_create_opens_an_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "keys.db"
+    maker = SQLiteStore(path)  # what the CLI does: create=True, the default
+    rec = record()
+    await maker.create_key(rec)
+    await maker.close()
+    reader = SQLiteStore(path, create=False)
+    try:
+        assert await reader.get_key(rec.key_id) == rec
+    finally:
+        await reader.close()
 
 
 # --- SQLite failures are StoreErrors -----------------------------------------------------------
