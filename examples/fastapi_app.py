@@ -2,7 +2,7 @@
 
     export GATEKEEPER_PEPPER=$(gatekeeper pepper)
     gatekeeper keys --policy examples/policy.yaml create --tenant acme
-    uvicorn examples.fastapi_app:app --no-proxy-headers
+    uvicorn examples.fastapi_app:app --no-proxy-headers --log-config examples/logging.yaml
 
 The policy is ``$GATEKEEPER_POLICY``, else ``policy.yaml`` beside this file.
 """

@@ -2,7 +2,7 @@
 
     export GATEKEEPER_PEPPER=$(gatekeeper pepper)
     gatekeeper keys --policy examples/policy.yaml create --tenant acme
-    uvicorn examples.starlette_app:app --no-proxy-headers
+    uvicorn examples.starlette_app:app --no-proxy-headers --log-config examples/logging.yaml
 
 ``--no-proxy-headers`` leaves the client address to gatekeeper's ``trusted_proxies``; uvicorn's
 own proxy handling would otherwise rewrite it from X-Forwarded-For before gatekeeper looks.
