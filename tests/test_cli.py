@@ -433,6 +433,15 @@ def test_a_revoked_key_stays_revoked(cli: Cli) -> None:
     assert cli.keys("revoke", key_id).code == 0  # revoking again is harmless
 
 
+def test_show_prints_labels_and_networks_as_text_not_python(cli: Cli) -> None:
+    _, record = cli.create("acme", "--label", "team=ml", "--label", "env=prod", "--network",
+                           "192.0.2.0/28", "--network", "192.0.2.64/28")
+    shown = cli.keys("show", record["key_id"]).out
+    assert re.search(r"^labels\s+team=ml, env=prod$", shown, re.M), shown
+    assert re.search(r"^allowed_networks\s+192.0.2.0/28, 192.0.2.64/28$", shown, re.M), shown
+    assert "{" not in shown and "[" not in shown and "'" not in shown
+
+
 def test_suspend_and_reinstate(cli: Cli) -> None:
     _, record = cli.create()
     key_id = record["key_id"]

@@ -136,9 +136,11 @@ def _show(args: argparse.Namespace, record: KeyRecord) -> None:
     view = record.public_view()
     for field in ("created_at", "updated_at", "expires_at"):
         view[field] = _time(view[field])
+    view["allowed_networks"] = ", ".join(record.allowed_networks)
+    view["labels"] = ", ".join(f"{k}={v}" for k, v in record.labels.items())
     width = max(len(k) for k in view)
     for name, value in view.items():
-        print(f"{name:<{width}}  {value if value not in (None, [], {}) else '-'}")
+        print(f"{name:<{width}}  {value if value not in (None, '') else '-'}")
 
 
 def _table(records: list[KeyRecord]) -> None:
