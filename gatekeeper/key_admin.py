@@ -34,6 +34,8 @@ def parse_duration(text: str, field: str = "duration", minimum: float = 1.0) -> 
 
 def check_duration(seconds: float, field: str, minimum: float = 1.0,
                    shown: object = None) -> float:
+    """``seconds`` if it is from ``minimum`` to ten years, else a ConfigError naming ``field``
+    (and showing ``shown``, the text it came from, when given)."""
     if seconds != seconds:
         problem = "is not a number"
     elif seconds > MAX_DURATION:

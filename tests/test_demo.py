@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gatekeeper import SQLiteStore, load_policy
+from gatekeeper import load_policy, store_from_url
 from gatekeeper.demo.app import build_demo_app, write_demo_policy
 from gatekeeper.demo.run import issue_demo_keys
 from gatekeeper.principal import KeyStatus
@@ -140,7 +140,7 @@ async def test_demo_keys_expire_and_a_new_run_revokes_the_last_ones(tmp_path: Pa
     now = time.time()
     await issue_demo_keys(policy_path)
     policy = load_policy(policy_path)
-    store = SQLiteStore(Path((policy.store or "").removeprefix("sqlite:///")))
+    store = store_from_url(policy.store or "", create=False)
     try:
         first = await store.list_keys()
         assert len(first) == 4

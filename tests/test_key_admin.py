@@ -106,7 +106,7 @@ async def test_a_key_changing_under_every_attempt_is_a_clear_conflict(tmp_path: 
     for i in range(20):
         status = KeyStatus.SUSPENDED if i % 2 == 0 else KeyStatus.ACTIVE
         changing.between.append(
-            lambda s=status: key_admin.set_status(other, key_id, s, NOW + 1))  # type: ignore[misc]
+            lambda s=status: key_admin.set_status(other, key_id, s, NOW + 1))
     try:
         with pytest.raises(KeyConflictError) as info:
             await key_admin.set_status(changing, key_id, KeyStatus.REVOKED, NOW + 2)

@@ -126,7 +126,7 @@ class Fields:
                 near = difflib.get_close_matches(str(key), sorted(self._seen), n=1)
                 hint = f" (did you mean {near[0]}?)" if near else ""
                 value = _redacted(self._data[key])  # say so if it is a private key
-                self.error(str(key), value if value == _PRIVATE else HIDDEN,
+                self.error(str(key), value if value is _PRIVATE else HIDDEN,
                            f"is not a known field{hint}")
 
 

@@ -39,7 +39,7 @@ def store_from_url(url: str, field: str = "store", *, create: bool = True) -> St
 def resolve_store_url(url: str, directory: Path) -> str:
     """``sqlite:///keys.db`` made absolute against ``directory``; other URLs as they are."""
     scheme, sep, rest = url.partition("://")
-    if sep and scheme == "sqlite" and not Path(rest[1:]).is_absolute():
+    if sep and scheme == "sqlite" and rest.startswith("/") and not Path(rest[1:]).is_absolute():
         return f"sqlite:///{directory / rest[1:]}"
     return url
 
