@@ -1,18 +1,24 @@
-# Two commands on a fresh machine (Python >= 3.11): `make demo` and `make test`.
+# Two commands on a fresh machine (Python >= 3.11): `make demo` and `make test`, also at once.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+DEMO_ARGS ?=
+# e.g. make demo DEMO_ARGS='--port 8001'
+# flock (util-linux) makes concurrent makes build the venv once: the second waits, then finds
+# it built. Where flock is missing (macOS), run the first make alone.
+LOCK := $(if $(shell command -v flock 2>/dev/null),flock $(VENV).lock)
 
 .PHONY: demo test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $@
+	$(LOCK) sh -c '[ $@ -nt pyproject.toml ] || { \
+	    $(PYTHON) -m venv $(VENV) && \
+	    $(BIN)/python -m pip install --quiet --upgrade pip && \
+	    $(BIN)/python -m pip install --quiet -e ".[dev]" && \
+	    touch $@; }'
 
 demo: $(BIN)/.installed
-	$(BIN)/gatekeeper demo
+	$(BIN)/gatekeeper demo $(DEMO_ARGS)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
@@ -25,4 +31,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/hot_path.py
 
 clean:
-	rm -rf $(VENV) .gatekeeper-demo
+	rm -rf $(VENV) $(VENV).lock .gatekeeper-demo

@@ -1,11 +1,15 @@
 """Gatekeeper in a FastAPI app, added as ASGI middleware; routes read the verified tenant.
 
     export GATEKEEPER_PEPPER=$(gatekeeper pepper)
-    uvicorn examples.fastapi_app:app --no-proxy-headers
+    gatekeeper keys --policy examples/policy.yaml create --tenant acme
+    uvicorn examples.fastapi_app:app --no-proxy-headers --log-config examples/logging.yaml
+
+The policy is ``$GATEKEEPER_POLICY``, else ``policy.yaml`` beside this file.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,8 @@ from fastapi import FastAPI, Request
 from gatekeeper import SCOPE_KEY, Decision, Gatekeeper
 
 app = FastAPI()
-app.add_middleware(Gatekeeper, policy=Path(__file__).with_name("policy.yaml"))
+app.add_middleware(Gatekeeper, policy=os.environ.get("GATEKEEPER_POLICY")
+                   or Path(__file__).with_name("policy.yaml"))
 
 
 @app.get("/healthz")

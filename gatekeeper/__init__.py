@@ -13,10 +13,13 @@ from gatekeeper.decision import ACTIONS, ALLOW, BLOCK, FLAG, SUSPEND, THROTTLE, 
 from gatekeeper.errors import (
     ConfigError,
     GatekeeperError,
+    KeyConflictError,
     KeyExistsError,
     KeyNotFoundError,
+    KeyRevokedError,
     PolicyError,
     StoreError,
+    StoreNotFoundError,
 )
 from gatekeeper.facts import FactReader, RequestFacts
 from gatekeeper.jwt_verifier import JwtVerifier
@@ -58,9 +61,11 @@ __all__ = [
     "GatekeeperError",
     "IPAddr",
     "JwtVerifier",
+    "KeyConflictError",
     "KeyExistsError",
     "KeyNotFoundError",
     "KeyRecord",
+    "KeyRevokedError",
     "KeyStatus",
     "ManualClock",
     "MemoryStore",
@@ -77,6 +82,7 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "StoreError",
+    "StoreNotFoundError",
     "SystemClock",
     "TenantPolicy",
     "build_key",

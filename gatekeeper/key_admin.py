@@ -7,9 +7,9 @@ for a tenant or a network the policy would refuse anyway.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from gatekeeper.errors import ConfigError, KeyNotFoundError
+from gatekeeper.errors import ConfigError, KeyConflictError, KeyNotFoundError, KeyRevokedError
 from gatekeeper.keys import KeyRecord, looks_like_key_id, new_key
 from gatekeeper.networks import parse_network
 from gatekeeper.policy.model import Policy
@@ -18,14 +18,33 @@ from gatekeeper.store.base import Store
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION = 3650 * 86400.0
+"""Ten years: the longest expiry or grace period. Anything longer is a typo, or an attack on
+the tools that print dates (a 400-digit expiry used to be stored as Infinity)."""
 
 
-def parse_duration(text: str, field: str = "duration") -> float:
-    """'90s', '15m', '12h', '30d', '2w' or plain seconds."""
+def parse_duration(text: str, field: str = "duration", minimum: float = 1.0) -> float:
+    """'90s', '15m', '12h', '30d', '2w' or plain seconds, from ``minimum`` to ten years."""
     match = _DURATION.fullmatch(text.strip().lower())
     if not match:
         raise ConfigError(field, text, "is not a duration (e.g. 90s, 15m, 12h, 30d)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    return check_duration(float(match.group(1)) * _UNITS[match.group(2)], field, minimum,
+                          shown=text)
+
+
+def check_duration(seconds: float, field: str, minimum: float = 1.0,
+                   shown: object = None) -> float:
+    """``seconds`` if it is from ``minimum`` to ten years, else a ConfigError naming ``field``
+    (and showing ``shown``, the text it came from, when given)."""
+    if seconds != seconds:
+        problem = "is not a number"
+    elif seconds > MAX_DURATION:
+        problem = "must be at most 10 years (3650d)"
+    elif seconds < minimum:
+        problem = f"must be at least {minimum:g} second{'s' if minimum != 1 else ''}"
+    else:
+        return seconds
+    raise ConfigError(field, seconds if shown is None else shown, problem)
 
 
 def _networks(networks: Sequence[str]) -> tuple[str, ...]:
@@ -53,8 +72,10 @@ async def create_key(store: Store, pepper: bytes, policy: Policy, tenant: str, n
     """Issue a key. Returns the full key (show it once, never store it) and its record."""
     if tenant not in policy.tenants:
         raise ConfigError("tenant", tenant, f"is not a tenant in {policy.source}")
-    if expires_at is not None and expires_at <= now:
-        raise ConfigError("expires_at", expires_at, "is in the past")
+    if expires_at is not None:
+        if expires_at <= now:
+            raise ConfigError("expires_at", expires_at, "is in the past")
+        check_duration(expires_at - now, "expires_at", 0.0, expires_at)
     key, record = new_key(pepper, tenant, now, allowed_networks=_networks(networks),
                           expires_at=expires_at, labels=labels)
     await store.create_key(record)
@@ -69,30 +90,58 @@ async def get_key(store: Store, key_id: str) -> KeyRecord:
 
 
 async def set_status(store: Store, key_id: str, status: KeyStatus, now: float) -> KeyRecord:
-    record = await get_key(store, key_id)
-    if record.status is KeyStatus.REVOKED and status is not KeyStatus.REVOKED:
-        raise ConfigError("key_id", key_id, "is revoked, and revocation is for good; "
-                                            "issue a new key instead")
-    record = record.with_changes(status=status, updated_at=now)
-    await store.update_key(record)
-    return record
+    def change(record: KeyRecord) -> KeyRecord:
+        if record.status is KeyStatus.REVOKED and status is not KeyStatus.REVOKED:
+            raise KeyRevokedError(record.key_id)
+        return record.with_changes(status=status, updated_at=now)
+
+    return (await _update(store, key_id, change))[1]
 
 
 async def rotate_key(store: Store, pepper: bytes, key_id: str, now: float,
                      grace: float) -> tuple[str, KeyRecord, KeyRecord]:
     """A new key with the old one's tenant, networks, expiry and labels; the old one keeps
-    working for ``grace`` seconds so clients can switch without an outage."""
-    old = await get_key(store, key_id)
-    if old.status is not KeyStatus.ACTIVE:
-        raise ConfigError("key_id", key_id, f"is {old.status.value}; only active keys rotate")
-    if old.expires_at is not None and old.expires_at <= now:
-        # its replacement would inherit the expiry and be born dead
-        raise ConfigError("key_id", key_id, "has expired; issue a new key instead")
-    key, new = new_key(pepper, old.tenant, now, allowed_networks=old.allowed_networks,
-                       expires_at=old.expires_at, labels=old.labels, rotated_from=old.key_id)
+    working for ``grace`` seconds so clients can switch without an outage.
+
+    The old key's grace period is written first (conditionally on the record read), then the
+    new key: a rotation that loses a race with a revoke leaves no replacement behind, and one
+    that fails after its first write can simply be run again.
+    """
+    check_duration(grace, "grace", 0.0)
+
+    def change(old: KeyRecord) -> KeyRecord:
+        if old.status is not KeyStatus.ACTIVE:
+            raise ConfigError("key_id", key_id, f"is {old.status.value}; only active keys rotate")
+        if old.expires_at is not None and old.expires_at <= now:
+            # its replacement would inherit the expiry and be born dead
+            raise ConfigError("key_id", key_id, "has expired; issue a new key instead")
+        end = now + grace
+        return old.with_changes(
+            expires_at=end if old.expires_at is None else min(old.expires_at, end),
+            updated_at=now)
+
+    before, old = await _update(store, key_id, change)
+    key, new = new_key(pepper, before.tenant, now, allowed_networks=before.allowed_networks,
+                       expires_at=before.expires_at, labels=before.labels,
+                       rotated_from=before.key_id)
     await store.create_key(new)
-    end = now + grace
-    old = old.with_changes(expires_at=end if old.expires_at is None else min(old.expires_at, end),
-                           updated_at=now)
-    await store.update_key(old)
     return key, new, old
+
+
+_ATTEMPTS = 5
+
+
+async def _update(store: Store, key_id: str,
+                  change: Callable[[KeyRecord], KeyRecord]) -> tuple[KeyRecord, KeyRecord]:
+    """Read, check and change a record, and write it only if nobody wrote in between; when
+    someone did, read it again and check again (their write may have been a revoke).
+    Returns the record as read and as written."""
+    attempts = _ATTEMPTS
+    while True:
+        record = await get_key(store, key_id)
+        try:
+            return record, await store.update_key(change(record), record.version)
+        except KeyConflictError:
+            attempts -= 1
+            if not attempts:
+                raise

@@ -90,6 +90,8 @@ class KeyRecord:
     labels: Mapping[str, str] = field(default_factory=dict)
     rotated_from: str | None = None
     updated_at: float = 0.0
+    version: int = 0
+    """Bumped by the store on every update: writes are conditional on the version read."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,7 +99,7 @@ class KeyRecord:
             "status": self.status.value, "allowed_networks": list(self.allowed_networks),
             "created_at": self.created_at, "expires_at": self.expires_at,
             "labels": dict(self.labels), "rotated_from": self.rotated_from,
-            "updated_at": self.updated_at,
+            "updated_at": self.updated_at, "version": self.version,
         }
 
     @classmethod
@@ -112,6 +114,7 @@ class KeyRecord:
             labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
             rotated_from=data.get("rotated_from"),
             updated_at=float(data.get("updated_at") or 0.0),
+            version=int(data.get("version") or 0),  # records from before versions: 0
         )
 
     def with_changes(self, **changes: Any) -> KeyRecord:

@@ -4,6 +4,7 @@ once, errors are one clear line with exit code 2, and keys it makes authenticate
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -321,12 +322,90 @@ def test_unusable_store_file_is_a_clear_error(cli: Cli) -> None:
     (["--label", "=x"], "--label[0]"),
     (["--expires-in", "soon"], "--expires-in"),
     (["--expires-in=-5d"], "--expires-in"),
-    (["--expires-in", "0s"], "expires_at"),
+    (["--expires-in", "0s"], "--expires-in"),
 ])
 def test_bad_create_options_name_the_option(cli: Cli, args: list[str], field_name: str) -> None:
     line = cli.keys("create", "--tenant", "acme", *args).one_line_error()
     assert field_name in line
     assert cli.keys("list", as_json=True).json() == []
+
+
+FOUR_HUNDRED_DIGITS = "9" * 400
+
+
+@pytest.mark.parametrize(("args", "field_name", "problem"), [
+    (["--expires-in", FOUR_HUNDRED_DIGITS], "--expires-in", "at most 10 years"),
+    (["--expires-in", FOUR_HUNDRED_DIGITS + "w"], "--expires-in", "at most 10 years"),
+    (["--expires-in", "3651d"], "--expires-in", "at most 10 years"),
+    (["--expires-in", "0"], "--expires-in", "at least 1 second"),
+    (["--expires-in", "0.0000001s"], "--expires-in", "at least 1 second"),
+    (["--expires-in", "1e9"], "--expires-in", "is not a duration"),
+    (["--expires-in", "nan"], "--expires-in", "is not a duration"),
+])
+def test_unbounded_expiry_is_refused_before_anything_is_written(
+        cli: Cli, args: list[str], field_name: str, problem: str) -> None:
+    line = cli.keys("create", "--tenant", "acme", *args).one_line_error()
+    assert f"gatekeeper: error: {field_name}: " in line
+    assert problem in line
+    assert len(line) < 300
+    assert cli.keys("list", as_json=True).json() == []
+
+
+@pytest.mark.parametrize("grace", [FOUR_HUNDRED_DIGITS, "3651d", "-1h", "1e400"])
+def test_unbounded_grace_is_refused_before_anything_is_written(cli: Cli, grace: str) -> None:
+    _, old = cli.create()
+    line = cli.keys("rotate", old["key_id"], f"--grace={grace}").one_line_error()
+    assert "--grace" in line
+    assert [r["key_id"] for r in cli.keys("list", as_json=True).json()] == [old["key_id"]]
+    assert cli.show(old["key_id"]) == old  # not even the old key's expiry was touched
+
+
+def test_a_zero_grace_ends_the_old_key_now(cli: Cli) -> None:
+    _, old = cli.create()
+    rotated = cli.keys("rotate", old["key_id"], "--grace", "0", as_json=True).json()
+    assert cli.show(old["key_id"])["expires_at"] == pytest.approx(
+        rotated["record"]["created_at"])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("expires", [math.inf, -math.inf, math.nan, 1e300, -1e300, 2e11])
+async def test_list_and_show_never_crash_on_an_odd_stored_time(cli: Cli, expires: float) -> None:
+    """Records written by earlier releases (or by hand) may hold any float."""
+    _, made = cli.create()
+    store = store_from_url(cli.store_url)
+    try:
+        record = await store.get_key(made["key_id"])
+        assert record is not None
+        await store.update_key(record.with_changes(expires_at=expires, created_at=expires,
+                                                   updated_at=expires), record.version)
+    finally:
+        await store.close()
+    for args in (("list",), ("show", made["key_id"])):
+        text = cli.keys(*args)
+        assert text.code == 0, text.err
+        assert "Traceback" not in text.text
+        assert made["key_id"] in text.out
+        data = cli.keys(*args, as_json=True)
+        assert data.code == 0, data.err
+        json.loads(data.out, parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
+
+
+@pytest.mark.anyio
+async def test_the_library_bounds_expiry_and_grace_too() -> None:
+    policy = compile_policy({"tenants": {"acme": {}}})
+    store = MemoryStore()
+    pepper = PEPPER_TEXT.encode()
+    now = 1_700_000_000.0
+    for expires in (math.inf, math.nan, now + 11 * 365 * 86400):
+        with pytest.raises(ConfigError) as info:
+            await key_admin.create_key(store, pepper, policy, "acme", now, expires_at=expires)
+        assert info.value.field == "expires_at"
+    _, record = await key_admin.create_key(store, pepper, policy, "acme", now)
+    for grace in (math.inf, math.nan, -1.0, 11 * 365 * 86400.0):
+        with pytest.raises(ConfigError) as info:
+            await key_admin.rotate_key(store, pepper, record.key_id, now, grace)
+        assert info.value.field == "grace"
+    assert await store.list_keys() == [record]
 
 
 # --- status changes -------------------------------------------------------------------------------
@@ -353,6 +432,15 @@ def test_a_revoked_key_stays_revoked(cli: Cli) -> None:
         assert "revoked" in line, action
     assert cli.show(key_id)["status"] == "revoked"
     assert cli.keys("revoke", key_id).code == 0  # revoking again is harmless
+
+
+def test_show_prints_labels_and_networks_as_text_not_python(cli: Cli) -> None:
+    _, record = cli.create("acme", "--label", "team=ml", "--label", "env=prod", "--network",
+                           "192.0.2.0/28", "--network", "192.0.2.64/28")
+    shown = cli.keys("show", record["key_id"]).out
+    assert re.search(r"^labels\s+team=ml, env=prod$", shown, re.M), shown
+    assert re.search(r"^allowed_networks\s+192.0.2.0/28, 192.0.2.64/28$", shown, re.M), shown
+    assert "{" not in shown and "[" not in shown and "'" not in shown
 
 
 def test_suspend_and_reinstate(cli: Cli) -> None:
@@ -500,6 +588,39 @@ def test_store_named_by_the_policy(cli: Cli, tmp_path: Path) -> None:
     assert db.exists()
     assert not (tmp_path / "keys.db").exists()
     assert not (tmp_path / "gatekeeper-keys.db").exists()
+
+
+@pytest.mark.anyio
+async def test_cli_and_server_find_one_relative_store_from_any_directory(
+        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`store: sqlite:///keys.db` means next to the policy, wherever each process starts."""
+    conf, here, there = tmp_path / "conf", tmp_path / "here", tmp_path / "there"
+    for d in (conf, here, there):
+        d.mkdir()
+    policy = conf / "policy.yaml"
+    policy.write_text(cli.policy.read_text() + 'store: "sqlite:///keys.db"\n')
+    made = cli.run("keys", "--policy", str(policy), "--json", "create", "--tenant", "acme")
+    assert made.code == 0, made.err
+    assert (conf / "keys.db").exists()
+    for cwd in (here, there):
+        assert not (cwd / "keys.db").exists()
+    listed = subprocess.run([*cli.command, "keys", "--policy", "../conf/policy.yaml", "--json",
+                             "list"], capture_output=True, text=True, cwd=there, env=cli.env,
+                            timeout=60)
+    assert [r["key_id"] for r in json.loads(listed.stdout)] == [made.json()["record"]["key_id"]]
+    checked = cli.run("check-config", str(policy))
+    assert f"store: sqlite:///{conf.resolve() / 'keys.db'}" in checked.out
+
+    monkeypatch.chdir(there)  # a server started somewhere else
+    loaded = load_policy(policy)
+    store = store_from_url(loaded.store or "", create=False)
+    auth = Authenticator(store, load_pepper(loaded.keys))
+    try:
+        principal = await auth.authenticate(
+            Credential(CredentialKind.API_KEY, made.json()["key"], "authorization"), time.time())
+        assert isinstance(principal, Principal), principal
+    finally:
+        await store.close()
 
 
 def test_check_config_on_a_good_policy(cli: Cli) -> None:

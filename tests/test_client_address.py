@@ -323,7 +323,7 @@ def test_load_defaults_trust_nobody(data: object) -> None:
     ({"max_hops": "5"}, 'client_address.max_hops: "5" must be an integer'),
     ({"max_hops": True}, "client_address.max_hops: true must be an integer"),
     ({"trusted_proxy": ["10.0.0.0/8"]},
-     'client_address.trusted_proxy: ["10.0.0.0/8"] is not a known field'),
+     "client_address.trusted_proxy: is not a known field (did you mean trusted_proxies?)"),
     ("10.0.0.0/8", 'client_address: "10.0.0.0/8" must be a mapping'),
 ])
 def test_load_errors_name_the_field(data: object, expected: str) -> None:

@@ -253,11 +253,13 @@ def test_record_round_trips_through_dict_and_json() -> None:
     _, record = full_record()
     assert KeyRecord.from_dict(record.to_dict()) == record
     assert KeyRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
-    changed = record.with_changes(status=KeyStatus.SUSPENDED, expires_at=None, updated_at=NOW + 1)
+    changed = record.with_changes(status=KeyStatus.SUSPENDED, expires_at=None, updated_at=NOW + 1,
+                                  version=3)
     again = KeyRecord.from_dict(json.loads(json.dumps(changed.to_dict())))
     assert again == changed
     assert again.status is KeyStatus.SUSPENDED
     assert again.expires_at is None
+    assert again.version == 3
     assert again != record
 
 
@@ -269,6 +271,7 @@ def test_record_from_minimal_dict_takes_defaults() -> None:
     assert record.expires_at is None
     assert dict(record.labels) == {}
     assert record.rotated_from is None
+    assert record.version == 0  # records written before versions existed
 
 
 def test_public_view_has_every_field_but_the_hash() -> None:

@@ -183,7 +183,7 @@ async def test_expiry_and_revocation_follow_the_clock() -> None:
                 ).status_code == 200
         record = await env.store.get_key(env.ids["acme"])
         assert record is not None
-        await env.store.update_key(record.with_changes(status=KeyStatus.REVOKED))
+        await env.store.update_key(record.with_changes(status=KeyStatus.REVOKED), record.version)
         clock.advance(env.policy.keys.cache_ttl + 0.01)  # the documented revocation delay
         response = await client.get("/v1/models", headers=bearer(env.keys["acme"]))
         assert response.json()["error"]["code"] == "key_revoked"

@@ -9,12 +9,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gatekeeper import ConfigError, PolicyError, compile_policy, load_pepper, load_policy
+from gatekeeper import (
+    ConfigError,
+    PolicyError,
+    compile_policy,
+    load_pepper,
+    load_policy,
+    store_from_url,
+)
 from gatekeeper.networks import parse_ip
 from gatekeeper.policy.model import DEFAULT_PEPPER_ENV, KeyPolicy, Policy
 
@@ -73,7 +81,7 @@ keys:
 BAD_LINES = [
     'tenants.acme.allowed_networks[1]: "10.0.0.1/8" is not a network',
     'tenants.acme.allowed_networks[2]: "10.0.0/8" is not a network',
-    'tenants.globex.alowed_networks: ["198.51.100.0/24"] is not a known field',
+    "tenants.globex.alowed_networks: is not a known field (did you mean allowed_networks?)",
     "client_address.max_hops: 0 must be between 1 and 100",
     'client_address.header: "x-real-ip" must be one of x-forwarded-for, forwarded',
     "request_tenant.path_segment: 99 must be between 0 and 32",
@@ -189,6 +197,34 @@ def test_single_network_string_and_yaml_booleans(tmp_path: Path) -> None:
                                          "    disabled: yes\n"))
     assert nets(policy.tenants["acme"].allowed_networks) == ["10.0.0.0/8"]
     assert policy.tenants["acme"].disabled is True
+
+
+# --- where the store is ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("store", "expected"), [
+    ('store: "sqlite:///keys.db"\n', "conf/keys.db"),
+    ('store: "sqlite:///data/keys.db"\n', "conf/data/keys.db"),
+    ("", "conf/gatekeeper-keys.db"),  # the default store is a relative path too
+])
+def test_a_relative_sqlite_store_is_relative_to_the_policy_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str, expected: str) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    path = write(tmp_path / "conf", store + "tenants:\n  acme: {}\n")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert load_policy(path).store == f"sqlite:///{tmp_path.resolve() / expected}"
+    monkeypatch.chdir(tmp_path)
+    assert load_policy(Path("conf/policy.yaml")).store == load_policy(path).store
+
+
+@pytest.mark.parametrize("store", ["sqlite:////var/lib/gatekeeper/keys.db", "memory://"])
+def test_absolute_and_memory_stores_are_kept_as_written(tmp_path: Path, store: str) -> None:
+    assert load_policy(write(tmp_path, f'store: "{store}"\n')).store == store
+
+
+def test_a_policy_dict_keeps_its_store_as_given() -> None:
+    assert compile_policy({"store": "sqlite:///keys.db"}).store == "sqlite:///keys.db"
+    assert compile_policy({}).store is None
 
 
 # --- every error at once --------------------------------------------------------------------
@@ -370,6 +406,42 @@ def test_trusting_every_address_is_refused(everything: str) -> None:
     assert "spoofable" in error.problem
 
 
+@pytest.mark.parametrize("public", ["8.0.0.0/8", "52.0.0.0/11", "104.16.0.0/13",
+                                    "1.2.0.0/15", "2600::/12", "2a06:98c0::/29",
+                                    "2001:4860::/31"])
+def test_a_wide_public_proxy_network_needs_an_explicit_flag(public: str) -> None:
+    error = only_error(policy_errors({"client_address": {"trusted_proxies": [public]}}))
+    assert error.field == "client_address.trusted_proxies[0]"
+    assert error.value == public
+    assert "public" in error.problem
+    assert "allow_wide_public_proxies" in error.problem
+    allowed = compile_policy({"client_address": {"trusted_proxies": [public],
+                                                 "allow_wide_public_proxies": True}})
+    assert nets(allowed.client_address.trusted_proxies) == [public]
+
+
+@pytest.mark.parametrize("narrow", ["1.2.0.0/16", "203.0.113.0/24", "8.8.8.8/32",
+                                    "2606:4700::/32", "2600:1f18::/36", "10.0.0.0/8",
+                                    "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                                    "127.0.0.0/8", "fc00::/7", "fe80::/10", "::1/128"])
+def test_narrow_public_and_private_proxy_networks_need_no_flag(narrow: str) -> None:
+    policy = compile_policy({"client_address": {"trusted_proxies": [narrow]}})
+    assert nets(policy.client_address.trusted_proxies) == [narrow]
+
+
+@pytest.mark.parametrize("everything", ["0.0.0.0/1", "0.0.0.0/7", "::/1", "2000::/3"])
+def test_the_flag_never_allows_trusting_nearly_everyone(everything: str) -> None:
+    error = only_error(policy_errors({"client_address": {
+        "trusted_proxies": [everything], "allow_wide_public_proxies": True}}))
+    assert "spoofable" in error.problem
+
+
+def test_the_wide_proxy_flag_must_be_a_boolean() -> None:
+    error = only_error(policy_errors({"client_address": {
+        "trusted_proxies": ["1.2.0.0/16"], "allow_wide_public_proxies": "yes"}}))
+    assert error.field == "client_address.allow_wide_public_proxies"
+
+
 def test_host_bits_in_a_network_are_refused() -> None:
     error = only_error(policy_errors({"tenants": {"acme": {"allowed_networks": ["10.0.0.1/8"]}}}))
     assert error.field == "tenants.acme.allowed_networks[0]"
@@ -402,13 +474,13 @@ def test_pepper_from_environment() -> None:
     assert load_pepper(KeyPolicy(), {DEFAULT_PEPPER_ENV: PEPPER}) == PEPPER.encode()
 
 
-def test_unset_pepper_env_names_the_variable() -> None:
+def test_unset_pepper_env_names_the_field() -> None:
     keys = keys_policy(pepper_env="MY_PEPPER")
     for environ in ({}, {"MY_PEPPER": "   "}, {DEFAULT_PEPPER_ENV: PEPPER}):
         with pytest.raises(ConfigError) as info:
             load_pepper(keys, environ)
         assert info.value.field == "keys.pepper_env"
-        assert "MY_PEPPER" in str(info.value)
+        assert "MY_PEPPER" not in str(info.value)  # a name from the policy may be a secret
         assert "not set" in info.value.problem
 
 
@@ -481,7 +553,7 @@ def test_check_config_warns_but_passes_without_a_pepper(tmp_path: Path) -> None:
     result = check_config(write(tmp_path, FULL))
     assert result.returncode == 0
     assert "warning: keys.pepper_env" in result.stderr
-    assert "MY_PEPPER" in result.stderr
+    assert "not set" in result.stderr
     no_traceback(result)
 
 
@@ -516,3 +588,204 @@ def test_check_config_unusable_files_exit_2_without_traceback(tmp_path: Path,
     assert result.stderr.startswith("gatekeeper: ")
     assert "(file)" in result.stderr or "(top level)" in result.stderr
     no_traceback(result)
+
+
+# --- secrets in the wrong place are never echoed --------------------------------------------
+
+SECRET = "hunter2-s3cr3t-Value_0123456789"
+
+
+@pytest.mark.parametrize("url", [
+    f"redis://:{SECRET}@cache:6379/0",
+    f"redis://default:{SECRET}@cache",
+    f"rediss://{SECRET}@cache",
+    f"redis://cache:6379/0?password={SECRET}",
+    f"redis://user:{SECRET}/with@slash@cache",
+    f"postgres://admin:{SECRET}@db/keys",
+    f"sqlite://admin:{SECRET}@host/keys.db",
+])
+def test_a_store_url_password_is_never_echoed(tmp_path: Path, url: str) -> None:
+    error = file_errors(tmp_path, f'store: "{url}"\n')
+    assert fields(error) == ["store"]
+    assert SECRET not in str(error)
+    assert SECRET not in repr(error.errors[0].value)
+    assert "***" in str(error)
+
+
+def test_a_store_url_password_is_masked_in_reprs() -> None:
+    url = f"memory://ops:{SECRET}@nowhere"
+    policy = compile_policy({"store": url})
+    assert SECRET not in repr(policy)
+    store = store_from_url(url)
+    assert SECRET not in repr(store)
+    assert store.safe_url == "memory://ops:***@nowhere"
+    assert store.url == url  # still usable to connect
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    (f"pepper: {SECRET}\n", "pepper"),
+    (f"secret: {SECRET}\n", "secret"),
+    (f"keys:\n  pepper: {SECRET}\n", "keys.pepper"),
+    (f"keys:\n  pepper_value: [{SECRET}]\n", "keys.pepper_value"),
+    (f"tenants:\n  acme:\n    api_key: {{value: {SECRET}}}\n", "tenants.acme.api_key"),
+    (f"jwt:\n  issuers:\n    c:\n      issuer: x\n      audiences: [a]\n"
+     f"      algorithms: [HS256]\n      secret_env: S\n      secret: {SECRET}\n",
+     "jwt.issuers.c.secret"),
+])
+def test_an_unknown_fields_value_is_never_echoed(tmp_path: Path, text: str, field: str) -> None:
+    error = only_error(file_errors(tmp_path, text))
+    assert error.field == field
+    assert "is not a known field" in error.problem
+    assert SECRET not in str(error)
+    assert SECRET not in repr(error.value)
+
+
+def test_an_unknown_field_suggests_the_known_one() -> None:
+    error = only_error(policy_errors({"keys": {"peper_env": "X"}}))
+    assert str(error) == "keys.peper_env: is not a known field (did you mean pepper_env?)"
+
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({"keys": {"pepper_env": SECRET + "/+="}}, "keys.pepper_env"),
+    ({"keys": {"pepper_env": 12345678901234567890}}, "keys.pepper_env"),
+    ({"jwt": {"issuers": {"c": {"issuer": "x", "audiences": ["a"], "algorithms": ["RS256"],
+                                "secret_env": SECRET}}}}, "jwt.issuers.c.secret_env"),
+])
+def test_an_env_fields_value_is_never_echoed(data: dict[str, Any], field: str) -> None:
+    error = policy_errors(data)
+    assert field in fields(error)
+    assert SECRET not in str(error)
+    assert "12345678901234567890" not in str(error)
+    for e in error.errors:
+        assert SECRET not in repr(e.value)
+
+
+def test_a_secret_pasted_into_pepper_env_is_not_echoed_when_unset() -> None:
+    keys = keys_policy(pepper_env="Hunter2SecretValue0123456789abcdef")
+    with pytest.raises(ConfigError) as info:
+        load_pepper(keys, {})
+    assert "Hunter2SecretValue" not in str(info.value)
+    assert info.value.field == "keys.pepper_env"
+    assert "not set" in str(info.value)
+
+
+def test_check_config_echoes_no_secret_from_any_wrong_field(tmp_path: Path) -> None:
+    path = write(tmp_path, f"""\
+store: "redis://:{SECRET}@cache:6379/0"
+pepper: {SECRET}
+keys:
+  pepper_env: "{SECRET}/+="
+jwt:
+  issuers:
+    corp:
+      issuer: https://sso.example.test/
+      audiences: [gatekeeper]
+      algorithms: [RS256]
+      secret_env: {SECRET}
+""")
+    result = check_config(path)
+    assert result.returncode == 2
+    for name in ("store", "pepper", "keys.pepper_env", "jwt.issuers.corp.secret_env"):
+        assert f"  {name}: " in result.stderr, name
+    assert SECRET not in result.stdout + result.stderr
+    no_traceback(result)
+
+
+def test_check_config_never_echoes_a_secret_named_as_a_jwt_secret_env(tmp_path: Path) -> None:
+    """A secret that happens to look like a variable name passes the policy, and the warning
+    that the variable is unset must not print it either."""
+    name = "Hunter2SecretValue0123456789abcdef"
+    path = write(tmp_path, FULL.replace("secret_env: CORP_SECRET", f"secret_env: {name}"))
+    result = check_config(path, pepper=PEPPER)
+    assert result.returncode == 0, result.stderr
+    assert "jwt.issuers.corp.secret_env" in result.stderr
+    assert name not in result.stdout + result.stderr
+
+
+# --- no input makes an error message expensive ----------------------------------------------
+
+ALIAS_BOMB = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9 if prev else ['lol'] * 9)}]\n"
+    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True))
+
+
+def test_the_alias_bomb_is_small() -> None:
+    assert len(ALIAS_BOMB.encode()) < 500
+    assert "*h, *h" in ALIAS_BOMB
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_naming_the_line(tmp_path: Path) -> None:
+    """Nine lines of aliases expand to 387 million strings: never expanded, never rendered."""
+    path = write(tmp_path, "version: 1\n" + ALIAS_BOMB)
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "gatekeeper.cli.main", "check-config",
+                             str(path)], capture_output=True, text=True, timeout=30,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert time.monotonic() - started < 10
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, result.stderr
+    assert "line 2" in lines[1]
+    assert "anchor" in lines[1] and "alias" in lines[1]
+    no_traceback(result)
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("tenants:\n  acme: &office\n    allowed_networks: [10.0.0.0/8]\n  globex: *office\n", 2),
+    ("version: 1\ntenants:\n  acme:\n    allowed_networks: &nets [10.0.0.0/8]\n", 4),
+    ("base: &b {disabled: true}\ntenants:\n  acme:\n    <<: *b\n", 1),
+    ("tenants:\n  acme:\n    allowed_networks: &loop [*loop]\n", 3),
+])
+def test_yaml_anchors_and_aliases_are_refused(tmp_path: Path, text: str, line: int) -> None:
+    error = only_error(file_errors(tmp_path, text))
+    assert error.field == "(file)"
+    assert f"line {line}," in error.problem
+    assert "anchors and aliases" in error.problem
+    assert "\n" not in str(error)
+
+
+def test_yaml_errors_are_one_line_naming_the_line(tmp_path: Path) -> None:
+    error = only_error(file_errors(tmp_path, "tenants:\n  acme: {}\n  acme: {}\n"))
+    assert error.problem == "is not valid YAML at line 3, column 3: duplicate key 'acme'"
+
+
+def _bomb(levels: int) -> list[Any]:
+    value: list[Any] = ["lol"] * 10
+    for _ in range(levels):
+        value = [value] * 10  # shared, so it costs nothing to build and everything to walk
+    return value
+
+
+def _cyclic_list() -> list[Any]:
+    loop: list[Any] = ["10.0.0.0/8"]
+    loop.append(loop)
+    return loop
+
+
+def _cyclic_dict() -> dict[str, Any]:
+    loop: dict[str, Any] = {"kty": "oct"}
+    loop["self"] = loop
+    return loop
+
+
+@pytest.mark.parametrize("data", [
+    {"version": _bomb(7)},
+    {"tenants": {"acme": {"allowed_networks": _bomb(7)}}},
+    {"tenants": {"acme": {"alowed_networks": _bomb(7)}}},
+    {"routes": _bomb(7)},
+    {"version": _cyclic_list()},
+    {"tenants": {"acme": {"allowed_networks": _cyclic_list()}}},
+    {"tenants": {"acme": {"disabled": _cyclic_dict()}}},
+    {"keys": _cyclic_list()},
+    {"jwt": {"issuers": {"c": {"issuer": "x", "audiences": ["a"], "algorithms": ["RS256"],
+                               "jwks": _cyclic_dict()}}}},
+    {"version": 10 ** 5000},
+    {"tenants": {"acme": {"allowed_networks": [[[[[[[[[[[[[[[["deep"]]]]]]]]]]]]]]]]}}},
+], ids=["bomb", "bomb-item", "bomb-unknown", "bomb-section", "cycle", "cycle-item",
+        "cycle-dict", "cycle-section", "cycle-jwks", "huge-int", "deep"])
+def test_a_policy_dict_of_any_shape_gives_a_short_error_at_once(data: dict[str, Any]) -> None:
+    started = time.monotonic()
+    error = policy_errors(data)
+    assert time.monotonic() - started < 1.0
+    for line in str(error).splitlines():
+        assert len(line) < 300, line

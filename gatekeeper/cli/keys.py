@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -88,13 +89,13 @@ async def _dispatch(args: argparse.Namespace, policy: Policy, store: Store, now:
     elif action == "list":
         records = await store.list_keys(args.tenant)
         if args.json:
-            print(json.dumps([r.public_view() for r in records], indent=2))
+            print(_json([r.public_view() for r in records]))
         else:
             _table(records)
     elif action == "show":
         _show(args, await key_admin.get_key(store, args.key_id))
     elif action == "rotate":
-        grace = key_admin.parse_duration(args.grace, "--grace")
+        grace = key_admin.parse_duration(args.grace, "--grace", minimum=0.0)
         key, new, old = await key_admin.rotate_key(
             store, load_pepper(policy.keys), args.key_id, now, grace)
         _print_secret(args, "Rotated", key, new,
@@ -119,7 +120,7 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 def _print_secret(args: argparse.Namespace, verb: str, key: str, record: KeyRecord,
                   note: str = "") -> None:
     if args.json:
-        print(json.dumps({"key": key, "record": record.public_view()}, indent=2))
+        print(_json({"key": key, "record": record.public_view()}))
         return
     print(f"{verb} key {record.key_id} for tenant {record.tenant}.")
     print(f"\n    {key}\n")
@@ -130,14 +131,16 @@ def _print_secret(args: argparse.Namespace, verb: str, key: str, record: KeyReco
 
 def _show(args: argparse.Namespace, record: KeyRecord) -> None:
     if args.json:
-        print(json.dumps(record.public_view(), indent=2))
+        print(_json(record.public_view()))
         return
     view = record.public_view()
     for field in ("created_at", "updated_at", "expires_at"):
         view[field] = _time(view[field])
+    view["allowed_networks"] = ", ".join(record.allowed_networks)
+    view["labels"] = ", ".join(f"{k}={v}" for k, v in record.labels.items())
     width = max(len(k) for k in view)
     for name, value in view.items():
-        print(f"{name:<{width}}  {value if value not in (None, [], {}) else '-'}")
+        print(f"{name:<{width}}  {value if value not in (None, '') else '-'}")
 
 
 def _table(records: list[KeyRecord]) -> None:
@@ -154,4 +157,21 @@ def _table(records: list[KeyRecord]) -> None:
 def _time(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):  # inf, NaN, past year 9999: shown, not fatal
+        return f"{ts!r} (not a date)"
+
+
+def _json(data: object) -> str:
+    """Strict JSON: a non-finite time (written by an older release) prints as a string."""
+    def finite(value: object) -> object:
+        if isinstance(value, float) and not math.isfinite(value):
+            return repr(value)
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(data), indent=2, allow_nan=False)

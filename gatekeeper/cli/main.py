@@ -9,9 +9,10 @@ import sys
 from collections.abc import Sequence
 
 from gatekeeper.cli import keys
-from gatekeeper.errors import GatekeeperError, PolicyError
+from gatekeeper.errors import GatekeeperError, PolicyError, redact_url
 from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.policy.load import load_pepper, load_policy
+from gatekeeper.store import DEFAULT_STORE_URL
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +59,7 @@ def check_config(path: str) -> int:
     policy = load_policy(path)
     print(f"{path}: ok ({len(policy.tenants)} tenants, {len(policy.issuers)} JWT issuers, "
           f"protecting {', '.join(policy.routes.protect)})")
+    print(f"store: {redact_url(policy.store or DEFAULT_STORE_URL)}")
     # Secrets come from the environment, which may differ where the server runs: warn only.
     try:
         load_pepper(policy.keys)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
+import shlex
+import socket
+import sys
 import time
 from pathlib import Path
 
@@ -11,9 +16,13 @@ import uvicorn
 
 from gatekeeper import key_admin
 from gatekeeper.demo.app import build_demo_app, write_demo_policy
+from gatekeeper.errors import ConfigError
 from gatekeeper.policy.load import load_pepper, load_policy
 from gatekeeper.principal import KeyStatus
 from gatekeeper.store import store_from_url
+
+DEMO_KEY_LIFETIME = 86400.0
+"""Demo keys expire in a day; each run also revokes the keys of the runs before it."""
 
 
 async def issue_demo_keys(policy_path: Path) -> dict[str, str]:
@@ -22,41 +31,83 @@ async def issue_demo_keys(policy_path: Path) -> dict[str, str]:
     assert policy.store is not None
     store = store_from_url(policy.store)
     pepper, now = load_pepper(policy.keys), time.time()
+    expires = now + DEMO_KEY_LIFETIME
+
+    async def issue(tenant: str, label: str, networks: tuple[str, ...] = ()) -> str:
+        key, record = await key_admin.create_key(store, pepper, policy, tenant, now,
+                                                 networks=networks, expires_at=expires,
+                                                 labels={"demo": label})
+        if label == "revoked":
+            await key_admin.set_status(store, record.key_id, KeyStatus.REVOKED, now)
+        return key
+
     try:
-        good, _ = await key_admin.create_key(store, pepper, policy, "acme", now,
-                                             labels={"demo": "good"})
-        wrong_net, _ = await key_admin.create_key(store, pepper, policy, "acme", now,
-                                                  networks=["203.0.113.0/24"],
-                                                  labels={"demo": "wrong-network"})
-        revoked, record = await key_admin.create_key(store, pepper, policy, "acme", now,
-                                                     labels={"demo": "revoked"})
-        await key_admin.set_status(store, record.key_id, KeyStatus.REVOKED, now)
-        globex, _ = await key_admin.create_key(store, pepper, policy, "globex", now,
-                                               labels={"demo": "other-tenant"})
+        for old in await store.list_keys():
+            if "demo" in old.labels and old.status is not KeyStatus.REVOKED:
+                await key_admin.set_status(store, old.key_id, KeyStatus.REVOKED, now)
+        return {"good": await issue("acme", "good"),
+                "wrong_network": await issue("acme", "wrong-network", ("203.0.113.0/24",)),
+                "revoked": await issue("acme", "revoked"),
+                "globex": await issue("globex", "other-tenant")}
     finally:
         await store.close()
-    return {"good": good, "wrong_network": wrong_net, "revoked": revoked, "globex": globex}
 
 
 def run_demo(host: str, port: int, directory: str) -> int:
+    sock = _listen(host, port)  # before any key is issued or printed
     policy_path = write_demo_policy(Path(directory))
     keys = asyncio.run(issue_demo_keys(policy_path))
     app, _ = build_demo_app(policy_path)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    print(banner(f"http://{host}:{port}", keys, policy_path), flush=True)
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    print(banner(base, keys, policy_path), flush=True)
     # No proxy headers: gatekeeper alone decides who the client is (see client_address).
-    uvicorn.run(app, host=host, port=port, proxy_headers=False, server_header=False,
-                log_level="warning")
+    config = uvicorn.Config(app, proxy_headers=False, server_header=False, log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The demo's socket, bound now, so a busy port is one clear line and not a traceback
+    after the banner."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError, OverflowError):
+        raise ConfigError("--host", host, "is not an address to listen on") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        problem = (f"is already in use on {host}; pick another with --port (with make: "
+                   "make demo DEMO_ARGS='--port 8001')"
+                   if exc.errno == errno.EADDRINUSE else
+                   f"cannot be listened on at {host}: {exc.strerror or exc}")
+        raise ConfigError("--port", port, problem) from None
+    return sock
+
+
+def _commands() -> tuple[str, str]:
+    """This interpreter and its ``gatekeeper`` script, by absolute path: the banner's commands
+    then work in a fresh terminal, where the virtualenv is not activated."""
+    python = os.path.abspath(sys.executable)  # not resolved: a venv's python is a symlink
+    script = Path(python).with_name("gatekeeper")
+    cli = shlex.quote(str(script)) if script.is_file() else \
+        f"{shlex.quote(python)} -m gatekeeper.cli.main"
+    return shlex.quote(python), cli
 
 
 def banner(base: str, keys: dict[str, str], policy_path: Path) -> str:
     model, message = "gpt-4o-mini", '[{"role":"user","content":"hi"}]'
     body = f'{{"model":"{model}","messages":{message}}}'
     chat = f"-H 'content-type: application/json' -d '{body}'"
-    python = (f"from openai import OpenAI; c = OpenAI(base_url='{base}/v1', "
-              f"api_key='{keys['good']}'); print(c.chat.completions.create(model='{model}', "
-              f"messages={message.replace(chr(34), chr(39))}).choices[0].message.content)")
+    code = (f"from openai import OpenAI; c = OpenAI(base_url='{base}/v1', "
+            f"api_key='{keys['good']}'); print(c.chat.completions.create(model='{model}', "
+            f"messages={message.replace(chr(34), chr(39))}).choices[0].message.content)")
+    python, cli = _commands()
+    policy = shlex.quote(str(policy_path.resolve()))
     return f"""
 gatekeeper demo: a mock OpenAI-compatible endpoint behind gatekeeper at {base}
 policy: {policy_path}   (audit lines of refusals appear below as gatekeeper.audit)
@@ -65,6 +116,8 @@ policy: {policy_path}   (audit lines of refusals appear below as gatekeeper.audi
   key bound to 203.0.113.0/24:        {keys['wrong_network']}
   revoked key:                        {keys['revoked']}
   key of tenant globex (office only): {keys['globex']}
+
+These keys expire in 24 hours; the keys of earlier demo runs are now revoked.
 
 Try:
   curl -s {base}/v1/chat/completions -H "Authorization: Bearer {keys['good']}" {chat}
@@ -80,11 +133,12 @@ Try:
   curl -s {base}/v1/models -H "x-tenant-id: globex" -H "Authorization: Bearer {keys['good']}"
       -> 403 tenant_mismatch
   curl -s {base}/metrics | grep gatekeeper_decisions
+      -> the counters (served to this machine only)
 
-  python -c "{python}"
+  {python} -c "{code}"
 
-  gatekeeper keys --policy {policy_path} list
-  gatekeeper keys --policy {policy_path} revoke <KEY ID>   (refused here within a second)
+  {cli} keys --policy {policy} list
+  {cli} keys --policy {policy} revoke <KEY ID>   (refused here within a second)
 
 Ctrl-C stops the demo.
 """

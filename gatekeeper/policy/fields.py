@@ -7,10 +7,12 @@ too (a typo in a security policy must not silently widen it).
 
 from __future__ import annotations
 
+import difflib
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from gatekeeper.errors import MISSING, ConfigError
+from gatekeeper.errors import HIDDEN, MISSING, ConfigError
 
 T = TypeVar("T")
 _UNSET: Any = object()
@@ -117,26 +119,42 @@ class Fields:
             yield key, value
 
     def finish(self) -> None:
-        """Record every field this section did not read as unknown."""
+        """Record every field this section did not read as unknown. Its value is not shown:
+        an unknown field is where a secret pasted in the wrong place ends up (``pepper:``)."""
         for key in self._data:
             if key not in self._seen:
-                self.error(str(key), self._data[key], "is not a known field")
+                near = difflib.get_close_matches(str(key), sorted(self._seen), n=1)
+                hint = f" (did you mean {near[0]}?)" if near else ""
+                value = _redacted(self._data[key])  # say so if it is a private key
+                self.error(str(key), value if value is _PRIVATE else HIDDEN,
+                           f"is not a known field{hint}")
+
+
+_PRIVATE = "(private key)"
+_INSPECT = 1000
+"""Containers and strings looked at for a private key; a larger value is not shown at all."""
 
 
 def _redacted(value: object) -> object:
-    """A private key pasted in the wrong place (a typo'd field, a bare string) is never echoed."""
-    return "(private key)" if "PRIVATE KEY" in repr(value) or _secret_jwk(value) else value
-
-
-def _secret_jwk(value: object) -> bool:
-    """A JWK with a private (``d``) or symmetric (``k``) part, at any depth."""
-    if isinstance(value, Mapping):
-        if "kty" in value and ("d" in value or "k" in value):
-            return True
-        return any(_secret_jwk(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_secret_jwk(v) for v in value)
-    return False
+    """A private key pasted in the wrong place (a typo'd field, a bare string) is never echoed:
+    neither a PEM nor a JWK with a private (``d``) or symmetric (``k``) part, at any depth."""
+    stack, seen = [value], set()
+    for _ in range(_INSPECT):
+        if not stack:
+            return value
+        node = stack.pop()
+        if (isinstance(node, str) and "PRIVATE KEY" in node) or \
+                (isinstance(node, bytes) and b"PRIVATE KEY" in node):
+            return _PRIVATE
+        if isinstance(node, Mapping | list | tuple | set | frozenset) and id(node) not in seen:
+            seen.add(id(node))  # shared and self-holding containers are looked at once
+            if isinstance(node, Mapping):
+                if "kty" in node and ("d" in node or "k" in node):
+                    return _PRIVATE
+                stack.extend(itertools.islice(node.keys(), _INSPECT))
+                node = node.values()
+            stack.extend(itertools.islice(node, _INSPECT))
+    return value if not stack else HIDDEN
 
 
 def _describe(kinds: tuple[type, ...]) -> str:

@@ -26,7 +26,7 @@ from gatekeeper.policy.model import (
 )
 from gatekeeper.policy.refusals import load_refusals
 from gatekeeper.routes import load_routes
-from gatekeeper.store import store_from_url
+from gatekeeper.store import DEFAULT_STORE_URL, resolve_store_url, store_from_url
 
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -46,12 +46,15 @@ def load_policy(source: str | os.PathLike[str] | Mapping[str, Any]) -> Policy:
     try:
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
-        raise PolicyError([ConfigError("(file)", str(path), f"is not valid YAML: {exc}")],
+        raise PolicyError([ConfigError("(file)", str(path), _yaml_problem(exc))],
                           str(path)) from exc
-    return compile_policy(data if data is not None else {}, str(path))
+    return compile_policy(data if data is not None else {}, str(path), path.resolve().parent)
 
 
-def compile_policy(data: object, source: str = "policy") -> Policy:
+def compile_policy(data: object, source: str = "policy",
+                   directory: Path | None = None) -> Policy:
+    """``directory``: where the policy file is; relative SQLite paths are relative to it
+    (the default store included), so the CLI and servers agree whatever their cwd."""
     errors: list[ConfigError] = []
     top = Fields(data, "", errors)
     version = top.get("version", int, 1)
@@ -63,6 +66,8 @@ def compile_policy(data: object, source: str = "policy") -> Policy:
             store_from_url(store)
         except ConfigError as exc:
             errors.append(exc)
+    if directory is not None:
+        store = resolve_store_url(store or DEFAULT_STORE_URL, directory)
     policy = Policy(
         tenants=_tenants(top),
         routes=load_routes(top.section("routes")),
@@ -141,9 +146,12 @@ def load_pepper(keys: KeyPolicy, environ: Mapping[str, str] | None = None) -> by
         value = env.get(keys.pepper_env, "").strip()
         field = "keys.pepper_env"
         if not value:
+            # the name is shown only when it is the default: a name the policy gives may be
+            # a secret pasted in the wrong place
+            unset = (f"${DEFAULT_PEPPER_ENV} is not set" if keys.pepper_env == DEFAULT_PEPPER_ENV
+                     else "names an environment variable that is not set")
             raise ConfigError(field, keys.pepper_env,
-                              "names an environment variable that is not set (generate a "
-                              "pepper with `gatekeeper pepper`)")
+                              f"{unset} (generate a pepper with `gatekeeper pepper`)")
     if len(value.encode()) < MIN_PEPPER_BYTES:
         # the value is a secret: say how long it is, never what it is
         raise ConfigError(field, keys.pepper_file or keys.pepper_env,
@@ -152,8 +160,31 @@ def load_pepper(keys: KeyPolicy, environ: Mapping[str, str] | None = None) -> by
     return value.encode()
 
 
+class _Refused(yaml.composer.ComposerError):
+    """YAML that parses, but that a policy may not use."""
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line naming where the file went wrong."""
+    what = "is refused" if isinstance(exc, _Refused) else "is not valid YAML"
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        context = f" ({exc.context})" if exc.context else ""
+        return f"{what}{where}: {exc.problem}{context}"
+    return f"{what}: {' '.join(str(exc).split())}"
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: a second `acme:` must not silently win."""
+    """SafeLoader that refuses duplicate keys (a second `acme:` must not silently win) and
+    anchors and aliases (nine lines of them expand into 387 million strings)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(None, None, "anchors and aliases (&name, *name) are not allowed in "
+                                       "a policy; write the value out", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode,

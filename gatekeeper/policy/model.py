@@ -48,7 +48,7 @@ class Policy:
     request_tenant: RequestTenantPolicy = field(default_factory=RequestTenantPolicy)
     keys: KeyPolicy = field(default_factory=KeyPolicy)
     issuers: tuple[IssuerPolicy, ...] = ()
-    store: str | None = None
+    store: str | None = field(default=None, repr=False)  # its URL may hold a password
     source: str = "policy"
     answers: Mapping[Reason, Reason] = field(default_factory=dict)
     """What a refused client is told instead of the real reason (``refusals.conceal``)."""

@@ -9,11 +9,29 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from gatekeeper.errors import KeyConflictError, KeyNotFoundError, KeyRevokedError, redact_url
 from gatekeeper.keys import KeyRecord
+from gatekeeper.principal import KeyStatus
 
 
 class Store(ABC):
+    """Key records, shared by every server process and the CLI.
+
+    ``update_key`` is a compare-and-set, so two admin commands racing on one key (a revoke
+    and a rotate in two processes) cannot undo each other: the write based on a stale read
+    fails with ``KeyConflictError`` and its caller reads again. A store also refuses, whatever
+    the caller says, to write a status other than ``revoked`` over a revoked key. Both checks
+    and the write are one atomic step in every backend (SQLite: one write transaction; Redis:
+    one Lua script comparing version and status before it sets the record), so every backend
+    keeps the same guarantee across processes and hosts.
+    """
+
     url: str
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password masked: what logs, errors and ``repr`` show."""
+        return redact_url(self.url)
 
     @abstractmethod
     async def get_key(self, key_id: str) -> KeyRecord | None:
@@ -24,8 +42,11 @@ class Store(ABC):
         """Insert; raises KeyExistsError if the id is taken (ids are random, so: never twice)."""
 
     @abstractmethod
-    async def update_key(self, record: KeyRecord) -> None:
-        """Replace an existing record; raises KeyNotFoundError if there is none."""
+    async def update_key(self, record: KeyRecord, expected_version: int) -> KeyRecord:
+        """Replace the record if its stored version is still ``expected_version``; the stored
+        record, returned, has the next version. Raises KeyNotFoundError if there is none,
+        KeyRevokedError if it is revoked and ``record`` is not, KeyConflictError if the
+        version moved on (in which case nothing is written)."""
 
     @abstractmethod
     async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
@@ -35,4 +56,16 @@ class Store(ABC):
         """Release connections."""
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.url!r})"
+        return f"{type(self).__name__}({self.safe_url!r})"
+
+
+def checked_update(current: KeyRecord | None, record: KeyRecord,
+                   expected_version: int) -> KeyRecord:
+    """The compare-and-set rules every backend applies (atomically) before it writes."""
+    if current is None:
+        raise KeyNotFoundError(record.key_id)
+    if current.status is KeyStatus.REVOKED and record.status is not KeyStatus.REVOKED:
+        raise KeyRevokedError(record.key_id)
+    if current.version != expected_version:
+        raise KeyConflictError(record.key_id, expected_version, current.version)
+    return record.with_changes(version=expected_version + 1)

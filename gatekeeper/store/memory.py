@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gatekeeper.errors import KeyExistsError, KeyNotFoundError
+from gatekeeper.errors import KeyExistsError
 from gatekeeper.keys import KeyRecord
-from gatekeeper.store.base import Store
+from gatekeeper.store.base import Store, checked_update
 
 
 class MemoryStore(Store):
@@ -20,10 +20,11 @@ class MemoryStore(Store):
             raise KeyExistsError(record.key_id)
         self._keys[record.key_id] = record
 
-    async def update_key(self, record: KeyRecord) -> None:
-        if record.key_id not in self._keys:
-            raise KeyNotFoundError(record.key_id)
-        self._keys[record.key_id] = record
+    async def update_key(self, record: KeyRecord, expected_version: int) -> KeyRecord:
+        # no await between the check and the write: atomic on the event loop
+        stored = checked_update(self._keys.get(record.key_id), record, expected_version)
+        self._keys[record.key_id] = stored
+        return stored
 
     async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
         records = [r for r in self._keys.values() if tenant is None or r.tenant == tenant]

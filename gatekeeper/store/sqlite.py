@@ -12,9 +12,9 @@ import os
 import sqlite3
 from pathlib import Path
 
-from gatekeeper.errors import KeyExistsError, KeyNotFoundError, StoreError
+from gatekeeper.errors import KeyExistsError, StoreError, StoreNotFoundError
 from gatekeeper.keys import KeyRecord
-from gatekeeper.store.base import Store
+from gatekeeper.store.base import Store, checked_update
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS gatekeeper_keys (
@@ -29,9 +29,12 @@ _BUSY_TIMEOUT_MS = 200
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str | os.PathLike[str], url: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], url: str | None = None, *,
+                 create: bool = True) -> None:
+        """``create=False``: a missing file is a StoreNotFoundError, not a new empty store."""
         self.path = Path(path)
         self.url = url or f"sqlite:///{self.path}"
+        self.create = create
         self._conn: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
@@ -39,6 +42,8 @@ class SQLiteStore(Store):
             return self._conn
         try:
             if not self.path.exists():
+                if not self.create:
+                    raise StoreNotFoundError(self.path.absolute())
                 self.path.touch(mode=0o600)  # hashes only, but still nobody else's business
             conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000,
                                    isolation_level=None, check_same_thread=False)
@@ -69,15 +74,26 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError("create_key", str(exc)) from exc
 
-    async def update_key(self, record: KeyRecord) -> None:
+    async def update_key(self, record: KeyRecord, expected_version: int) -> KeyRecord:
+        conn = self._connect()
         try:
-            cursor = self._connect().execute(
-                "UPDATE gatekeeper_keys SET tenant = ?, record = ? WHERE key_id = ?",
-                (record.tenant, _encode(record), record.key_id))
+            # IMMEDIATE takes the write lock first: no other process writes between the
+            # check and the write (readers, servers included, carry on under WAL)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT record FROM gatekeeper_keys WHERE key_id = ?",
+                                   (record.key_id,)).fetchone()
+                stored = checked_update(None if row is None else _decode(row[0]), record,
+                                        expected_version)
+                conn.execute("UPDATE gatekeeper_keys SET tenant = ?, record = ? WHERE key_id = ?",
+                             (stored.tenant, _encode(stored), stored.key_id))
+                conn.execute("COMMIT")
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             raise StoreError("update_key", str(exc)) from exc
-        if cursor.rowcount == 0:
-            raise KeyNotFoundError(record.key_id)
+        return stored
 
     async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
         query = "SELECT record FROM gatekeeper_keys"

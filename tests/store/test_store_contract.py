@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -14,13 +15,16 @@ import pytest
 from gatekeeper import (
     ConfigError,
     GatekeeperError,
+    KeyConflictError,
     KeyExistsError,
     KeyNotFoundError,
     KeyRecord,
+    KeyRevokedError,
     MemoryStore,
     SQLiteStore,
     Store,
     StoreError,
+    StoreNotFoundError,
     new_key,
     store_from_url,
 )
@@ -82,16 +86,17 @@ async def test_update_replaces_the_record(store: Store) -> None:
     await store.create_key(rec)
     revoked = rec.with_changes(status=KeyStatus.REVOKED, updated_at=NOW + 5,
                                expires_at=NOW + 10, labels={"why": "leaked"})
-    await store.update_key(revoked)
+    stored = await store.update_key(revoked, rec.version)
+    assert stored == revoked.with_changes(version=rec.version + 1)
     got = await store.get_key(rec.key_id)
-    assert got == revoked
+    assert got == stored
     assert got is not None and got.status is KeyStatus.REVOKED
 
 
 async def test_update_can_move_a_key_to_another_tenant(store: Store) -> None:
     rec = record("acme")
     await store.create_key(rec)
-    await store.update_key(rec.with_changes(tenant="globex"))
+    await store.update_key(rec.with_changes(tenant="globex"), 0)
     assert [r.key_id for r in await store.list_keys("globex")] == [rec.key_id]
     assert await store.list_keys("acme") == []
 
@@ -99,7 +104,7 @@ async def test_update_can_move_a_key_to_another_tenant(store: Store) -> None:
 async def test_update_of_a_missing_key_raises_key_not_found(store: Store) -> None:
     ghost = record()
     with pytest.raises(KeyNotFoundError) as info:
-        await store.update_key(ghost)
+        await store.update_key(ghost, 0)
     assert info.value.key_id == ghost.key_id
     assert await store.get_key(ghost.key_id) is None  # an update never creates
 
@@ -135,9 +140,52 @@ async def test_list_of_an_empty_store_is_empty(store: Store) -> None:
 async def test_list_returns_current_records_after_update(store: Store) -> None:
     rec = record()
     await store.create_key(rec)
-    await store.update_key(rec.with_changes(status=KeyStatus.SUSPENDED))
+    await store.update_key(rec.with_changes(status=KeyStatus.SUSPENDED), 0)
     (listed,) = await store.list_keys("acme")
     assert listed.status is KeyStatus.SUSPENDED
+
+
+async def test_update_is_conditional_on_the_version_read(store: Store) -> None:
+    """Compare-and-set: a write based on a stale read is refused and changes nothing."""
+    rec = record()
+    await store.create_key(rec)
+    assert rec.version == 0
+    first = await store.update_key(rec.with_changes(status=KeyStatus.SUSPENDED), 0)
+    assert first.version == 1
+    with pytest.raises(KeyConflictError) as info:
+        await store.update_key(rec.with_changes(labels={"stale": "write"}), 0)
+    err = info.value
+    assert isinstance(err, GatekeeperError)
+    assert (err.key_id, err.expected_version, err.found_version) == (rec.key_id, 0, 1)
+    assert await store.get_key(rec.key_id) == first
+    second = await store.update_key(first.with_changes(status=KeyStatus.ACTIVE), 1)
+    assert second.version == 2
+    assert await store.get_key(rec.key_id) == second
+
+
+async def test_update_sets_the_version_whatever_the_record_says(store: Store) -> None:
+    rec = record()
+    await store.create_key(rec)
+    stored = await store.update_key(rec.with_changes(version=99), 0)
+    assert stored.version == 1
+    assert (await store.get_key(rec.key_id)) == stored
+
+
+@pytest.mark.parametrize("status", [KeyStatus.ACTIVE, KeyStatus.SUSPENDED])
+async def test_the_store_never_writes_a_status_over_revoked(store: Store,
+                                                           status: KeyStatus) -> None:
+    rec = record()
+    await store.create_key(rec)
+    revoked = await store.update_key(rec.with_changes(status=KeyStatus.REVOKED), 0)
+    # even with the right version: revocation is for good, whatever the caller says
+    with pytest.raises(KeyRevokedError) as info:
+        await store.update_key(revoked.with_changes(status=status), revoked.version)
+    assert info.value.key_id == rec.key_id
+    assert isinstance(info.value, GatekeeperError)
+    assert await store.get_key(rec.key_id) == revoked
+    # a revoked key may still be written as revoked (revoking again is harmless)
+    again = await store.update_key(revoked.with_changes(updated_at=NOW + 9), revoked.version)
+    assert again.status is KeyStatus.REVOKED and again.version == revoked.version + 1
 
 
 async def test_repr_names_the_backend_and_url(store: Store) -> None:
@@ -178,7 +226,8 @@ async def test_sqlite_a_second_store_sees_the_first_ones_writes_live(tmp_path: P
         await cli.create_key(rec)
         assert await server.get_key(rec.key_id) == rec  # server reads: connection now open
 
-        await cli.update_key(rec.with_changes(status=KeyStatus.REVOKED, updated_at=NOW + 1))
+        await cli.update_key(
+            rec.with_changes(status=KeyStatus.REVOKED, updated_at=NOW + 1), rec.version)
         seen = await server.get_key(rec.key_id)
         assert seen is not None and seen.status is KeyStatus.REVOKED
 
@@ -190,6 +239,55 @@ async def test_sqlite_a_second_store_sees_the_first_ones_writes_live(tmp_path: P
     finally:
         await server.close()
         await cli.close()
+
+
+async def test_sqlite_records_written_before_versions_still_load_and_update(
+        tmp_path: Path) -> None:
+    """Files written by earlier releases hold records without a version (or a status)."""
+    path = tmp_path / "keys.db"
+    store = SQLiteStore(path)
+    await store.list_keys()  # creates the schema
+    old = {"key_id": "OldRecord001", "tenant": "acme", "secret_hash": "00ff",
+           "created_at": NOW, "updated_at": NOW}
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO gatekeeper_keys VALUES ('OldRecord001', 'acme', ?, ?)",
+                     (NOW, json.dumps(old)))
+        conn.execute("INSERT INTO gatekeeper_keys VALUES ('OldRevoked01', 'acme', ?, ?)",
+                     (NOW, json.dumps({**old, "key_id": "OldRevoked01", "status": "revoked"})))
+    conn.close()
+    try:
+        got = await store.get_key("OldRecord001")
+        assert got is not None and got.version == 0 and got.status is KeyStatus.ACTIVE
+        stored = await store.update_key(got.with_changes(status=KeyStatus.SUSPENDED), 0)
+        assert stored.version == 1
+        revoked = await store.get_key("OldRevoked01")
+        assert revoked is not None
+        with pytest.raises(KeyRevokedError):
+            await store.update_key(revoked.with_changes(status=KeyStatus.ACTIVE), 0)
+    finally:
+        await store.close()
+
+
+async def test_sqlite_compare_and_set_holds_across_two_stores_on_one_file(
+        tmp_path: Path) -> None:
+    """Two processes: the second write based on the same read loses, and says so."""
+    path = tmp_path / "keys.db"
+    one, two = SQLiteStore(path), SQLiteStore(path)
+    try:
+        rec = record()
+        await one.create_key(rec)
+        read_by_one, read_by_two = await one.get_key(rec.key_id), await two.get_key(rec.key_id)
+        assert read_by_one is not None and read_by_two is not None
+        await two.update_key(read_by_two.with_changes(status=KeyStatus.REVOKED), 0)
+        with pytest.raises(KeyRevokedError):
+            await one.update_key(read_by_one.with_changes(status=KeyStatus.ACTIVE), 0)
+        with pytest.raises(KeyConflictError):
+            await one.update_key(read_by_one.with_changes(status=KeyStatus.REVOKED), 0)
+        final = await one.get_key(rec.key_id)
+        assert final is not None and final.status is KeyStatus.REVOKED and final.version == 1
+    finally:
+        await one.close()
+        await two.close()
 
 
 async def test_sqlite_file_is_created_private(tmp_path: Path) -> None:
@@ -248,6 +346,41 @@ async def test_sqlite_can_be_used_again_after_close(tmp_path: Path) -> None:
         await store.close()
 
 
+@pytest.mark.parametrize("relative", [False, True])
+async def test_sqlite_without_create_refuses_a_missing_file_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relative: bool) -> None:
+    """A server must not answer key_unknown for every key from an empty file it just made."""
+    monkeypatch.chdir(tmp_path)
+    url = "sqlite:///data/keys.db" if relative else f"sqlite:///{tmp_path / 'data' / 'keys.db'}"
+    (tmp_path / "data").mkdir()
+    store = store_from_url(url, create=False)
+    try:
+        for call in (lambda: store.get_key("AnyKeyId0001"), lambda: store.list_keys()):
+            with pytest.raises(StoreNotFoundError) as info:
+                await call()
+            err = info.value
+            assert isinstance(err, StoreError) and isinstance(err, GatekeeperError)
+            assert err.path == tmp_path / "data" / "keys.db"
+            assert str(tmp_path / "data" / "keys.db") in str(err)
+            assert "gatekeeper keys create" in str(err)
+        assert not (tmp_path / "data" / "keys.db").exists()
+    finally:
+        await store.close()
+
+
+async def test_sqlite_without_create_opens_an_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "keys.db"
+    maker = SQLiteStore(path)  # what the CLI does: create=True, the default
+    rec = record()
+    await maker.create_key(rec)
+    await maker.close()
+    reader = SQLiteStore(path, create=False)
+    try:
+        assert await reader.get_key(rec.key_id) == rec
+    finally:
+        await reader.close()
+
+
 # --- SQLite failures are StoreErrors -----------------------------------------------------------
 
 def bad_paths(tmp_path: Path) -> dict[str, Path]:
@@ -279,7 +412,7 @@ async def test_sqlite_unusable_path_raises_store_error(tmp_path: Path, case: str
             elif operation == "create":
                 await store.create_key(rec)
             elif operation == "update":
-                await store.update_key(rec)
+                await store.update_key(rec, 0)
             else:
                 await store.list_keys()
         err = info.value
@@ -327,7 +460,7 @@ async def test_sqlite_dropped_table_raises_store_error(tmp_path: Path) -> None:
     calls: dict[str, Callable[[], Awaitable[object]]] = {
         "get_key": lambda: store.get_key("AnyKeyId0001"),
         "list_keys": lambda: store.list_keys(),
-        "update_key": lambda: store.update_key(record()),
+        "update_key": lambda: store.update_key(record(), 0),
         "create_key": lambda: store.create_key(record()),
     }
     try:
