@@ -62,7 +62,10 @@ class Gatekeeper:
         try:
             compiled = _compile(policy)
             if store is None or isinstance(store, str):
-                store = store_from_url(store or compiled.store or DEFAULT_STORE_URL)
+                # a server never creates an empty key store: a missing file is an error
+                # naming its absolute path, not 'key_unknown' for every key
+                store = store_from_url(store or compiled.store or DEFAULT_STORE_URL,
+                                       create=False)
             self._pepper = pepper if pepper is not None else load_pepper(compiled.keys)
             self.clock = clock or SystemClock()
             self.runtime = Runtime(compiled, store, self._pepper, self.clock)
@@ -143,7 +146,7 @@ class Gatekeeper:
                 return
             count = len(await self.store.list_keys())
             log.info("gatekeeper: policy %s (%d tenants), key store %s holds %d keys",
-                     self.policy.source, len(self.policy.tenants), self.store.url, count)
+                     self.policy.source, len(self.policy.tenants), self.store.safe_url, count)
             if not logging.getLogger(AUDIT_LOGGER).hasHandlers():
                 log.warning("gatekeeper: the %s logger has no handler, so refusals are not "
                             "recorded anywhere; see README 'Metrics and audit'", AUDIT_LOGGER)
@@ -196,6 +199,7 @@ class Gatekeeper:
                     await self.startup()
                 except Exception as exc:
                     # startup.failed makes the server exit instead of serving a broken gate
+                    log.error("gatekeeper cannot start: %s", exc)
                     await send({"type": "lifespan.startup.failed",
                                 "message": f"gatekeeper cannot start: {exc}"})
                     raise

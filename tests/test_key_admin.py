@@ -4,6 +4,7 @@ operator (or a script) would be. A revocation is for good, whatever runs beside 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -105,8 +106,7 @@ async def test_a_key_changing_under_every_attempt_is_a_clear_conflict(tmp_path: 
     changing, other, key_id = await _two_processes(tmp_path)
     for i in range(20):
         status = KeyStatus.SUSPENDED if i % 2 == 0 else KeyStatus.ACTIVE
-        changing.between.append(
-            lambda s=status: key_admin.set_status(other, key_id, s, NOW + 1))
+        changing.between.append(partial(key_admin.set_status, other, key_id, status, NOW + 1))
     try:
         with pytest.raises(KeyConflictError) as info:
             await key_admin.set_status(changing, key_id, KeyStatus.REVOKED, NOW + 2)

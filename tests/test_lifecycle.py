@@ -121,3 +121,17 @@ def test_fastapi_add_middleware_with_a_bad_policy_stops_uvicorn_at_startup(
     assert "gatekeeper cannot start" in done.stderr
     assert "tenants.acme.allowed_networks[0]" in done.stderr
     assert "Application startup failed" in done.stderr
+
+
+def test_a_server_never_creates_an_empty_key_store(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A relative or mistyped store path used to be created empty: every key then answered
+    key_unknown with nothing in the logs. Now the start fails and names the absolute path."""
+    missing = tmp_path / "nowhere" / "keys.db"
+    gk = Gatekeeper(Starlette(), {**POLICY, "store": f"sqlite:///{missing}"}, pepper=PEPPER)
+    with caplog.at_level(logging.ERROR), pytest.raises(AssertionError, match="stopped"), \
+            serving(gk, lifespan="on"):
+        pass
+    assert not missing.exists()
+    assert any(str(missing) in r.getMessage() and "gatekeeper keys create" in r.getMessage()
+               for r in caplog.records)

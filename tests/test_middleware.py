@@ -267,7 +267,7 @@ class _FailingStore(Store):
     async def create_key(self, record: KeyRecord) -> None:
         raise RuntimeError("unexpected")
 
-    async def update_key(self, record: KeyRecord) -> None:
+    async def update_key(self, record: KeyRecord, expected_version: int) -> KeyRecord:
         raise RuntimeError("unexpected")
 
     async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
