@@ -27,7 +27,8 @@ from gatekeeper.keys import KEY_PATTERN, KeyRecord, build_key, hash_secret, new_
 from gatekeeper.metrics import Metrics
 from gatekeeper.middleware import SCOPE_KEY, Gatekeeper
 from gatekeeper.networks import IPAddr, NetworkSet, parse_ip
-from gatekeeper.policy.load import compile_policy, load_pepper, load_policy
+from gatekeeper.policy.keys import load_pepper
+from gatekeeper.policy.load import compile_policy, load_policy
 from gatekeeper.policy.model import Policy, TenantPolicy
 from gatekeeper.principal import CredentialKind, KeyStatus, Principal
 from gatekeeper.reasons import OK, REFUSALS, Reason, Refusal

@@ -23,7 +23,8 @@ from gatekeeper.decision import Decision
 from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.metrics import Metrics
 from gatekeeper.pipeline import INVALID_TARGET, MISS, evaluate, prepare, route
-from gatekeeper.policy.load import load_pepper, load_policy
+from gatekeeper.policy.keys import load_pepper
+from gatekeeper.policy.load import load_policy
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import Reason
 from gatekeeper.responder import Responder

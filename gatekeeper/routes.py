@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from gatekeeper.policy.fields import Fields
 from gatekeeper.types import Scope
 
 _TRAVERSAL = ("//", "/./", "/../")
@@ -158,18 +157,3 @@ def normalise(path: str, strip_params: bool = False) -> str:
             parts.append(part)
     trailing = bool(parts) and decoded.endswith(("/", "/.", "/.."))
     return "/" + "/".join(parts) + ("/" if trailing else "")
-
-
-def _pattern(text: str) -> str:
-    if not text.startswith("/") or "*" in text[:-1] or any(c.isspace() for c in text):
-        raise ValueError(text)
-    return text
-
-
-def load_routes(fields: Fields) -> RoutePolicy:
-    protect = fields.str_list("protect", _pattern,
-                              "is not a path pattern ('/exact' or '/prefix/*')") \
-        if fields.has("protect") else ["/*"]
-    public = fields.str_list("public", _pattern, "is not a path pattern ('/exact' or '/prefix/*')")
-    fields.finish()
-    return RoutePolicy.compile(tuple(protect), tuple(public))

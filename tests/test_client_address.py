@@ -6,13 +6,10 @@ import random
 
 import pytest
 
-from gatekeeper.client_address import (
-    ClientAddressPolicy,
-    load_client_address,
-    resolve_client,
-)
+from gatekeeper.client_address import ClientAddressPolicy, resolve_client
 from gatekeeper.errors import ConfigError
 from gatekeeper.networks import IPAddr, NetworkSet, parse_ip
+from gatekeeper.policy.client_address import load_client_address
 from gatekeeper.policy.fields import Fields
 from gatekeeper.reasons import FORWARDED_MALFORMED, Refusal
 

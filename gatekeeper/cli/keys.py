@@ -14,7 +14,8 @@ from typing import Any
 from gatekeeper import key_admin
 from gatekeeper.errors import MISSING, ConfigError
 from gatekeeper.keys import KeyRecord
-from gatekeeper.policy.load import load_pepper, load_policy
+from gatekeeper.policy.keys import load_pepper
+from gatekeeper.policy.load import load_policy
 from gatekeeper.policy.model import Policy
 from gatekeeper.principal import KeyStatus
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from gatekeeper.cli import keys
 from gatekeeper.errors import GatekeeperError, PolicyError, redact_url
 from gatekeeper.jwt_verifier import JwtVerifier
-from gatekeeper.policy.load import load_pepper, load_policy
+from gatekeeper.policy.keys import load_pepper
+from gatekeeper.policy.load import load_policy
 from gatekeeper.store import DEFAULT_STORE_URL
 
 

@@ -17,7 +17,8 @@ import uvicorn
 from gatekeeper import key_admin
 from gatekeeper.demo.app import build_demo_app, write_demo_policy
 from gatekeeper.errors import ConfigError
-from gatekeeper.policy.load import load_pepper, load_policy
+from gatekeeper.policy.keys import load_pepper
+from gatekeeper.policy.load import load_policy
 from gatekeeper.principal import KeyStatus
 from gatekeeper.store import store_from_url
 

@@ -3,33 +3,25 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gatekeeper.client_address import load_client_address
 from gatekeeper.errors import ConfigError, PolicyError
-from gatekeeper.keys import MIN_PEPPER_BYTES
-from gatekeeper.networks import NetworkSet, parse_network
+from gatekeeper.policy.client_address import load_client_address
 from gatekeeper.policy.fields import Fields
 from gatekeeper.policy.issuers import load_issuers
-from gatekeeper.policy.model import (
-    DEFAULT_PEPPER_ENV,
-    TENANT_NAME,
-    KeyPolicy,
-    Policy,
-    RequestTenantPolicy,
-    TenantPolicy,
+from gatekeeper.policy.keys import load_keys
+from gatekeeper.policy.model import Policy
 )
 from gatekeeper.policy.refusals import load_refusals
-from gatekeeper.routes import load_routes
+from gatekeeper.policy.request_tenant import load_request_tenant
+from gatekeeper.policy.routes import load_routes
+from gatekeeper.policy.tenants import load_tenants
 from gatekeeper.store import DEFAULT_STORE_URL, resolve_store_url, store_from_url
 
-_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SUPPORTED_VERSIONS = (1,)
 
 
@@ -69,11 +61,11 @@ def compile_policy(data: object, source: str = "policy",
     if directory is not None:
         store = resolve_store_url(store or DEFAULT_STORE_URL, directory)
     policy = Policy(
-        tenants=_tenants(top),
+        tenants=load_tenants(top.entries("tenants")),
         routes=load_routes(top.section("routes")),
         client_address=load_client_address(top.section("client_address")),
-        request_tenant=_request_tenant(top.section("request_tenant")),
-        keys=_keys(top.section("keys")),
+        request_tenant=load_request_tenant(top.section("request_tenant")),
+        keys=load_keys(top.section("keys")),
         issuers=load_issuers(top.section("jwt")),
         store=store,
         source=source,
@@ -92,72 +84,6 @@ def _check_issuer_tenants(policy: Policy, errors: list[ConfigError]) -> None:
             if name not in policy.tenants:
                 errors.append(ConfigError(f"{issuer.field}.tenants[{i}]", name,
                                           "is not a tenant in this policy"))
-
-
-def _tenants(top: Fields) -> dict[str, TenantPolicy]:
-    tenants = {}
-    for name, fields in top.entries("tenants"):
-        if not TENANT_NAME.fullmatch(name):
-            fields.error_here(name, "is not a tenant name (letters, digits, '.', '_', '-'; "
-                                    "at most 64)")
-        nets = fields.str_list("allowed_networks", parse_network, "is not a network")
-        disabled = fields.get("disabled", bool, False)
-        fields.finish()
-        tenants[name] = TenantPolicy(name, NetworkSet(nets), bool(disabled))
-    return tenants
-
-
-def _request_tenant(fields: Fields) -> RequestTenantPolicy:
-    header = fields.get("header", str, None)
-    if header is not None:
-        header = header.lower()
-        if not _HEADER_NAME.fullmatch(header):
-            fields.error("header", header, "is not a header name")
-            header = None
-    segment = fields.get("path_segment", int, None)
-    if segment is not None and not 0 <= segment <= 32:
-        fields.error("path_segment", segment, "must be between 0 and 32")
-        segment = None
-    fields.finish()
-    return RequestTenantPolicy(header, segment)
-
-
-def _keys(fields: Fields) -> KeyPolicy:
-    ttl = fields.number("cache_ttl", 1.0, 0.0, 60.0)
-    env = fields.get("pepper_env", str, DEFAULT_PEPPER_ENV)
-    if not _ENV_NAME.fullmatch(env):
-        fields.error("pepper_env", env, "is not an environment variable name")
-    pepper_file = fields.get("pepper_file", str, None)
-    fields.finish()
-    return KeyPolicy(ttl, env, pepper_file)
-
-
-def load_pepper(keys: KeyPolicy, environ: Mapping[str, str] | None = None) -> bytes:
-    """The server-side secret mixed into every key hash. It never goes in the store."""
-    env = os.environ if environ is None else environ
-    if keys.pepper_file is not None:
-        try:
-            value = Path(keys.pepper_file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError("keys.pepper_file", keys.pepper_file,
-                              f"cannot be read: {type(exc).__name__}") from exc
-        field = "keys.pepper_file"
-    else:
-        value = env.get(keys.pepper_env, "").strip()
-        field = "keys.pepper_env"
-        if not value:
-            # the name is shown only when it is the default: a name the policy gives may be
-            # a secret pasted in the wrong place
-            unset = (f"${DEFAULT_PEPPER_ENV} is not set" if keys.pepper_env == DEFAULT_PEPPER_ENV
-                     else "names an environment variable that is not set")
-            raise ConfigError(field, keys.pepper_env,
-                              f"{unset} (generate a pepper with `gatekeeper pepper`)")
-    if len(value.encode()) < MIN_PEPPER_BYTES:
-        # the value is a secret: say how long it is, never what it is
-        raise ConfigError(field, keys.pepper_file or keys.pepper_env,
-                          f"holds a pepper of {len(value.encode())} bytes; at least "
-                          f"{MIN_PEPPER_BYTES} are required")
-    return value.encode()
 
 
 class _Refused(yaml.composer.ComposerError):

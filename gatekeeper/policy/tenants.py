@@ -1,0 +1,22 @@
+"""The ``tenants`` section: every tenant by name, its networks, and whether it is disabled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gatekeeper.networks import NetworkSet, parse_network
+from gatekeeper.policy.fields import Fields
+from gatekeeper.policy.model import TENANT_NAME, TenantPolicy
+
+
+def load_tenants(entries: Iterator[tuple[str, Fields]]) -> dict[str, TenantPolicy]:
+    tenants = {}
+    for name, fields in entries:
+        if not TENANT_NAME.fullmatch(name):
+            fields.error_here(name, "is not a tenant name (letters, digits, '.', '_', '-'; "
+                                    "at most 64)")
+        nets = fields.str_list("allowed_networks", parse_network, "is not a network")
+        disabled = fields.get("disabled", bool, False)
+        fields.finish()
+        tenants[name] = TenantPolicy(name, NetworkSet(nets), bool(disabled))
+    return tenants
