@@ -15,7 +15,6 @@ from gatekeeper.policy.fields import Fields
 from gatekeeper.policy.issuers import load_issuers
 from gatekeeper.policy.keys import load_keys
 from gatekeeper.policy.model import Policy
-)
 from gatekeeper.policy.refusals import load_refusals
 from gatekeeper.policy.request_tenant import load_request_tenant
 from gatekeeper.policy.routes import load_routes
