@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from gatekeeper.audit import AUDIT_LOGGER, AuditLog
+from gatekeeper.audit import AuditLog
 from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.decision import Decision
 from gatekeeper.errors import ConfigError, GatekeeperError
@@ -148,9 +148,10 @@ class Gatekeeper:
             count = len(await self.store.list_keys())
             log.info("gatekeeper: policy %s (%d tenants), key store %s holds %d keys",
                      self.policy.source, len(self.policy.tenants), self.store.safe_url, count)
-            if not logging.getLogger(AUDIT_LOGGER).hasHandlers():
+            if not self.audit.logger.hasHandlers():
                 log.warning("gatekeeper: the %s logger has no handler, so refusals are not "
-                            "recorded anywhere; see README 'Metrics and audit'", AUDIT_LOGGER)
+                            "recorded anywhere; see README 'Metrics and audit'",
+                            self.audit.logger.name)
             self._started = True
 
     async def _start_lazily(self) -> None:

@@ -20,7 +20,15 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from gatekeeper import Gatekeeper, MemoryStore, SQLiteStore, compile_policy, key_admin
+from gatekeeper import (
+    AuditLog,
+    ConfigError,
+    Gatekeeper,
+    MemoryStore,
+    SQLiteStore,
+    compile_policy,
+    key_admin,
+)
 from gatekeeper.types import Receive, Scope, Send
 from tests.conftest import PEPPER, Recorder
 from tests.serving import serving
@@ -135,3 +143,25 @@ def test_a_server_never_creates_an_empty_key_store(tmp_path: Path,
     assert not missing.exists()
     assert any(str(missing) in r.getMessage() and "gatekeeper keys create" in r.getMessage()
                for r in caplog.records)
+
+
+def test_startup_warns_when_audit_lines_would_go_nowhere(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Under plain uvicorn nothing handles INFO lines of gatekeeper.audit: refusals vanished."""
+    silent = logging.getLogger("test.lifecycle.silent-audit")
+    silent.propagate = False
+    heard = logging.getLogger("test.lifecycle.heard-audit")
+    for logger, warned in ((silent, True), (heard, False)):
+        gk = Gatekeeper(Recorder(), POLICY, store=MemoryStore(), pepper=PEPPER,
+                        audit=AuditLog(logger))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="gatekeeper"):
+            asyncio.run(gk.startup())
+        said = any("has no handler" in r.getMessage() for r in caplog.records)
+        assert said is warned, logger.name
+
+
+def test_an_empty_pepper_is_refused_by_the_python_api() -> None:
+    with pytest.raises(ConfigError, match="pepper") as info:
+        Gatekeeper(Recorder(), POLICY, store=MemoryStore(), pepper=b"")
+    assert "(secret)" in str(info.value)
