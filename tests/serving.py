@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -59,3 +61,18 @@ def raw_request(base: str, request_line: str, headers: dict[str, str] | None = N
 
 def status_of(reply: bytes) -> int:
     return int(reply.split(b" ", 2)[1])
+
+
+def wait_until_up(base: str, process: subprocess.Popen[str] | None = None,
+                  what: str = "the server did not start", seconds: float = 20) -> None:
+    """Poll ``base``/healthz until it answers; a subprocess that exits first fails at once."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            httpx.get(f"{base}/healthz")
+            return
+        except httpx.TransportError:
+            if process is not None:
+                assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, what
+            time.sleep(0.1)

@@ -20,6 +20,7 @@ from gatekeeper import load_policy, store_from_url
 from gatekeeper.demo.app import build_demo_app, write_demo_policy
 from gatekeeper.demo.run import issue_demo_keys
 from gatekeeper.principal import KeyStatus
+from tests.serving import wait_until_up
 
 FRESH_SHELL = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"),
                "LANG": "C.UTF-8"}
@@ -51,14 +52,7 @@ def banner(tmp_path: Path) -> Iterator[tuple[str, str]]:
             if line.startswith("Ctrl-C"):
                 break
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{base}/healthz")
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "".join(lines)
-                time.sleep(0.1)
+        wait_until_up(base, what="".join(lines))
         yield base, "".join(lines)
     finally:
         demo.terminate()

@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -17,6 +16,7 @@ import pytest
 
 from gatekeeper import SQLiteStore, key_admin, load_policy
 from tests.conftest import CHAT, PEPPER, bearer
+from tests.serving import wait_until_up
 
 pytestmark = pytest.mark.anyio
 REPO = Path(__file__).resolve().parent.parent
@@ -87,15 +87,7 @@ def test_the_logging_config_shows_audit_lines_under_uvicorn(example_env: Path,
         cwd=example_env.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{base}/healthz")
-                break
-            except httpx.TransportError:
-                assert server.poll() is None, server.communicate()
-                assert time.monotonic() < deadline, "uvicorn did not start"
-                time.sleep(0.1)
+        wait_until_up(base, server, "uvicorn did not start")
         refused = httpx.get(f"{base}/v1/models", headers={"x-api-key": "gk_nope"})
         assert refused.json()["error"]["code"] == "credential_malformed"
     finally:

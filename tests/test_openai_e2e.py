@@ -26,6 +26,7 @@ import uvicorn
 
 from gatekeeper.demo.app import build_demo_app, write_demo_policy
 from gatekeeper.demo.run import issue_demo_keys
+from tests.serving import wait_until_up
 
 MESSAGES: Any = [{"role": "user", "content": "hello there"}]
 
@@ -183,14 +184,7 @@ def test_the_demo_command_serves_what_its_banner_promises(tmp_path: Path) -> Non
             if line.startswith("Ctrl-C"):
                 break
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{base}/healthz")
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the demo did not start"
-                time.sleep(0.1)
+        wait_until_up(base, what="the demo did not start")
         good = next(v for k, v in banner.items() if k.startswith("good key"))
         # the banner's own curl example, sent as it is printed
         printed = httpx.post(f"{base}/v1/chat/completions", json=chat_body,
