@@ -146,10 +146,10 @@ class Gatekeeper:
             if self._started:
                 return
             count = len(await self.store.list_keys())
-            log.info("gatekeeper: policy %s (%d tenants), key store %s holds %d keys",
+            log.info("policy %s (%d tenants), key store %s holds %d keys",
                      self.policy.source, len(self.policy.tenants), self.store.safe_url, count)
             if not self.audit.logger.hasHandlers():
-                log.warning("gatekeeper: the %s logger has no handler, so refusals are not "
+                log.warning("the %s logger has no handler, so refusals are not "
                             "recorded anywhere; see README 'Metrics and audit'",
                             self.audit.logger.name)
             self._started = True
@@ -160,7 +160,7 @@ class Gatekeeper:
         try:
             await self.startup()
         except Exception as exc:
-            log.error("gatekeeper: start failed, refusing what needs the store: %s", exc)
+            log.error("start failed, refusing what needs the store: %s", exc)
             self._started = True
 
     async def shutdown(self) -> None:
@@ -191,7 +191,7 @@ class Gatekeeper:
             await self._lifespan(scope, receive, send)
             return
         # An ASGI scope type this version does not know could carry anything: fail closed.
-        log.error("gatekeeper: refusing an ASGI %r scope it does not know", str(scope["type"]))
+        log.error("refusing an ASGI %r scope it does not know", str(scope["type"]))
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def lifespan_receive() -> Message:
