@@ -100,6 +100,10 @@ class Authenticator:
                 clock)
         return principal
 
+    async def aclose(self) -> None:
+        if self._jwt is not None:
+            await self._jwt.aclose()
+
     def trusted_for(self, credential: Credential) -> float:
         """Seconds this process may go on trusting ``credential``'s verification without asking
         again: what a decision built on it may be reused for (never past ``cache_ttl``)."""

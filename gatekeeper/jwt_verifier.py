@@ -165,6 +165,13 @@ class JwtVerifier:
             cache[token] = _Verified(result, result.expires_at or 0.0, keys, kid, key)
         return result
 
+    async def aclose(self) -> None:
+        """Cancel background JWKS refreshes still running (a hung IdP must not hold shutdown)."""
+        tasks = list(self._refreshes)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _refresh_if_stale(self, keys: _Keys) -> None:
         if self.clock.monotonic() >= keys.fresh_until:
             self._refresh_soon(keys)

@@ -164,6 +164,7 @@ class Gatekeeper:
             self._started = True
 
     async def shutdown(self) -> None:
+        await self.runtime.authenticator.aclose()
         await self.store.close()
         self._started = False
 

@@ -1128,3 +1128,18 @@ def test_issuer_tenants_must_exist_in_the_policy() -> None:
     assert error.value == "umbrella"
     empty = config_errors(rsa_issuer(tenants=[]))
     error_for(empty, "jwt.issuers.corp.tenants")
+
+
+@pytest.mark.anyio
+async def test_closing_the_verifier_cancels_a_hung_background_refresh(
+        jwks_server: JwksServer) -> None:
+    jwks_server.serve(public_jwk(RSA_KEY, "k1"))
+    verifier = url_verifier(jwks_server.url)
+    await accepted(verifier, sign(RSA_KEY, kid="k1"))
+    jwks_server.hang = True
+    later = NOW + 601  # stale: a background refresh starts and hangs
+    await accepted(verifier, sign(RSA_KEY, kid="k1", sub="v", exp=later + 300), now=later)
+    assert verifier._refreshes
+    with anyio.fail_after(2):
+        await verifier.aclose()
+    assert not verifier._refreshes
