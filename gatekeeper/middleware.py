@@ -99,7 +99,7 @@ class Gatekeeper:
         rt = self.runtime  # read once: a reload never mixes two policies in one request
         path: str = scope["path"]
         root: str = scope.get("root_path", "")
-        below = rt.route_memo.get((root, path) if root else path, MISS)
+        below = rt.route_memo.get((root, path) if root else path, MISS)  # route_key, inlined
         if below is MISS:
             below = route(rt, path, root)
         if below == "":
