@@ -37,7 +37,8 @@ def test_a_full_geo_section(tmp_path: Path) -> None:
     assert (policy.geo.max_age_days, policy.geo.cdn_header) == (10, "cf-ipcountry")
     rule = policy.tenants["acme"].countries
     assert isinstance(rule, CountryRule)
-    assert (rule.allow, rule.deny, rule.unknown) == ({"DE", "FR"}, {"RU"}, "deny")
+    assert (rule.allow, rule.deny, rule.unknown) == (frozenset({"DE", "FR"}), frozenset({"RU"}),
+                                                     "deny")
     assert compile_policy({}).geo.max_age_days == DEFAULT_MAX_AGE_DAYS
 
 
