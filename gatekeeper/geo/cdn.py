@@ -2,7 +2,10 @@
 
 The rule is the one for X-Forwarded-For (``RequestFacts.peer_trusted``): any client can send
 ``CF-IPCountry: DE``; only a request that came through an edge we trust carries a value the
-edge wrote. From anyone else the header is ignored, not refused: it changes nothing.
+edge wrote. From anyone else the header is ignored, not refused: it changes nothing. Set
+``geo.cdn_header`` only when every trusted proxy overwrites that header (Cloudflare does for
+``CF-IPCountry``): a trusted load balancer that passes a client's copy through would make it
+believed. Two differing copies cancel out; a ``cf_ipcountry`` spelling is never read.
 
 Values are two ASCII letters, case-folded to upper case. Cloudflare's special values:
 

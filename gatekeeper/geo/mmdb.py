@@ -10,7 +10,9 @@ One reader understands every layout we support, whatever the file is called in t
 Values are checked (two letters, an ASN in 32 bits, finite coordinates in range): a damaged or
 unexpected file yields "unknown", never an exception on the request path. ``reload`` opens the
 new file first and replaces the reader in one assignment, so a lookup running meanwhile sees
-the old file or the new one, never neither.
+the old file or the new one, never neither. Files are memory-mapped (``maxminddb``'s default):
+replace a file by renaming the new one over it (what ``geoipupdate`` does), never by writing
+into it in place, which changes the pages under a live reader.
 """
 
 from __future__ import annotations

@@ -4,11 +4,14 @@ cache bound and a file swapped at runtime."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from mmdb_writer import MmdbF64, MmdbU32
+from mmdb_writer import MmdbF64, MmdbU32, MMDBWriter
+from netaddr import IPSet
 
 from gatekeeper.errors import ConfigError
 from gatekeeper.facts import FactReader
@@ -90,6 +93,24 @@ def test_values_of_the_wrong_shape_count_as_absent(tmp_path: Path) -> None:
     assert (odd.country, odd.asn, odd.latitude, odd.longitude) == (None, None, None, None)
     lower = f.get(ip("198.51.100.1"))
     assert (lower.country, lower.asn) == ("DE", None)
+
+
+def test_an_ipv4_only_file_knows_nothing_of_ipv6(tmp_path: Path) -> None:
+    path = tmp_path / "v4.mmdb"
+    writer = MMDBWriter(ip_version=4, database_type="GeoLite2-Country")
+    writer.insert_network(IPSet(["192.0.2.0/24"]), {"country": {"iso_code": "SE"}})
+    writer.to_db_file(str(path))
+    f = MmdbFile(path)
+    assert f.get(ip("192.0.2.1")).country == "SE"
+    assert f.get(ip("2001:db8::1")) == (None, None, None, None, None)
+
+
+def test_importing_gatekeeper_loads_no_geo_library() -> None:
+    code = ("import sys, gatekeeper, gatekeeper.geo, gatekeeper.policy.load; "
+            "print(sorted({'maxminddb', 'iptocc'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_a_file_that_is_not_a_database_names_its_field(tmp_path: Path) -> None:
