@@ -70,9 +70,3 @@ class CdnCountry:
                     return None
                 found = value
         return found
-
-    def locate(self, headers: list[tuple[bytes, bytes]], peer_trusted: bool
-               ) -> Location | None:
-        """The CDN's answer for this request, or None (ask the address resolvers)."""
-        value = self.read(headers, peer_trusted)
-        return None if value is None else country_from_value(value)

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from gatekeeper.geo.cdn import CdnCountry
+from gatekeeper.geo.cdn import CdnCountry, country_from_value
 from gatekeeper.geo.embedded import EmbeddedResolver
 from gatekeeper.geo.location import UNKNOWN, Location
 from gatekeeper.networks import IPAddr
@@ -51,8 +51,17 @@ class GeoResolver:
                peer_trusted: bool = False) -> Location:
         """The request's location: the CDN header when the peer is trusted and the header is
         valid, else the address's (cached). ``addr`` None (no client address) is unknown."""
+        value = None
         if self.cdn is not None and headers is not None and peer_trusted:
-            said = self.cdn.locate(headers, peer_trusted)
+            value = self.cdn.read(headers, peer_trusted)
+        return self.locate_value(addr, value, peer_trusted)
+
+    def locate_value(self, addr: IPAddr | None, cdn_value: bytes | None,
+                     peer_trusted: bool) -> Location:
+        """As ``locate``, for a caller whose header scan already holds the CDN header's raw
+        value (one loop over the headers per request). The trust rule is applied here."""
+        if cdn_value is not None and peer_trusted and self.cdn is not None:
+            said = country_from_value(cdn_value)
             if said is not None:
                 if said.country is None or addr is None or not self.files:
                     return said

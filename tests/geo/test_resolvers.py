@@ -212,6 +212,15 @@ def test_cdn_special_and_malformed_values() -> None:
     assert (unknown_to_cdn.country, unknown_to_cdn.source) == ("US", EMBEDDED)
 
 
+def test_a_scanned_value_follows_the_same_trust_rule() -> None:
+    resolver = GeoResolver(cdn=CdnCountry("cf-ipcountry"))
+    assert resolver.locate_value(ip("8.8.8.8"), b"DE", True).country == "DE"
+    assert resolver.locate_value(ip("8.8.8.8"), b"DE", False).country == "US"
+    assert resolver.locate_value(None, b"DE", False).country is None
+    # without a configured header, no value is believed, trusted peer or not
+    assert GeoResolver().locate_value(ip("8.8.8.8"), b"DE", True).country == "US"
+
+
 def test_two_different_cdn_headers_cancel_out() -> None:
     cdn = CdnCountry("cloudfront-viewer-country")
     headers = [(b"cloudfront-viewer-country", b"DE"), (b"cloudfront-viewer-country", b"FR")]
