@@ -101,11 +101,13 @@ class GeoResolver:
 
     def reload(self, paths: Sequence[str | os.PathLike[str] | None] | None = None) -> None:
         """Reopen every file (or open ``paths[i]`` in place of file i) and drop the cache.
-        A file that cannot be read raises ``ConfigError`` and leaves every reader as it was
-        for the files after it."""
-        for i, file in enumerate(self.files):
-            file.reload(None if paths is None else paths[i])
-        self._cache = OrderedDict()
+        A file that cannot be read raises ``ConfigError`` and keeps its old reader (and the
+        files after it theirs); the cache is dropped either way, as earlier files changed."""
+        try:
+            for i, file in enumerate(self.files):
+                file.reload(None if paths is None else paths[i])
+        finally:
+            self._cache = OrderedDict()
 
     def __contains__(self, addr: object) -> bool:
         """Whether ``addr`` is cached (its next lookup costs one dict get)."""
