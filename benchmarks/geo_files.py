@@ -18,6 +18,7 @@ from mmdb_writer import MmdbF64, MmdbU32, MMDBWriter
 from netaddr import IPSet
 
 ADDRESS = "8.8.8.8"
+ADDRESS_V6 = "2001:4860:4860::8888"
 LANGUAGES = ("de", "en", "es", "fr", "ja", "pt-BR", "ru", "zh-CN")
 
 

@@ -342,6 +342,17 @@ def _geo_iptocc(ctx: StageContext) -> Callable[[], object]:
     return lambda: lookup(addr)
 
 
+@stage("geo-iptocc-v6", GEO, "uncached lookup, embedded default (`iptocc`, IPv6)",
+       expect=lambda ctx, r: r is not None and r.country == "US")
+def _geo_iptocc_v6(ctx: StageContext) -> Callable[[], object]:
+    from gatekeeper.geo.embedded import EmbeddedResolver
+    from gatekeeper.networks import parse_ip
+
+    lookup, addr = EmbeddedResolver().lookup, parse_ip(geo_files.ADDRESS_V6)
+    assert addr is not None
+    return lambda: lookup(addr)
+
+
 def _mmdb_stage(index: int) -> Builder:
     def build(ctx: StageContext) -> Callable[[], object]:
         from gatekeeper.geo.mmdb import MmdbFile
