@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gatekeeper
+from benchmarks import geo_files
 from benchmarks.apps import (
     CHAT_PATH,
     CLIENT,
@@ -59,12 +60,14 @@ T = TypeVar("T")
 CACHED = "cached"
 MISS_PATH = "miss"
 REFUSAL = "refusal"
+GEO = "geo"
 GROUPS = {
     CACHED: "Allowed request, decision record fresh (every request of a known client): "
             "the foundation path",
     MISS_PATH: "Decision-record miss (once per credential and client per keys.cache_ttl, "
                "1 s by default)",
     REFUSAL: "Refusal path (every refused request: refusals are never recorded)",
+    GEO: "Geo, not yet on the request path (a tenant with a country rule; others pay nothing)",
 }
 FOUNDATION_BUDGET = 5.0
 FOUNDATION_STRETCH = 3.0
@@ -298,6 +301,73 @@ class _Capture(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+
+
+# --- geo (built and timed here; the pipeline does not call it yet) ----------------------------
+
+@stage("geo-country", GEO, "cached lookup (`GeoResolver.locate`, embedded default) + "
+       "`country_decision` (tenant and key rules)", budget="1 us",
+       expect=lambda ctx, r: r is None)
+def _geo_country(ctx: StageContext) -> Callable[[], object]:
+    from gatekeeper.geo.resolver import GeoResolver
+    from gatekeeper.geo.rules import CountryRule, country_decision
+    from gatekeeper.networks import parse_ip
+
+    resolver, addr = GeoResolver(), parse_ip(geo_files.ADDRESS)
+    tenant, key = CountryRule(frozenset({"DE", "FR", "US"})), CountryRule(frozenset({"US"}))
+    if resolver.locate(addr).country != "US":
+        raise CheckFailed("stage geo-country: iptocc does not place 8.8.8.8 in US")
+    return lambda: country_decision(resolver.locate(addr), tenant, key)
+
+
+@stage("geo-cached", GEO, "cached lookup alone (`GeoResolver.lookup`, a hit)",
+       within="geo-country", expect=lambda ctx, r: r.country == "US")
+def _geo_cached(ctx: StageContext) -> Callable[[], object]:
+    from gatekeeper.geo.resolver import GeoResolver
+    from gatekeeper.networks import parse_ip
+
+    resolver, addr = GeoResolver(), parse_ip(geo_files.ADDRESS)
+    assert addr is not None
+    return lambda: resolver.lookup(addr)
+
+
+@stage("geo-iptocc", GEO, "uncached lookup, embedded default (`iptocc`, IPv4)",
+       expect=lambda ctx, r: r is not None and r.country == "US")
+def _geo_iptocc(ctx: StageContext) -> Callable[[], object]:
+    from gatekeeper.geo.embedded import EmbeddedResolver
+    from gatekeeper.networks import parse_ip
+
+    lookup, addr = EmbeddedResolver().lookup, parse_ip(geo_files.ADDRESS)
+    assert addr is not None
+    return lambda: lookup(addr)
+
+
+@stage("geo-iptocc-v6", GEO, "uncached lookup, embedded default (`iptocc`, IPv6)",
+       expect=lambda ctx, r: r is not None and r.country == "US")
+def _geo_iptocc_v6(ctx: StageContext) -> Callable[[], object]:
+    from gatekeeper.geo.embedded import EmbeddedResolver
+    from gatekeeper.networks import parse_ip
+
+    lookup, addr = EmbeddedResolver().lookup, parse_ip(geo_files.ADDRESS_V6)
+    assert addr is not None
+    return lambda: lookup(addr)
+
+
+def _mmdb_stage(index: int) -> Builder:
+    def build(ctx: StageContext) -> Callable[[], object]:
+        from gatekeeper.geo.mmdb import MmdbFile
+        from gatekeeper.networks import parse_ip
+
+        get, addr = MmdbFile(geo_files.write_files()[index]).get, parse_ip(geo_files.ADDRESS)
+        assert addr is not None
+        return lambda: get(addr)
+    return build
+
+
+stage("geo-mmdb-country", GEO, "uncached lookup, `maxminddb` on a Country-layout file "
+      "(record decoded and checked)", expect=lambda ctx, r: r.country == "US")(_mmdb_stage(0))
+stage("geo-mmdb-city", GEO, "uncached lookup, `maxminddb` on a City-layout file "
+      "(GeoLite2-sized record)", expect=lambda ctx, r: r.latitude is not None)(_mmdb_stage(1))
 
 
 # --- timing ----------------------------------------------------------------------------------

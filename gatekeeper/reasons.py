@@ -119,6 +119,12 @@ NETWORK_NOT_ALLOWED = _r(
     "This credential is not allowed from this network.",
     "The client address is outside the tenant's or the key's allowed networks (or unknown "
     "while networks are required). The allowed networks are never echoed.")
+COUNTRY_NOT_ALLOWED = _r(
+    "country_not_allowed", 403, "decide",
+    "This credential is not allowed from this location.",
+    "The client's country (CDN header from a trusted proxy, `.mmdb` file or the embedded "
+    "default) is outside the tenant's or the key's country rule, or unknown while the rule "
+    "says `unknown: deny`. The allowed countries are never echoed.")
 FORWARDED_MALFORMED = _r(
     "forwarded_malformed", 400, "facts",
     "The request's forwarding headers could not be parsed.",
@@ -148,8 +154,8 @@ REFUSALS: tuple[Reason, ...] = (
     REQUEST_TARGET_INVALID, CREDENTIAL_MISSING, CREDENTIAL_MALFORMED, CREDENTIAL_CONFLICT,
     KEY_UNKNOWN, KEY_REVOKED, KEY_SUSPENDED, KEY_EXPIRED, TOKEN_INVALID, TOKEN_EXPIRED,
     TENANT_UNKNOWN, TENANT_DISABLED,
-    TENANT_MISMATCH, NETWORK_NOT_ALLOWED, FORWARDED_MALFORMED, STORE_UNAVAILABLE,
-    AUTH_UNAVAILABLE, INTERNAL_ERROR,
+    TENANT_MISMATCH, NETWORK_NOT_ALLOWED, COUNTRY_NOT_ALLOWED, FORWARDED_MALFORMED,
+    STORE_UNAVAILABLE, AUTH_UNAVAILABLE, INTERNAL_ERROR,
 )
 """The table, in README order. A test keeps the README in step with it."""
 

@@ -12,6 +12,7 @@ import yaml
 from gatekeeper.errors import ConfigError, PolicyError
 from gatekeeper.policy.client_address import load_client_address
 from gatekeeper.policy.fields import Fields
+from gatekeeper.policy.geo import load_geo
 from gatekeeper.policy.issuers import load_issuers
 from gatekeeper.policy.keys import load_keys
 from gatekeeper.policy.model import Policy
@@ -66,11 +67,15 @@ def compile_policy(data: object, source: str = "policy",
         request_tenant=load_request_tenant(top.section("request_tenant")),
         keys=load_keys(top.section("keys")),
         issuers=load_issuers(top.section("jwt")),
+        geo=load_geo(top.section("geo"), directory),
         store=store,
         source=source,
         answers=load_refusals(top.section("refusals")),
     )
     _check_issuer_tenants(policy, errors)
+    if policy.geo.cdn_header and not policy.client_address.trusted_proxies:
+        errors.append(ConfigError("geo.cdn_header", policy.geo.cdn_header,
+                                  "is never believed without client_address.trusted_proxies"))
     top.finish()
     if errors:
         raise PolicyError(errors, source)

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gatekeeper.client_address import ClientAddressPolicy
+from gatekeeper.geo.rules import CountryRule
 from gatekeeper.networks import EMPTY, NetworkSet
+from gatekeeper.policy.geo import GeoPolicy
 from gatekeeper.policy.issuers import IssuerPolicy
 from gatekeeper.reasons import Reason
 from gatekeeper.routes import RoutePolicy
@@ -22,6 +24,8 @@ class TenantPolicy:
     allowed_networks: NetworkSet = EMPTY
     """Every key of the tenant is held to these too (a key's own networks narrow, never widen)."""
     disabled: bool = False
+    countries: CountryRule | None = None
+    """Where the tenant's keys may be used from; None: anywhere, and no lookup is made."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,7 @@ class Policy:
     request_tenant: RequestTenantPolicy = field(default_factory=RequestTenantPolicy)
     keys: KeyPolicy = field(default_factory=KeyPolicy)
     issuers: tuple[IssuerPolicy, ...] = ()
+    geo: GeoPolicy = field(default_factory=GeoPolicy)
     store: str | None = field(default=None, repr=False)  # its URL may hold a password
     source: str = "policy"
     answers: Mapping[Reason, Reason] = field(default_factory=dict)
