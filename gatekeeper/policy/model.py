@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from gatekeeper.client_address import ClientAddressPolicy
 from gatekeeper.networks import EMPTY, NetworkSet
 from gatekeeper.policy.issuers import IssuerPolicy
+from gatekeeper.policy.limits import NO_LIMITS, TenantLimits
 from gatekeeper.reasons import Reason
 from gatekeeper.routes import RoutePolicy
 
@@ -22,6 +23,8 @@ class TenantPolicy:
     allowed_networks: NetworkSet = EMPTY
     """Every key of the tenant is held to these too (a key's own networks narrow, never widen)."""
     disabled: bool = False
+    limits: TenantLimits = NO_LIMITS
+    """Rates, concurrency and quotas (``policy/limits.py``); none by default, costing nothing."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""The ``tenants`` section: every tenant by name, its networks, and whether it is disabled."""
+"""The ``tenants`` section: every tenant by name, its networks, whether it is disabled, and its
+limits (``policy/limits.py``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 
 from gatekeeper.networks import NetworkSet, parse_network
 from gatekeeper.policy.fields import Fields
+from gatekeeper.policy.limits import load_limits
 from gatekeeper.policy.model import TENANT_NAME, TenantPolicy
 
 
@@ -17,6 +19,7 @@ def load_tenants(entries: Iterator[tuple[str, Fields]]) -> dict[str, TenantPolic
                                     "at most 64)")
         nets = fields.str_list("allowed_networks", parse_network, "is not a network")
         disabled = fields.get("disabled", bool, False)
+        limits = load_limits(fields.section("limits"))
         fields.finish()
-        tenants[name] = TenantPolicy(name, NetworkSet(nets), bool(disabled))
+        tenants[name] = TenantPolicy(name, NetworkSet(nets), bool(disabled), limits)
     return tenants

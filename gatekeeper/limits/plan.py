@@ -1,0 +1,111 @@
+"""The plan: every counter one request charges, built by a pure function before the store call.
+
+Storage keys and Redis Cluster hash tags are chosen here, once, so every backend (memory now,
+Redis later) sees the same keys:
+
+* a credential's counters and its tenant's share ``{t:<tenant>}``: the counters that decide
+  most requests (key + tenant) sit in one slot, so one Lua script charges them atomically;
+* a client address's counters use ``{c:<address>}`` (an IPv6 client by its /64), because one
+  address spans tenants and cannot live in every tenant's slot.
+
+On one Redis (or the memory store) a plan is one atomic call whatever its tags. On a Cluster a
+plan with both tags is split by tag: the client group is charged first and, if the tenant
+group then refuses, refunded (``CounterStore.release``/``reconcile``); so per-client limits
+are all-or-nothing up to that refund, and key and tenant limits exactly so. A JWT subject is
+never embedded in a key (it may be an email): its principal id is hashed (SHA-256, 96 bits).
+A rate's limit and period are part of its key (its GCRA state is in units of its rate), so a
+changed rate starts a fresh counter; quotas and concurrency slots keep their key, so raising a
+daily quota does not forgive the day's usage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from typing import NamedTuple
+
+from gatekeeper.networks import IPAddr
+from gatekeeper.policy.limits import LimitSet, TenantLimits
+
+RATE = "rate"
+CONCURRENCY = "concurrency"
+QUOTA = "quota"
+REQUESTS = "requests"
+TOKENS = "tokens"
+DAY = 86_400.0
+
+
+class Counter(NamedTuple):
+    kind: str
+    """``rate`` (GCRA), ``concurrency`` (leased slots) or ``quota`` (UTC day window)."""
+    key: str
+    """The storage key, hash tag included."""
+    tag: str
+    """The Redis Cluster hash tag, braces included: counters of one tag share a slot."""
+    limit: int
+    period: float
+    """Seconds: the rate's period, the quota's window, the concurrency slot's lease."""
+    cost: int
+    unit: str
+    """``requests`` or ``tokens``: what the counter counts (and which headers it fills)."""
+
+
+Plan = tuple[Counter, ...]
+"""The counters of one request, in the order they are checked (and reported)."""
+EMPTY_PLAN: Plan = ()
+
+
+def credential_part(kind: str, key_id: str) -> str:
+    """What a key names a credential by: an API key's id as is (public, base62), a JWT's
+    principal id hashed (its subject may be personal data and may hold any character)."""
+    if kind == "jwt":
+        return "j" + hashlib.sha256(key_id.encode()).hexdigest()[:24]
+    return "k" + key_id
+
+
+def client_part(client: IPAddr) -> str:
+    """An IPv4 address as is; an IPv6 address by its /64 (one host owns a whole /64)."""
+    if client.version == 4:
+        return client.text
+    prefix = (client.value >> 64 << 64).to_bytes(16, "big")
+    return socket.inet_ntop(socket.AF_INET6, prefix) + "/64"
+
+
+def build_plan(tenant: str, credential: str, client: IPAddr | None, limits: TenantLimits,
+               estimate: int = 0) -> Plan:
+    """The counters a request charges. ``credential`` is ``credential_part(...)``, computed
+    once per credential; ``estimate`` is the tokens reserved (reconciled after the response).
+    Requests from an unknown client address skip the per-client scope."""
+    if limits.empty:
+        return EMPTY_PLAN
+    tag = "{t:" + tenant + "}"
+    counters: list[Counter] = []
+    _scope(counters, limits.per_key, tag, f"gk:{tag}:{credential}", limits.lease, estimate)
+    _scope(counters, limits.per_tenant, tag, f"gk:{tag}:all", limits.lease, estimate)
+    if client is not None and not limits.per_client.empty:
+        ctag = "{c:" + client_part(client) + "}"
+        _scope(counters, limits.per_client, ctag, f"gk:{ctag}", limits.lease, estimate)
+    return tuple(counters)
+
+
+def _scope(out: list[Counter], limits: LimitSet, tag: str, base: str, lease: float,
+           estimate: int) -> None:
+    if limits.empty:
+        return
+    if limits.requests is not None:
+        r = limits.requests
+        out.append(Counter(RATE, f"{base}:rq:{r.limit}/{r.period:g}", tag, r.limit, r.period,
+                           1, REQUESTS))
+    if limits.tokens is not None:
+        r = limits.tokens
+        out.append(Counter(RATE, f"{base}:tk:{r.limit}/{r.period:g}", tag, r.limit, r.period,
+                           estimate, TOKENS))
+    if limits.daily_requests is not None:
+        out.append(Counter(QUOTA, f"{base}:dq", tag,
+                           limits.daily_requests, DAY, 1, REQUESTS))
+    if limits.daily_tokens is not None:
+        out.append(Counter(QUOTA, f"{base}:dt", tag,
+                           limits.daily_tokens, DAY, estimate, TOKENS))
+    if limits.concurrency is not None:
+        out.append(Counter(CONCURRENCY, f"{base}:cc", tag,
+                           limits.concurrency, lease, 1, REQUESTS))

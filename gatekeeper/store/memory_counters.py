@@ -1,0 +1,144 @@
+"""Counters in process memory: the embedded default, for one process (each worker counts
+alone: ``--workers 4`` allows four times the limit; shared limits need the Redis store).
+
+Atomic because ``_apply`` never awaits: on one event loop no other request runs between the
+check and the charge. Time is only the ``now`` given. Memory is bounded: entries live in an
+``OrderedDict`` in least-recently-used order; each write drops up to two expired entries
+from the front and, past ``max_counters``, the least recently used one (O(1) each,
+``popitem(last=False)``). Forgetting a live counter only ever lets a client through sooner;
+``evicted_live`` counts it so an operator can size the bound.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from gatekeeper.limits.gcra import US, gcra, refund, to_us
+from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, Counter, Plan
+from gatekeeper.store.counters import CounterAnswer, CounterStore, Lease
+
+DEFAULT_MAX_COUNTERS = 200_000
+
+Entry = list[Any]
+"""``[expires_us, value]``: rate -> tat (int), quota -> [window_start_us, used],
+concurrency -> {lease id: expires_us}."""
+
+
+class MemoryCounterStore(CounterStore):
+    def __init__(self, max_counters: int = DEFAULT_MAX_COUNTERS) -> None:
+        self.max_counters = max_counters
+        self.evicted_live = 0
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._leases = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        now_us = to_us(now)
+        staged: dict[str, Entry] = {}
+        answers: list[CounterAnswer] = []
+        passed = True
+        for c in plan:
+            entry = staged.get(c.key) or self._live(c.key, now_us)
+            kind = c.kind
+            if kind == RATE:
+                answer, entry = _rate(c, entry, now_us)
+            elif kind == QUOTA:
+                answer, entry = _quota(c, entry, now_us)
+            elif kind == CONCURRENCY:
+                answer, entry = _slot(c, entry, now_us, next(self._leases))
+            else:
+                raise ValueError(f"unknown counter kind {kind!r}")
+            passed = passed and answer.allowed
+            answers.append(answer)
+            staged[c.key] = entry
+        if not passed:
+            return [a._replace(lease=None) if a.lease else a for a in answers]
+        for key, entry in staged.items():
+            self._put(key, entry, now_us)
+        return answers
+
+    async def _release(self, leases: Sequence[Lease], now: float) -> int:
+        now_us, released = to_us(now), 0
+        for lease in leases:
+            entry = self._live(lease.key, now_us)
+            if entry is not None and entry[1].pop(lease.id, None) is not None:
+                released += 1
+        return released
+
+    async def _reconcile(self, counter: Counter, reserved: int, actual: int,
+                         now: float) -> None:
+        now_us = to_us(now)
+        entry = self._live(counter.key, now_us)
+        period_us = round(counter.period * US)
+        if counter.kind == RATE:
+            tat = 0 if entry is None else entry[1]
+            tat = refund(tat, now_us, counter.limit, period_us, reserved - actual)
+            self._put(counter.key, [tat // counter.limit + 1, tat], now_us)
+        elif counter.kind == QUOTA:
+            start = now_us - now_us % period_us
+            if entry is not None and entry[1][0] == start:
+                used = max(0, entry[1][1] + actual - reserved)
+            elif actual > reserved:
+                used = actual - reserved  # the reservation's window is over: extra usage
+            else:  # counts in this one; a refund to a finished window is dropped
+                return
+            self._put(counter.key, [start + period_us, [start, used]], now_us)
+
+    def _live(self, key: str, now_us: int) -> Entry | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] > now_us:
+            return entry
+        del self._entries[key]
+        return None
+
+    def _put(self, key: str, entry: Entry, now_us: int) -> None:
+        entries = self._entries
+        entries[key] = entry
+        entries.move_to_end(key)
+        for _ in range(2):
+            oldest = next(iter(entries.values()))
+            if oldest[0] > now_us:
+                break
+            entries.popitem(last=False)
+        if len(entries) > self.max_counters:
+            entries.popitem(last=False)
+            self.evicted_live += 1
+
+
+def _rate(c: Counter, entry: Entry | None, now_us: int) -> tuple[CounterAnswer, Entry]:
+    period_us = round(c.period * US)
+    a = gcra(0 if entry is None else entry[1], now_us, c.limit, period_us, c.limit, c.cost)
+    return (CounterAnswer(a.allowed, a.remaining, a.reset_after, a.retry_after),
+            [a.tat // c.limit + 1, a.tat])
+
+
+def _quota(c: Counter, entry: Entry | None, now_us: int) -> tuple[CounterAnswer, Entry]:
+    period_us = round(c.period * US)
+    start = now_us - now_us % period_us
+    used = entry[1][1] if entry is not None and entry[1][0] == start else 0
+    end = start + period_us
+    reset = (end - now_us) / US
+    if used + c.cost > c.limit:
+        retry = float("inf") if c.cost > c.limit else reset
+        return CounterAnswer(False, c.limit - used, reset, retry), [end, [start, used]]
+    used += c.cost
+    return CounterAnswer(True, c.limit - used, reset, 0.0), [end, [start, used]]
+
+
+def _slot(c: Counter, entry: Entry | None, now_us: int,
+          lease_id: int) -> tuple[CounterAnswer, Entry]:
+    held: dict[int, int] = {} if entry is None else \
+        {k: v for k, v in entry[1].items() if v > now_us}
+    if len(held) >= c.limit:
+        soonest = (min(held.values()) - now_us) / US
+        return CounterAnswer(False, 0, soonest, min(1.0, soonest)), [entry[0] if entry else 0,
+                                                                       held]
+    expires = now_us + round(c.period * US)
+    held[lease_id] = expires
+    return (CounterAnswer(True, c.limit - len(held), 0.0, 0.0, Lease(c.key, lease_id)),
+            [max(expires, entry[0] if entry else 0), held])
