@@ -59,10 +59,15 @@ def gcra(tat: int, now_us: int, limit: int, period_us: int, burst: int,
     scale = limit * US
     if now < allow_at:
         retry = math.inf if cost > burst else (allow_at - now) / scale
-        return GcraAnswer(False, tat, max(0, (tau - (tat - now)) // period_us),
-                          (tat - now) / scale, retry)
-    return GcraAnswer(True, new_tat, (now - allow_at) // period_us, (new_tat - now) / scale,
-                      0.0)
+        return _new(GcraAnswer, (False, tat, max(0, (tau - (tat - now)) // period_us),
+                                 (tat - now) / scale, retry))
+    return _new(GcraAnswer, (True, new_tat, (now - allow_at) // period_us,
+                             (new_tat - now) / scale, 0.0))
+
+
+_new = tuple.__new__
+"""``_new(GcraAnswer, (...))`` skips the NamedTuple's keyword-parsing ``__new__``: this runs
+once per rate counter per request."""
 
 
 def refund(tat: int, now_us: int, limit: int, period_us: int, cost: int) -> int:

@@ -13,9 +13,7 @@ plan with both tags is split by tag: the client group is charged first and, if t
 group then refuses, refunded (``CounterStore.release``/``reconcile``); so per-client limits
 are all-or-nothing up to that refund, and key and tenant limits exactly so. A JWT subject is
 never embedded in a key (it may be an email): its principal id is hashed (SHA-256, 96 bits).
-A rate's limit and period are part of its key (its GCRA state is in units of its rate), so a
-changed rate starts a fresh counter; quotas and concurrency slots keep their key, so raising a
-daily quota does not forgive the day's usage.
+A rate's limit and period are part of its key (``LimitSet.templates`` says why).
 """
 
 from __future__ import annotations
@@ -25,14 +23,16 @@ import socket
 from typing import NamedTuple
 
 from gatekeeper.networks import IPAddr
-from gatekeeper.policy.limits import LimitSet, TenantLimits
-
-RATE = "rate"
-CONCURRENCY = "concurrency"
-QUOTA = "quota"
-REQUESTS = "requests"
-TOKENS = "tokens"
-DAY = 86_400.0
+from gatekeeper.policy.limits import (
+    CONCURRENCY,
+    DAY,
+    QUOTA,
+    RATE,
+    REQUESTS,
+    TOKENS,
+    Template,
+    TenantLimits,
+)
 
 
 class Counter(NamedTuple):
@@ -75,37 +75,31 @@ def build_plan(tenant: str, credential: str, client: IPAddr | None, limits: Tena
                estimate: int = 0) -> Plan:
     """The counters a request charges. ``credential`` is ``credential_part(...)``, computed
     once per credential; ``estimate`` is the tokens reserved (reconciled after the response).
-    Requests from an unknown client address skip the per-client scope."""
+    Requests from an unknown client address skip the per-client scope. The counters' key
+    suffixes, limits and periods were precomputed with the policy (``TenantLimits``)."""
     if limits.empty:
         return EMPTY_PLAN
     tag = "{t:" + tenant + "}"
-    counters: list[Counter] = []
-    _scope(counters, limits.per_key, tag, f"gk:{tag}:{credential}", limits.lease, estimate)
-    _scope(counters, limits.per_tenant, tag, f"gk:{tag}:all", limits.lease, estimate)
-    if client is not None and not limits.per_client.empty:
+    out: list[Counter] = []
+    if limits.key_counters:
+        _scope(out, limits.key_counters, tag, "gk:" + tag + ":" + credential, estimate)
+    if limits.tenant_counters:
+        _scope(out, limits.tenant_counters, tag, "gk:" + tag + ":all", estimate)
+    if client is not None and limits.client_counters:
         ctag = "{c:" + client_part(client) + "}"
-        _scope(counters, limits.per_client, ctag, f"gk:{ctag}", limits.lease, estimate)
-    return tuple(counters)
+        _scope(out, limits.client_counters, ctag, "gk:" + ctag, estimate)
+    return tuple(out)
 
 
-def _scope(out: list[Counter], limits: LimitSet, tag: str, base: str, lease: float,
+def _scope(out: list[Counter], templates: tuple[Template, ...], tag: str, base: str,
            estimate: int) -> None:
-    if limits.empty:
-        return
-    if limits.requests is not None:
-        r = limits.requests
-        out.append(Counter(RATE, f"{base}:rq:{r.limit}/{r.period:g}", tag, r.limit, r.period,
-                           1, REQUESTS))
-    if limits.tokens is not None:
-        r = limits.tokens
-        out.append(Counter(RATE, f"{base}:tk:{r.limit}/{r.period:g}", tag, r.limit, r.period,
-                           estimate, TOKENS))
-    if limits.daily_requests is not None:
-        out.append(Counter(QUOTA, f"{base}:dq", tag,
-                           limits.daily_requests, DAY, 1, REQUESTS))
-    if limits.daily_tokens is not None:
-        out.append(Counter(QUOTA, f"{base}:dt", tag,
-                           limits.daily_tokens, DAY, estimate, TOKENS))
-    if limits.concurrency is not None:
-        out.append(Counter(CONCURRENCY, f"{base}:cc", tag,
-                           limits.concurrency, lease, 1, REQUESTS))
+    for kind, suffix, limit, period, unit, tokens in templates:
+        # tuple.__new__ skips the NamedTuple's keyword-parsing __new__ (about 3x cheaper)
+        out.append(_new(Counter, (kind, base + suffix, tag, limit, period,
+                                  estimate if tokens else 1, unit)))
+
+
+_new = tuple.__new__
+
+__all__ = ["CONCURRENCY", "DAY", "EMPTY_PLAN", "QUOTA", "RATE", "REQUESTS", "TOKENS", "Counter",
+           "Plan", "build_plan", "client_part", "credential_part"]

@@ -29,6 +29,17 @@ MAX_COUNT = 10**12
 DEFAULT_LEASE = 600.0
 """Seconds a concurrency slot is held when its holder never releases it (a crashed process)."""
 
+RATE = "rate"
+CONCURRENCY = "concurrency"
+QUOTA = "quota"
+REQUESTS = "requests"
+TOKENS = "tokens"
+DAY = 86_400.0
+
+Template = tuple[str, str, int, float, str, bool]
+"""One counter of a scope, precomputed: (kind, storage key suffix, limit, period, unit,
+charged the token estimate)."""
+
 _UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
           "h": 3600.0, "hour": 3600.0, "d": 86_400.0, "day": 86_400.0}
 _RATE = re.compile(r"\s*(\d{1,13})\s*/\s*(\d{1,7})?\s*([a-z]+)\s*")
@@ -58,6 +69,25 @@ class LimitSet:
     def empty(self) -> bool:
         return self == _NONE
 
+    def templates(self, lease: float) -> tuple[Template, ...]:
+        """The counters this scope charges, in check order. A rate's limit and period are in
+        its key (its GCRA state is in units of its rate, so a changed rate starts afresh);
+        quotas and slots keep their key, so raising a quota does not forgive usage."""
+        out: list[Template] = []
+        if self.requests is not None:
+            r = self.requests
+            out.append((RATE, f":rq:{r.limit}/{r.period:g}", r.limit, r.period, REQUESTS, False))
+        if self.tokens is not None:
+            r = self.tokens
+            out.append((RATE, f":tk:{r.limit}/{r.period:g}", r.limit, r.period, TOKENS, True))
+        if self.daily_requests is not None:
+            out.append((QUOTA, ":dq", self.daily_requests, DAY, REQUESTS, False))
+        if self.daily_tokens is not None:
+            out.append((QUOTA, ":dt", self.daily_tokens, DAY, TOKENS, True))
+        if self.concurrency is not None:
+            out.append((CONCURRENCY, ":cc", self.concurrency, lease, REQUESTS, False))
+        return tuple(out)
+
 
 _NONE = LimitSet()
 
@@ -72,10 +102,16 @@ class TenantLimits:
     charges_tokens: bool = field(init=False, default=False)
     """Some scope limits tokens: the request needs a token estimate and a reconcile."""
     empty: bool = field(init=False, default=True)
+    key_counters: tuple[Template, ...] = field(init=False, default=(), repr=False)
+    tenant_counters: tuple[Template, ...] = field(init=False, default=(), repr=False)
+    client_counters: tuple[Template, ...] = field(init=False, default=(), repr=False)
 
     def __post_init__(self) -> None:
         scopes = (self.per_key, self.per_tenant, self.per_client)
         object.__setattr__(self, "empty", all(s.empty for s in scopes))
+        object.__setattr__(self, "key_counters", self.per_key.templates(self.lease))
+        object.__setattr__(self, "tenant_counters", self.per_tenant.templates(self.lease))
+        object.__setattr__(self, "client_counters", self.per_client.templates(self.lease))
         object.__setattr__(self, "charges_tokens", any(
             s.tokens is not None or s.daily_tokens is not None for s in scopes))
 

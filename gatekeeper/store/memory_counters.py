@@ -1,12 +1,12 @@
 """Counters in process memory: the embedded default, for one process (each worker counts
 alone: ``--workers 4`` allows four times the limit; shared limits need the Redis store).
 
-Atomic because ``_apply`` never awaits: on one event loop no other request runs between the
-check and the charge. Time is only the ``now`` given. Memory is bounded: entries live in an
-``OrderedDict`` in least-recently-used order; each write drops up to two expired entries
-from the front and, past ``max_counters``, the least recently used one (O(1) each,
-``popitem(last=False)``). Forgetting a live counter only ever lets a client through sooner;
-``evicted_live`` counts it so an operator can size the bound.
+Atomic because ``apply_now`` is plain code: on one event loop no other request runs between
+the check and the charge. Time is only the ``now`` given. Memory is bounded: entries live in
+an ``OrderedDict`` in least-recently-used order; every 8th write drops up to 16 expired
+entries from the front and, past ``max_counters``, the least recently used one (O(1)
+amortised, ``popitem(last=False)``). Forgetting a live counter only ever lets a client
+through sooner; ``evicted_live`` counts it so an operator can size the bound.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from gatekeeper.limits.gcra import US, gcra, refund, to_us
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, Counter, Plan
-from gatekeeper.store.counters import CounterAnswer, CounterStore, Lease
+from gatekeeper.store.counters import CounterAnswer, EmbeddedCounterStore, Lease
 
 DEFAULT_MAX_COUNTERS = 200_000
 
@@ -27,23 +27,32 @@ Entry = list[Any]
 concurrency -> {lease id: expires_us}."""
 
 
-class MemoryCounterStore(CounterStore):
+class MemoryCounterStore(EmbeddedCounterStore):
     def __init__(self, max_counters: int = DEFAULT_MAX_COUNTERS) -> None:
         self.max_counters = max_counters
         self.evicted_live = 0
         self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._writes = 0
         self._leases = itertools.count(1)
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
+    def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]:
         now_us = to_us(now)
+        entries = self._entries
         staged: dict[str, Entry] = {}
         answers: list[CounterAnswer] = []
         passed = True
         for c in plan:
-            entry = staged.get(c.key) or self._live(c.key, now_us)
+            key = c.key
+            entry: Entry | None
+            if key in staged:  # a key twice in one plan sees its first charge
+                entry = staged[key]
+            else:
+                entry = entries.get(key)
+                if entry is not None and entry[0] <= now_us:
+                    entry = None  # expired: as if never charged
             kind = c.kind
             if kind == RATE:
                 answer, entry = _rate(c, entry, now_us)
@@ -53,16 +62,19 @@ class MemoryCounterStore(CounterStore):
                 answer, entry = _slot(c, entry, now_us, next(self._leases))
             else:
                 raise ValueError(f"unknown counter kind {kind!r}")
-            passed = passed and answer.allowed
+            if not answer[0]:
+                passed = False
             answers.append(answer)
-            staged[c.key] = entry
+            staged[key] = entry
         if not passed:
             return [a._replace(lease=None) if a.lease else a for a in answers]
         for key, entry in staged.items():
-            self._put(key, entry, now_us)
+            entries[key] = entry
+            entries.move_to_end(key)
+        self._sweep(now_us)
         return answers
 
-    async def _release(self, leases: Sequence[Lease], now: float) -> int:
+    def release_now(self, leases: Sequence[Lease], now: float) -> int:
         now_us, released = to_us(now), 0
         for lease in leases:
             entry = self._live(lease.key, now_us)
@@ -70,8 +82,7 @@ class MemoryCounterStore(CounterStore):
                 released += 1
         return released
 
-    async def _reconcile(self, counter: Counter, reserved: int, actual: int,
-                         now: float) -> None:
+    def reconcile_now(self, counter: Counter, reserved: int, actual: int, now: float) -> None:
         now_us = to_us(now)
         entry = self._live(counter.key, now_us)
         period_us = round(counter.period * US)
@@ -97,24 +108,34 @@ class MemoryCounterStore(CounterStore):
         return None
 
     def _put(self, key: str, entry: Entry, now_us: int) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        self._sweep(now_us)
+
+    def _sweep(self, now_us: int) -> None:
+        """Every 8th write, drop up to 16 expired entries from the least recently used end;
+        always drop the least recently used while over the bound: O(1) amortised per write,
+        and the store never keeps more than its bound."""
         entries = self._entries
-        entries[key] = entry
-        entries.move_to_end(key)
-        for _ in range(2):
+        self._writes += 1
+        for _ in range(0 if self._writes & 7 else 16):
             oldest = next(iter(entries.values()))
             if oldest[0] > now_us:
                 break
             entries.popitem(last=False)
-        if len(entries) > self.max_counters:
-            entries.popitem(last=False)
-            self.evicted_live += 1
+        while len(entries) > self.max_counters:
+            if entries.popitem(last=False)[1][0] > now_us:
+                self.evicted_live += 1
 
 
 def _rate(c: Counter, entry: Entry | None, now_us: int) -> tuple[CounterAnswer, Entry]:
-    period_us = round(c.period * US)
-    a = gcra(0 if entry is None else entry[1], now_us, c.limit, period_us, c.limit, c.cost)
-    return (CounterAnswer(a.allowed, a.remaining, a.reset_after, a.retry_after),
-            [a.tat // c.limit + 1, a.tat])
+    limit = c.limit
+    allowed, tat, remaining, reset, retry = gcra(0 if entry is None else entry[1], now_us,
+                                                 limit, round(c.period * US), limit, c.cost)
+    return _new(CounterAnswer, (allowed, remaining, reset, retry, None)), [tat // limit + 1, tat]
+
+
+_new = tuple.__new__
 
 
 def _quota(c: Counter, entry: Entry | None, now_us: int) -> tuple[CounterAnswer, Entry]:

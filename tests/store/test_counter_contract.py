@@ -269,7 +269,7 @@ async def test_200_concurrent_applies_against_50_allow_exactly_50(
 # --- what the base adds: error wrapping -----------------------------------------------------
 
 class _Broken(MemoryCounterStore):
-    async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
+    def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]:
         raise ConnectionError("backend down")
 
 
@@ -284,12 +284,12 @@ async def test_backend_errors_are_wrapped_once_in_a_store_error(clock: ManualClo
 # --- memory only: bounded ----------------------------------------------------------------------
 
 async def test_memory_counters_are_bounded_and_drop_expired_ones(clock: ManualClock) -> None:
-    store = MemoryCounterStore(max_counters=10)
+    store = MemoryCounterStore(max_counters=20)
     for i in range(100):
         await store.apply((rate(5, 1.0, key=f"k{i}"),), clock.now())
-    assert len(store) == 10 and store.evicted_live == 90
+    assert len(store) == 20 and store.evicted_live == 80
     clock.advance(5.0)  # every counter above is back to full: expired
-    for i in range(3):
+    for i in range(16):  # two sweeps of up to 16 (every 8th write)
         await store.apply((rate(5, 1.0, key=f"new{i}"),), clock.now())
-    assert len(store) <= 7
-    assert store.evicted_live == 90
+    assert len(store) == 16  # the expired ones were swept, none live was evicted
+    assert store.evicted_live == 80
