@@ -39,7 +39,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
         return len(self._entries)
 
     def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]:
-        now_us = to_us(now)
+        now_us = round(now * US)  # to_us, inlined: this runs on every limited request
         entries = self._entries
         staged: dict[str, Entry] = {}
         answers: list[CounterAnswer] = []
@@ -55,7 +55,12 @@ class MemoryCounterStore(EmbeddedCounterStore):
                     entry = None  # expired: as if never charged
             kind = c.kind
             if kind == RATE:
-                answer, entry = _rate(c, entry, now_us)
+                limit = c.limit
+                allowed, tat, remaining, reset, retry = gcra(
+                    0 if entry is None else entry[1], now_us, limit, round(c.period * US),
+                    limit, c.cost)
+                answer = _new(CounterAnswer, (allowed, remaining, reset, retry, None))
+                entry = [tat // limit + 1, tat]
             elif kind == QUOTA:
                 answer, entry = _quota(c, entry, now_us)
             elif kind == CONCURRENCY:
@@ -126,13 +131,6 @@ class MemoryCounterStore(EmbeddedCounterStore):
         while len(entries) > self.max_counters:
             if entries.popitem(last=False)[1][0] > now_us:
                 self.evicted_live += 1
-
-
-def _rate(c: Counter, entry: Entry | None, now_us: int) -> tuple[CounterAnswer, Entry]:
-    limit = c.limit
-    allowed, tat, remaining, reset, retry = gcra(0 if entry is None else entry[1], now_us,
-                                                 limit, round(c.period * US), limit, c.cost)
-    return _new(CounterAnswer, (allowed, remaining, reset, retry, None)), [tat // limit + 1, tat]
 
 
 _new = tuple.__new__
