@@ -15,9 +15,17 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from gatekeeper import reasons
-from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, Counter, Plan
+from gatekeeper.limits.plan import (
+    CONCURRENCY,
+    QUOTA,
+    RATE,
+    REQUESTS,
+    Counter,
+    CounterAnswer,
+    Lease,
+    Plan,
+)
 from gatekeeper.reasons import Reason
-from gatekeeper.store.counters import CounterAnswer, Lease
 
 Headers = tuple[tuple[bytes, bytes], ...]
 

@@ -50,6 +50,26 @@ class Counter(NamedTuple):
     """``requests`` or ``tokens``: what the counter counts (and which headers it fills)."""
 
 
+class Lease(NamedTuple):
+    """A concurrency slot held by one request: its counter's storage key and its id."""
+
+    key: str
+    id: int
+
+
+class CounterAnswer(NamedTuple):
+    allowed: bool
+    """This counter would allow the request (the plan passes only if every one does)."""
+    remaining: int
+    """Units left now (after this request's charge when the whole plan passed)."""
+    reset_after: float
+    """Seconds until the counter is back to its full limit."""
+    retry_after: float
+    """Seconds until this request could pass here: 0 when allowed, inf when it never can."""
+    lease: Lease | None = None
+    """The slot taken, for a concurrency counter of a passed plan."""
+
+
 Plan = tuple[Counter, ...]
 """The counters of one request, in the order they are checked (and reported)."""
 EMPTY_PLAN: Plan = ()
@@ -102,4 +122,4 @@ def _scope(out: list[Counter], templates: tuple[Template, ...], tag: str, base: 
 _new = tuple.__new__
 
 __all__ = ["CONCURRENCY", "DAY", "EMPTY_PLAN", "QUOTA", "RATE", "REQUESTS", "TOKENS", "Counter",
-           "Plan", "build_plan", "client_part", "credential_part"]
+           "CounterAnswer", "Lease", "Plan", "build_plan", "client_part", "credential_part"]

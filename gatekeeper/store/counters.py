@@ -23,30 +23,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from gatekeeper.errors import GatekeeperError, StoreError
-from gatekeeper.limits.plan import Counter, Plan
+from gatekeeper.limits.plan import Counter, CounterAnswer, Lease, Plan
 
-
-class Lease(NamedTuple):
-    """A concurrency slot held by one request: its counter's storage key and its id."""
-
-    key: str
-    id: int
-
-
-class CounterAnswer(NamedTuple):
-    allowed: bool
-    """This counter would allow the request (the plan passes only if every one does)."""
-    remaining: int
-    """Units left now (after this request's charge when the whole plan passed)."""
-    reset_after: float
-    """Seconds until the counter is back to its full limit."""
-    retry_after: float
-    """Seconds until this request could pass here: 0 when allowed, inf when it never can."""
-    lease: Lease | None = None
-    """The slot taken, for a concurrency counter of a passed plan."""
+__all__ = ["CounterAnswer", "CounterStore", "EmbeddedCounterStore", "Lease"]
 
 
 class CounterStore(ABC):

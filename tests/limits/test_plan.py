@@ -80,3 +80,13 @@ def test_ipv6_clients_are_grouped_by_their_64() -> None:
 def test_an_unknown_client_address_skips_the_per_client_scope() -> None:
     plan = build_plan("acme", "kX", None, FULL)
     assert all(c.tag == "{t:acme}" for c in plan)
+
+
+def test_every_limits_module_imports_first_in_a_fresh_interpreter() -> None:
+    """The store's counter capability and the engine import each other's data: no cycle."""
+    import subprocess
+    import sys
+    for module in ("gatekeeper.store.counters", "gatekeeper.store.memory_counters",
+                   "gatekeeper.limits.answer", "gatekeeper.limits.plan",
+                   "gatekeeper.policy.limits"):
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
