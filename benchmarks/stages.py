@@ -10,7 +10,7 @@ from ``instructions.py --stages``, which runs this module as a child:
 
 Adding a row for a new stage (limits, geo, resale) is one decorated builder::
 
-    @stage("limits", CACHED, "request and token limits (memory store)", budget="4 us")
+    @stage("limits", LIMITS, "request and token limits (memory store)", budget="4 us")
     def _limits(ctx: StageContext) -> Callable[[], object]:
         return lambda: ...
 
@@ -51,9 +51,12 @@ from benchmarks.scenarios import audit_sink, benchmark_policy, credential_for
 from benchmarks.stats import Paired, paired
 from gatekeeper.decision import Decision, decide
 from gatekeeper.facts import Headers, RequestFacts, Scan
+from gatekeeper.limits.plan import build_plan, credential_part
 from gatekeeper.pipeline import MISS, evaluate, prepare, record_key, route
+from gatekeeper.policy.limits import LimitSet, Rate, TenantLimits
 from gatekeeper.principal import Principal
 from gatekeeper.reasons import OK
+from gatekeeper.store.memory_counters import MemoryCounterStore
 
 T = TypeVar("T")
 
@@ -61,9 +64,12 @@ CACHED = "cached"
 MISS_PATH = "miss"
 REFUSAL = "refusal"
 GEO = "geo"
+LIMITS = "limits"
 GROUPS = {
     CACHED: "Allowed request, decision record fresh (every request of a known client): "
             "the foundation path",
+    LIMITS: "Limits (the engine alone, not yet wired into requests): added on top of the "
+            "foundation path for a key with limits",
     MISS_PATH: "Decision-record miss (once per credential and client per keys.cache_ttl, "
                "1 s by default)",
     REFUSAL: "Refusal path (every refused request: refusals are never recorded)",
@@ -227,6 +233,50 @@ def _prepare(ctx: StageContext) -> Callable[[], object]:
 def _metrics(ctx: StageContext) -> Callable[[], object]:
     record = ctx.gk.metrics.record
     return lambda: record(OK, 2e-6)
+
+
+# --- limits (engine only: not yet wired into the middleware) ------------------------------------
+
+BENCH_LIMITS = TenantLimits(per_key=LimitSet(requests=Rate(60, 60.0), tokens=Rate(90_000, 60.0)))
+BENCH_LIMITS_CC = TenantLimits(per_key=LimitSet(requests=Rate(60, 60.0),
+                                                tokens=Rate(90_000, 60.0), concurrency=4))
+TOKEN_ESTIMATE = 500
+
+
+def _limits_call(ctx: StageContext, limits: TenantLimits,
+                 release: bool) -> Callable[[], object]:
+    """``build_plan`` + ``MemoryCounterStore.apply`` (+ ``release`` of the slot), one second
+    apart each call, so 60/minute and 90000 tokens/minute always allow."""
+    store, principal, client = MemoryCounterStore(), ctx.principal, ctx.facts.client
+    tenant, kind, key_id = principal.tenant, principal.kind, principal.key_id
+    clock = [ctx.now]
+
+    def limits_stage() -> object:
+        clock[0] = now = clock[0] + 1.0
+        plan = build_plan(tenant, credential_part(kind, key_id), client, limits,
+                          TOKEN_ESTIMATE)
+        answers = drive(store.apply(plan, now))
+        if release:
+            drive(store.release([a.lease for a in answers if a.lease is not None], now))
+        return answers
+    return limits_stage
+
+
+def _all_allowed(ctx: StageContext, answers: Any) -> bool:
+    return all(a.allowed for a in answers)
+
+
+@stage("limits", LIMITS, "request + token limits: `build_plan` + `MemoryCounterStore.apply` "
+       "(60/minute, 90000 tokens/minute, per key)", budget="4 us", expect=_all_allowed)
+def _limits(ctx: StageContext) -> Callable[[], object]:
+    return _limits_call(ctx, BENCH_LIMITS, release=False)
+
+
+@stage("limits-concurrency", LIMITS, "request + token + concurrency limits: `build_plan` + "
+       "`apply` + `release` of the slot", budget="8 us (4 more than `limits`)",
+       expect=_all_allowed)
+def _limits_concurrency(ctx: StageContext) -> Callable[[], object]:
+    return _limits_call(ctx, BENCH_LIMITS_CC, release=True)
 
 
 # --- a decision-record miss ---------------------------------------------------------------------

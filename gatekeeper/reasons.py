@@ -30,6 +30,8 @@ class Reason:
     """What an operator reads in the README table."""
     stage: str = "decide"
     """The pipeline stage that decides it."""
+    wire_code: str = ""
+    """The ``error.code`` the client sees when it differs from ``code`` (OpenAI's own names)."""
     index: int = field(default=0, compare=False)
     """Position in ``(OK, *REFUSALS)``: metrics count by a list index, not a dict lookup."""
     body: bytes = field(init=False, repr=False, compare=False)
@@ -39,7 +41,7 @@ class Reason:
         if self.stage not in STAGES:
             raise ValueError(f"unknown stage {self.stage!r}")
         payload = {"error": {"message": self.message, "type": self.error_type,
-                             "param": None, "code": self.code}}
+                             "param": None, "code": self.wire_code or self.code}}
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = [(b"content-type", b"application/json"),
                    (b"content-length", str(len(body)).encode()),
@@ -150,12 +152,34 @@ REQUEST_TARGET_INVALID = _r(
     "The request-target names no path: `OPTIONS *` or CONNECT's `host:port`. Absolute-form "
     "(`http://host/v1/x`) and slash-less targets are re-rooted and checked like any path.")
 
+RATE_LIMITED = _r(
+    "rate_limited", 429, "store",
+    "Rate limit reached for requests. Retry after the time in the retry-after header.",
+    "A requests-per-period limit (per key, tenant or client address) has no room; "
+    "`retry-after` says when it will.")
+TOKENS_LIMITED = _r(
+    "tokens_limited", 429, "store",
+    "Rate limit reached for tokens. Retry after the time in the retry-after header.",
+    "A tokens-per-period limit has no room for this request's token estimate (an estimate "
+    "larger than the whole limit gets no `retry-after`: it can never pass).")
+CONCURRENCY_LIMITED = _r(
+    "concurrency_limited", 429, "store",
+    "Too many concurrent requests. Retry when one of them has finished.",
+    "Every concurrency slot (per key, tenant or client address) is held by a request in "
+    "flight.")
+QUOTA_EXCEEDED = Reason(
+    "quota_exceeded", 429, "insufficient_quota",
+    "You exceeded your current quota. It resets at the start of the next period.",
+    "A daily request or token quota is used up; the body's code is OpenAI's "
+    "`insufficient_quota`.", "store", "insufficient_quota")
+
 REFUSALS: tuple[Reason, ...] = (
     REQUEST_TARGET_INVALID, CREDENTIAL_MISSING, CREDENTIAL_MALFORMED, CREDENTIAL_CONFLICT,
     KEY_UNKNOWN, KEY_REVOKED, KEY_SUSPENDED, KEY_EXPIRED, TOKEN_INVALID, TOKEN_EXPIRED,
     TENANT_UNKNOWN, TENANT_DISABLED,
     TENANT_MISMATCH, NETWORK_NOT_ALLOWED, COUNTRY_NOT_ALLOWED, FORWARDED_MALFORMED,
-    STORE_UNAVAILABLE, AUTH_UNAVAILABLE, INTERNAL_ERROR,
+    STORE_UNAVAILABLE, AUTH_UNAVAILABLE, INTERNAL_ERROR, RATE_LIMITED, TOKENS_LIMITED,
+    CONCURRENCY_LIMITED, QUOTA_EXCEEDED,
 )
 """The table, in README order. A test keeps the README in step with it."""
 

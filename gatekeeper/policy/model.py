@@ -11,6 +11,7 @@ from gatekeeper.geo.rules import CountryRule
 from gatekeeper.networks import EMPTY, NetworkSet
 from gatekeeper.policy.geo import GeoPolicy
 from gatekeeper.policy.issuers import IssuerPolicy
+from gatekeeper.policy.limits import NO_LIMITS, TenantLimits
 from gatekeeper.reasons import Reason
 from gatekeeper.routes import RoutePolicy
 
@@ -26,6 +27,8 @@ class TenantPolicy:
     disabled: bool = False
     countries: CountryRule | None = None
     """Where the tenant's keys may be used from; None: anywhere, and no lookup is made."""
+    limits: TenantLimits = NO_LIMITS
+    """Rates, concurrency and quotas (``policy/limits.py``); none by default, costing nothing."""
 
 
 @dataclass(frozen=True, slots=True)

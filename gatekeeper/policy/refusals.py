@@ -1,7 +1,7 @@
 """The ``refusals`` section: what a refused client is told.
 
 ``conceal: true`` answers every refusal that tells a key checker something about a stolen
-key (revoked, suspended, expired, bound to other networks, of a disabled tenant) exactly as
+key (revoked, suspended, expired, bound to other networks or countries, of a disabled tenant) exactly as
 an unknown key is answered, so live keys cannot be told from dead ones by probing. The audit
 line and the metrics keep the real reason: only the wire answer changes.
 """
@@ -22,6 +22,7 @@ CONCEALED: Mapping[Reason, Reason] = MappingProxyType({
     reasons.TENANT_UNKNOWN: reasons.KEY_UNKNOWN,
     reasons.TENANT_DISABLED: reasons.KEY_UNKNOWN,
     reasons.NETWORK_NOT_ALLOWED: reasons.KEY_UNKNOWN,
+    reasons.COUNTRY_NOT_ALLOWED: reasons.KEY_UNKNOWN,
     reasons.TOKEN_EXPIRED: reasons.TOKEN_INVALID,
 })
 """Refusal -> what the client is told instead, under ``refusals.conceal``."""

@@ -1,0 +1,93 @@
+"""From the store's answers to the request's outcome: allowed or the reason, and headers.
+
+Pure, so replay and tests can decide from recorded answers. Headers are OpenAI's, taken from
+this request's own answers (never a second store read): the ``-requests`` and ``-tokens`` trios
+come from the tightest rate counter of each unit (fewest remaining), so a client backing off on
+them backs off enough. A refusal adds ``retry-after`` (whole seconds, rounded up) and
+``retry-after-ms`` for the longest wait among the refusing counters, since the request needs
+all of them; a cost that can never pass (larger than its whole limit) gets neither.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from gatekeeper import reasons
+from gatekeeper.limits.plan import (
+    CONCURRENCY,
+    QUOTA,
+    RATE,
+    REQUESTS,
+    Counter,
+    CounterAnswer,
+    Lease,
+    Plan,
+)
+from gatekeeper.reasons import Reason
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+class LimitOutcome(NamedTuple):
+    allowed: bool
+    reason: Reason
+    """``OK`` or the refusing counter's reason."""
+    refused: Counter | None
+    """The counter that decided the refusal (the longest wait): what the audit line names."""
+    retry_after: float
+    """Seconds; 0 when allowed, inf when the request can never pass."""
+    headers: Headers
+    leases: tuple[Lease, ...] = ()
+    """Concurrency slots taken: released by the request's settle."""
+
+
+def reason_for(counter: Counter) -> Reason:
+    if counter.kind == QUOTA:
+        return reasons.QUOTA_EXCEEDED
+    if counter.kind == CONCURRENCY:
+        return reasons.CONCURRENCY_LIMITED
+    return reasons.RATE_LIMITED if counter.unit == REQUESTS else reasons.TOKENS_LIMITED
+
+
+def outcome(plan: Plan, answers: Sequence[CounterAnswer]) -> LimitOutcome:
+    refused: Counter | None = None
+    wait = 0.0
+    tightest: dict[str, tuple[Counter, CounterAnswer]] = {}
+    leases: list[Lease] = []
+    for counter, answer in zip(plan, answers, strict=True):
+        if not answer.allowed and (refused is None or answer.retry_after > wait):
+            refused, wait = counter, answer.retry_after
+        if answer.lease is not None:
+            leases.append(answer.lease)
+        if counter.kind == RATE:
+            best = tightest.get(counter.unit)
+            if best is None or answer.remaining < best[1].remaining:
+                tightest[counter.unit] = (counter, answer)
+    headers: list[tuple[bytes, bytes]] = []
+    for unit, (counter, answer) in tightest.items():
+        headers += [(b"x-ratelimit-limit-" + unit.encode(), str(counter.limit).encode()),
+                    (b"x-ratelimit-remaining-" + unit.encode(),
+                     str(max(0, answer.remaining)).encode()),
+                    (b"x-ratelimit-reset-" + unit.encode(), duration(answer.reset_after))]
+    if refused is None:
+        return LimitOutcome(True, reasons.OK, None, 0.0, tuple(headers), tuple(leases))
+    if wait != math.inf:
+        headers += [(b"retry-after", str(max(1, math.ceil(wait))).encode()),
+                    (b"retry-after-ms", str(max(1, math.ceil(wait * 1000))).encode())]
+    return LimitOutcome(False, reason_for(refused), refused, wait, tuple(headers))
+
+
+def duration(seconds: float) -> bytes:
+    """OpenAI's (Go's) duration text: ``20ms``, ``1.5s``, ``6m0s``, ``1h2m3s``; rounded up."""
+    if seconds <= 0:
+        return b"0s"
+    ms = math.ceil(seconds * 1000)
+    if ms < 1000:
+        return f"{ms}ms".encode()
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "")
+    return f"{text}{secs}s".encode()

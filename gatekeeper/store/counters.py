@@ -1,0 +1,112 @@
+"""The counter capability: limit counters, separate from key records.
+
+A backend may offer key records (``Store``), counters (``CounterStore``) or both, so the
+default composes SQLite key records with counters in process memory, and the Redis store can
+offer both in one connection. The public calls wrap every backend failure once, here, in a
+``StoreError`` (the decision's fail rule then applies), so backends raise whatever their
+client raises.
+
+Contract (``tests/store/test_counter_contract.py`` runs it against every backend):
+
+* ``apply(plan, now)`` is all-or-nothing: it answers every counter, and charges them all only
+  when every one allows; a refused plan changes nothing. It is one atomic step (memory: no
+  await inside; Redis: one Lua script), so concurrent requests never overshoot a limit.
+* time is only the ``now`` passed in (Unix seconds), never a clock read inside a backend, so
+  replay and tests decide time.
+* a concurrency slot is a lease: taken by ``apply``, given back by ``release`` exactly once
+  (a second release is a no-op), and forgotten at its expiry if its holder died.
+* ``reconcile`` corrects a token reservation with the real usage, once per reservation (the
+  caller's settle runs once); counts never go below zero.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from gatekeeper.errors import GatekeeperError, StoreError
+from gatekeeper.limits.plan import Counter, CounterAnswer, Lease, Plan
+
+__all__ = ["CounterAnswer", "CounterStore", "EmbeddedCounterStore", "Lease"]
+
+
+class CounterStore(ABC):
+    async def apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        """One answer per counter, in plan order; charged only if all allow."""
+        try:
+            return await self._apply(plan, now)
+        except GatekeeperError:
+            raise
+        except Exception as exc:
+            raise StoreError("apply", _cause(exc)) from exc
+
+    async def release(self, leases: Sequence[Lease], now: float) -> int:
+        """Give slots back; how many were still held (an expired or released one counts 0)."""
+        try:
+            return await self._release(leases, now)
+        except GatekeeperError:
+            raise
+        except Exception as exc:
+            raise StoreError("release", _cause(exc)) from exc
+
+    async def reconcile(self, counter: Counter, reserved: int, actual: int, now: float) -> None:
+        """Charge ``actual - reserved`` more units (or hand back the difference) on a rate or
+        quota counter charged ``reserved`` by an earlier ``apply``."""
+        if reserved == actual:
+            return
+        try:
+            await self._reconcile(counter, reserved, actual, now)
+        except GatekeeperError:
+            raise
+        except Exception as exc:
+            raise StoreError("reconcile", _cause(exc)) from exc
+
+    @abstractmethod
+    async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]: ...
+
+    @abstractmethod
+    async def _release(self, leases: Sequence[Lease], now: float) -> int: ...
+
+    @abstractmethod
+    async def _reconcile(self, counter: Counter, reserved: int, actual: int,
+                         now: float) -> None: ...
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class EmbeddedCounterStore(CounterStore):
+    """A backend that answers without I/O (memory): it writes plain methods, and its async
+    calls are one coroutine each instead of two (this runs on every limited request)."""
+
+    async def apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        try:
+            return self.apply_now(plan, now)
+        except GatekeeperError:
+            raise
+        except Exception as exc:
+            raise StoreError("apply", _cause(exc)) from exc
+
+    async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        return self.apply_now(plan, now)
+
+    async def _release(self, leases: Sequence[Lease], now: float) -> int:
+        return self.release_now(leases, now)
+
+    async def _reconcile(self, counter: Counter, reserved: int, actual: int,
+                         now: float) -> None:
+        self.reconcile_now(counter, reserved, actual, now)
+
+    @abstractmethod
+    def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]: ...
+
+    @abstractmethod
+    def release_now(self, leases: Sequence[Lease], now: float) -> int: ...
+
+    @abstractmethod
+    def reconcile_now(self, counter: Counter, reserved: int, actual: int, now: float) -> None:
+        ...
+
+
+def _cause(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,163 @@
+"""Counters in process memory: the embedded default, for one process (each worker counts
+alone: ``--workers 4`` allows four times the limit; shared limits need the Redis store).
+
+Atomic because ``apply_now`` is plain code: on one event loop no other request runs between
+the check and the charge. Time is only the ``now`` given. Memory is bounded: entries live in
+an ``OrderedDict`` in least-recently-used order; every 8th write drops up to 16 expired
+entries from the front and, past ``max_counters``, the least recently used one (O(1)
+amortised, ``popitem(last=False)``). Forgetting a live counter only ever lets a client
+through sooner; ``evicted_live`` counts it so an operator can size the bound.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from gatekeeper.limits.gcra import US, gcra, refund, to_us
+from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, Counter, Plan
+from gatekeeper.store.counters import CounterAnswer, EmbeddedCounterStore, Lease
+
+DEFAULT_MAX_COUNTERS = 200_000
+
+Entry = list[Any]
+"""``[expires_us, value]``: rate -> tat (int), quota -> [window_start_us, used],
+concurrency -> {lease id: expires_us}."""
+
+
+class MemoryCounterStore(EmbeddedCounterStore):
+    def __init__(self, max_counters: int = DEFAULT_MAX_COUNTERS) -> None:
+        self.max_counters = max_counters
+        self.evicted_live = 0
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._writes = 0
+        self._leases = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        now_us = round(now * US)  # to_us, inlined: this runs on every limited request
+        entries = self._entries
+        staged: dict[str, Entry] = {}
+        answers: list[CounterAnswer] = []
+        passed = True
+        for c in plan:
+            key = c.key
+            entry: Entry | None
+            if key in staged:  # a key twice in one plan sees its first charge
+                entry = staged[key]
+            else:
+                entry = entries.get(key)
+                if entry is not None and entry[0] <= now_us:
+                    entry = None  # expired: as if never charged
+            kind = c.kind
+            if kind == RATE:
+                limit = c.limit
+                allowed, tat, remaining, reset, retry = gcra(
+                    0 if entry is None else entry[1], now_us, limit, round(c.period * US),
+                    limit, c.cost)
+                answer = _new(CounterAnswer, (allowed, remaining, reset, retry, None))
+                entry = [tat // limit + 1, tat]
+            elif kind == QUOTA:
+                answer, entry = _quota(c, entry, now_us)
+            elif kind == CONCURRENCY:
+                answer, entry = _slot(c, entry, now_us, next(self._leases))
+            else:
+                raise ValueError(f"unknown counter kind {kind!r}")
+            if not answer[0]:
+                passed = False
+            answers.append(answer)
+            staged[key] = entry
+        if not passed:
+            return [a._replace(lease=None) if a.lease else a for a in answers]
+        for key, entry in staged.items():
+            entries[key] = entry
+            entries.move_to_end(key)
+        self._sweep(now_us)
+        return answers
+
+    def release_now(self, leases: Sequence[Lease], now: float) -> int:
+        now_us, released = to_us(now), 0
+        for lease in leases:
+            entry = self._live(lease.key, now_us)
+            if entry is not None and entry[1].pop(lease.id, None) is not None:
+                released += 1
+        return released
+
+    def reconcile_now(self, counter: Counter, reserved: int, actual: int, now: float) -> None:
+        now_us = to_us(now)
+        entry = self._live(counter.key, now_us)
+        period_us = round(counter.period * US)
+        if counter.kind == RATE:
+            tat = 0 if entry is None else entry[1]
+            tat = refund(tat, now_us, counter.limit, period_us, reserved - actual)
+            self._put(counter.key, [tat // counter.limit + 1, tat], now_us)
+        elif counter.kind == QUOTA:
+            start = now_us - now_us % period_us
+            if entry is not None and entry[1][0] == start:
+                used = max(0, entry[1][1] + actual - reserved)
+            elif actual > reserved:
+                used = actual - reserved  # the reservation's window is over: extra usage
+            else:  # counts in this one; a refund to a finished window is dropped
+                return
+            self._put(counter.key, [start + period_us, [start, used]], now_us)
+
+    def _live(self, key: str, now_us: int) -> Entry | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] > now_us:
+            return entry
+        del self._entries[key]
+        return None
+
+    def _put(self, key: str, entry: Entry, now_us: int) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        self._sweep(now_us)
+
+    def _sweep(self, now_us: int) -> None:
+        """Every 8th write, drop up to 16 expired entries from the least recently used end;
+        always drop the least recently used while over the bound: O(1) amortised per write,
+        and the store never keeps more than its bound."""
+        entries = self._entries
+        self._writes += 1
+        for _ in range(0 if self._writes & 7 else 16):
+            oldest = next(iter(entries.values()))
+            if oldest[0] > now_us:
+                break
+            entries.popitem(last=False)
+        while len(entries) > self.max_counters:
+            if entries.popitem(last=False)[1][0] > now_us:
+                self.evicted_live += 1
+
+
+_new = tuple.__new__
+
+
+def _quota(c: Counter, entry: Entry | None, now_us: int) -> tuple[CounterAnswer, Entry]:
+    period_us = round(c.period * US)
+    start = now_us - now_us % period_us
+    used = entry[1][1] if entry is not None and entry[1][0] == start else 0
+    end = start + period_us
+    reset = (end - now_us) / US
+    if used + c.cost > c.limit:
+        retry = float("inf") if c.cost > c.limit else reset
+        return CounterAnswer(False, c.limit - used, reset, retry), [end, [start, used]]
+    used += c.cost
+    return CounterAnswer(True, c.limit - used, reset, 0.0), [end, [start, used]]
+
+
+def _slot(c: Counter, entry: Entry | None, now_us: int,
+          lease_id: int) -> tuple[CounterAnswer, Entry]:
+    held: dict[int, int] = {} if entry is None else \
+        {k: v for k, v in entry[1].items() if v > now_us}
+    if len(held) >= c.limit:
+        soonest = (min(held.values()) - now_us) / US
+        return CounterAnswer(False, 0, soonest, min(1.0, soonest)), [entry[0] if entry else 0,
+                                                                       held]
+    expires = now_us + round(c.period * US)
+    held[lease_id] = expires
+    return (CounterAnswer(True, c.limit - len(held), 0.0, 0.0, Lease(c.key, lease_id)),
+            [max(expires, entry[0] if entry else 0), held])

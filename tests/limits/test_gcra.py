@@ -1,0 +1,41 @@
+"""GCRA arithmetic: exact integer steps, nothing charged on refusal."""
+
+from __future__ import annotations
+
+import math
+
+from gatekeeper.limits.gcra import US, gcra, refund, to_us
+
+NOW = to_us(1_700_000_000.0)
+
+
+def test_a_fresh_counter_allows_the_whole_burst_and_no_more() -> None:
+    tat = 0
+    for i in range(7):
+        answer = gcra(tat, NOW, 7, 60 * US, 7)
+        assert answer.allowed and answer.remaining == 6 - i
+        tat = answer.tat
+    refused = gcra(tat, NOW, 7, 60 * US, 7)
+    assert not refused.allowed and refused.tat == tat
+    assert math.isclose(refused.retry_after, 60 / 7)
+
+
+def test_thirds_do_not_drift_over_many_periods() -> None:
+    tat, passed = 0, 0
+    for step in range(3 * 1000):  # a request every 1/3 s (rounded up), for 1000 s
+        now = NOW - (-step * US // 3)
+        answer = gcra(tat, now, 3, US, 2)
+        passed += answer.allowed
+        tat = answer.tat
+    assert passed == 3000
+    assert not gcra(tat, NOW + 1000 * US, 3, US, 2, 2).allowed  # and no credit piled up
+
+
+def test_to_us_rounds_float_noise_away() -> None:
+    assert to_us(1_700_000_000.05) - to_us(1_700_000_000.0) == 50_000
+
+
+def test_refund_never_leaves_credit_beyond_the_burst() -> None:
+    charged = gcra(0, NOW, 10, US, 10, 4).tat
+    assert refund(charged, NOW, 10, US, 100) == NOW * 10
+    assert refund(0, NOW, 10, US, -3) == NOW * 10 + 3 * US  # an extra charge on a fresh one

@@ -1,0 +1,295 @@
+"""The behaviour every counter store shares, run against each backend that has counters
+(memory now; the Redis store joins the ``counters`` fixture's params). Time is injected: a
+``ManualClock`` moves only when a test says so, and every call is given its ``now``."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gatekeeper.clock import ManualClock
+from gatekeeper.errors import StoreError
+from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, TOKENS, Counter, Plan
+from gatekeeper.store.counters import CounterAnswer, CounterStore
+from gatekeeper.store.memory_counters import MemoryCounterStore
+
+pytestmark = pytest.mark.anyio
+
+DAY = 86_400.0
+MIDNIGHT = 1_700_006_400.0
+"""2023-11-15T00:00:00Z: a UTC day boundary (a multiple of 86 400)."""
+START = 1_700_000_000.0
+
+
+@pytest.fixture(params=["memory"])
+async def counters(request: pytest.FixtureRequest) -> AsyncIterator[CounterStore]:
+    store: CounterStore = MemoryCounterStore()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+def rate(limit: int, period: float, cost: int = 1, key: str = "r", unit: str = REQUESTS
+         ) -> Counter:
+    return Counter(RATE, f"gk:{{t:acme}}:{key}", "{t:acme}", limit, period, cost, unit)
+
+
+def quota(limit: int, cost: int = 1, key: str = "q") -> Counter:
+    return Counter(QUOTA, f"gk:{{t:acme}}:{key}", "{t:acme}", limit, DAY, cost, TOKENS)
+
+
+def slots(limit: int, lease: float = 60.0, key: str = "c") -> Counter:
+    return Counter(CONCURRENCY, f"gk:{{t:acme}}:{key}", "{t:acme}", limit, lease, 1, REQUESTS)
+
+
+async def one(store: CounterStore, counter: Counter, now: float) -> CounterAnswer:
+    [answer] = await store.apply((counter,), now)
+    return answer
+
+
+async def passes(store: CounterStore, plan: Plan, now: float, tries: int) -> int:
+    count = 0
+    for _ in range(tries):
+        answers = await store.apply(plan, now)
+        count += all(a.allowed for a in answers)
+    return count
+
+
+# --- rates (GCRA) ----------------------------------------------------------------------------
+
+async def test_exactly_the_limit_passes_in_a_burst_then_retry_after_is_exact(
+        counters: CounterStore, clock: ManualClock) -> None:
+    counter = rate(20, 1.0)
+    for i in range(20):
+        answer = await one(counters, counter, clock.now())
+        assert answer.allowed and answer.remaining == 19 - i
+    refused = await one(counters, counter, clock.now())
+    assert not refused.allowed
+    assert refused.remaining == 0
+    assert refused.retry_after == pytest.approx(0.05, abs=1e-6)
+    assert refused.reset_after == pytest.approx(1.0, abs=1e-6)
+    clock.advance(0.049)
+    assert not (await one(counters, counter, clock.now())).allowed
+    clock.advance(0.001)  # exactly retry_after after the refusal
+    assert (await one(counters, counter, clock.now())).allowed
+    assert not (await one(counters, counter, clock.now())).allowed
+
+
+async def test_a_full_period_later_the_whole_burst_is_back(counters: CounterStore,
+                                                          clock: ManualClock) -> None:
+    counter = rate(60, 60.0)
+    assert await passes(counters, (counter,), clock.now(), 61) == 60
+    clock.advance(30.0)
+    assert await passes(counters, (counter,), clock.now(), 61) == 30
+    clock.advance(60.0)
+    assert await passes(counters, (counter,), clock.now(), 61) == 60
+
+
+async def test_no_double_burst_at_a_window_edge(counters: CounterStore,
+                                               clock: ManualClock) -> None:
+    """A fixed window would let 60 through at :59.9 and 60 more at :00.1."""
+    counter = rate(60, 60.0)
+    clock.set(START + 59.9)
+    assert await passes(counters, (counter,), clock.now(), 100) == 60
+    clock.advance(0.2)
+    assert await passes(counters, (counter,), clock.now(), 100) == 0
+    clock.advance(0.8)
+    assert await passes(counters, (counter,), clock.now(), 100) == 1
+
+
+async def test_greedy_client_never_beats_burst_plus_rate(counters: CounterStore,
+                                                        clock: ManualClock) -> None:
+    """Whatever the window, at most burst + d * rate pass in any interval of length d."""
+    counter = rate(10, 10.0)
+    times: list[float] = []
+    for step in range(400):
+        now = START + step * 0.25
+        times += [now] * await passes(counters, (counter,), now, 20)
+    for i, first in enumerate(times):
+        within = sum(1 for t in times[i:] if t < first + 5.0)
+        assert within <= 10 + 5
+
+
+async def test_token_costs_are_charged_whole(counters: CounterStore, clock: ManualClock) -> None:
+    counter = rate(1000, 60.0, cost=400, unit=TOKENS)
+    assert (await one(counters, counter, clock.now())).remaining == 600
+    assert (await one(counters, counter, clock.now())).remaining == 200
+    refused = await one(counters, counter, clock.now())
+    assert not refused.allowed and refused.remaining == 200
+    assert refused.retry_after == pytest.approx(12.0, abs=1e-6)  # 200 tokens at 1000/60 s
+    small = await one(counters, counter._replace(cost=200), clock.now())
+    assert small.allowed and small.remaining == 0
+
+
+async def test_a_cost_above_the_limit_never_passes_and_says_so(counters: CounterStore,
+                                                               clock: ManualClock) -> None:
+    counter = rate(1000, 60.0, cost=1001, unit=TOKENS)
+    refused = await one(counters, counter, clock.now())
+    assert not refused.allowed and refused.retry_after == math.inf
+    assert (await one(counters, counter._replace(cost=1000), clock.now())).allowed
+
+
+# --- all or nothing ------------------------------------------------------------------------
+
+async def test_a_refused_plan_charges_nothing(counters: CounterStore, clock: ManualClock) -> None:
+    first, second = rate(5, 60.0, key="a"), rate(1, 60.0, key="b")
+    held = slots(3)
+    now = clock.now()
+    assert (await one(counters, second, now)).allowed
+    answers = await counters.apply((first, held, second), now)
+    assert [a.allowed for a in answers] == [True, True, False]
+    assert all(a.lease is None for a in answers)
+    assert (await one(counters, first, now)).remaining == 4  # as if never charged
+    assert (await one(counters, held, now)).remaining == 2  # no slot was kept
+
+
+async def test_every_counter_of_a_passed_plan_is_charged(counters: CounterStore,
+                                                        clock: ManualClock) -> None:
+    key_rate, tenant_rate = rate(5, 60.0, key="k"), rate(100, 60.0, key="t")
+    answers = await counters.apply((key_rate, tenant_rate), clock.now())
+    assert [a.remaining for a in answers] == [4, 99]
+
+
+# --- quotas --------------------------------------------------------------------------------
+
+async def test_quota_rolls_over_at_the_utc_day_boundary(counters: CounterStore,
+                                                        clock: ManualClock) -> None:
+    counter = quota(3)
+    clock.set(MIDNIGHT - 10.0)
+    assert await passes(counters, (counter,), clock.now(), 5) == 3
+    refused = await one(counters, counter, clock.now())
+    assert not refused.allowed and refused.retry_after == pytest.approx(10.0)
+    clock.set(MIDNIGHT - 0.001)
+    assert not (await one(counters, counter, clock.now())).allowed
+    clock.set(MIDNIGHT)
+    answer = await one(counters, counter, clock.now())
+    assert answer.allowed and answer.remaining == 2
+    assert answer.reset_after == pytest.approx(DAY)
+
+
+async def test_a_quota_cost_above_the_quota_never_passes(counters: CounterStore,
+                                                         clock: ManualClock) -> None:
+    refused = await one(counters, quota(100, cost=101), clock.now())
+    assert not refused.allowed and refused.retry_after == math.inf
+
+
+# --- concurrency ---------------------------------------------------------------------------
+
+async def test_slots_are_released_exactly_once(counters: CounterStore, clock: ManualClock) -> None:
+    counter, now = slots(2), clock.now()
+    a, b = await one(counters, counter, now), await one(counters, counter, now)
+    assert a.allowed and b.allowed and a.lease is not None and b.lease is not None
+    assert a.lease != b.lease
+    assert not (await one(counters, counter, now)).allowed
+    assert await counters.release([a.lease], now) == 1
+    assert await counters.release([a.lease], now) == 0  # twice frees nothing more
+    c = await one(counters, counter, now)
+    assert c.allowed and c.remaining == 0
+    assert not (await one(counters, counter, now)).allowed
+
+
+async def test_a_lease_expires_when_its_holder_never_releases(counters: CounterStore,
+                                                             clock: ManualClock) -> None:
+    counter = slots(1, lease=30.0)
+    crashed = await one(counters, counter, clock.now())
+    assert crashed.lease is not None
+    clock.advance(29.999)
+    refused = await one(counters, counter, clock.now())
+    assert not refused.allowed and 0 < refused.retry_after <= 1.0
+    clock.advance(0.001)
+    fresh = await one(counters, counter, clock.now())
+    assert fresh.allowed and fresh.lease is not None
+    # the late release of the expired lease must not free the new holder's slot
+    assert await counters.release([crashed.lease], clock.now()) == 0
+    assert not (await one(counters, counter, clock.now())).allowed
+
+
+# --- reconcile -----------------------------------------------------------------------------
+
+async def test_reconcile_down_hands_tokens_back(counters: CounterStore, clock: ManualClock) -> None:
+    counter, now = rate(100, 60.0, cost=50, unit=TOKENS), clock.now()
+    await one(counters, counter, now)
+    await counters.reconcile(counter, 50, 20, now)
+    assert (await one(counters, counter._replace(cost=80), now)).remaining == 0
+
+
+async def test_reconcile_up_charges_the_real_usage(counters: CounterStore,
+                                                  clock: ManualClock) -> None:
+    counter, now = rate(100, 60.0, cost=10, unit=TOKENS), clock.now()
+    await one(counters, counter, now)
+    await counters.reconcile(counter, 10, 90, now)
+    assert not (await one(counters, counter._replace(cost=20), now)).allowed
+    assert (await one(counters, counter, now)).remaining == 0
+
+
+async def test_reconcile_never_goes_below_zero(counters: CounterStore, clock: ManualClock) -> None:
+    counter, now = rate(100, 60.0, cost=10, unit=TOKENS), clock.now()
+    await one(counters, counter, now)
+    await counters.reconcile(counter, 10, 0, now)
+    await counters.reconcile(counter, 10, 0, now)  # a second refund finds nothing to refund
+    assert not (await one(counters, counter._replace(cost=101), now)).allowed
+    assert (await one(counters, counter._replace(cost=100), now)).allowed
+
+
+async def test_reconcile_on_a_quota(counters: CounterStore, clock: ManualClock) -> None:
+    counter = quota(100, cost=40)
+    clock.set(MIDNIGHT + 5.0)
+    await one(counters, counter, clock.now())
+    await counters.reconcile(counter, 40, 10, clock.now())
+    assert (await one(counters, counter._replace(cost=90), clock.now())).remaining == 0
+    await counters.reconcile(counter, 90, 0, clock.now())
+    await counters.reconcile(counter, 100, 0, clock.now())  # never below zero
+    assert not (await one(counters, counter._replace(cost=101), clock.now())).allowed
+    assert (await one(counters, counter._replace(cost=100), clock.now())).allowed
+
+
+# --- exactness under concurrency ---------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["rate", "quota", "concurrency"])
+async def test_200_concurrent_applies_against_50_allow_exactly_50(
+        counters: CounterStore, clock: ManualClock, kind: str) -> None:
+    counter = {"rate": rate(50, 60.0), "quota": quota(50),
+               "concurrency": slots(50)}[kind]
+    tenant = rate(1000, 60.0, key="tenant")
+    results = await asyncio.gather(*(counters.apply((tenant, counter), clock.now())
+                                     for _ in range(200)))
+    assert sum(all(a.allowed for a in answers) for answers in results) == 50
+    assert (await one(counters, tenant, clock.now())).remaining == 1000 - 51
+
+
+# --- what the base adds: error wrapping -----------------------------------------------------
+
+class _Broken(MemoryCounterStore):
+    def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        raise ConnectionError("backend down")
+
+
+async def test_backend_errors_are_wrapped_once_in_a_store_error(clock: ManualClock) -> None:
+    with pytest.raises(StoreError) as info:
+        await _Broken().apply((rate(1, 1.0),), clock.now())
+    assert info.value.operation == "apply"
+    assert "ConnectionError: backend down" in str(info.value)
+    assert isinstance(info.value.__cause__, ConnectionError)
+
+
+# --- memory only: bounded ----------------------------------------------------------------------
+
+async def test_memory_counters_are_bounded_and_drop_expired_ones(clock: ManualClock) -> None:
+    store = MemoryCounterStore(max_counters=20)
+    for i in range(100):
+        await store.apply((rate(5, 1.0, key=f"k{i}"),), clock.now())
+    assert len(store) == 20 and store.evicted_live == 80
+    clock.advance(5.0)  # every counter above is back to full: expired
+    for i in range(16):  # two sweeps of up to 16 (every 8th write)
+        await store.apply((rate(5, 1.0, key=f"new{i}"),), clock.now())
+    assert len(store) == 16  # the expired ones were swept, none live was evicted
+    assert store.evicted_live == 80
