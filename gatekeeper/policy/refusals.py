@@ -1,8 +1,8 @@
 """The ``refusals`` section: what a refused client is told.
 
 ``conceal: true`` answers every refusal that tells a key checker something about a stolen
-key (revoked, suspended, expired, bound to other networks or countries, of a disabled tenant) exactly as
-an unknown key is answered, so live keys cannot be told from dead ones by probing. The audit
+key (revoked, suspended, expired, bound to other networks or countries, of a disabled
+tenant) exactly as an unknown key is answered, so live keys cannot be told from dead ones. The audit
 line and the metrics keep the real reason: only the wire answer changes.
 """
 
