@@ -14,6 +14,7 @@ from typing import Any
 from gatekeeper.auth import Authenticator
 from gatekeeper.clock import Clock
 from gatekeeper.decision import Decision
+from gatekeeper.errors import ConfigError, PolicyError
 from gatekeeper.facts import FactReader
 from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.policy.model import Policy
@@ -44,6 +45,7 @@ class Runtime:
                  "route_memo", "routes")
 
     def __init__(self, policy: Policy, store: Store, pepper: bytes, clock: Clock) -> None:
+        refuse_unenforced(policy)
         self.policy = policy
         self.routes = policy.routes
         self.reader = FactReader(policy)
@@ -56,3 +58,25 @@ class Runtime:
         """Request-target (with its root_path) -> '' public, the canonical path below the
         mount when protected, None when it names no path. Bounded: targets are client text."""
         self.decisions: OrderedDict[tuple[Any, ...], DecisionRecord] = OrderedDict()
+
+
+def unenforced(policy: Policy) -> list[ConfigError]:
+    """Rules this version validates but does not enforce yet (limits, country rules)."""
+    found = []
+    for name, tenant in policy.tenants.items():
+        if not tenant.limits.empty:
+            found.append(ConfigError(f"tenants.{name}.limits", "(rules)", _UNENFORCED))
+        if tenant.countries is not None:
+            found.append(ConfigError(f"tenants.{name}.countries", "(rules)", _UNENFORCED))
+    return found
+
+
+_UNENFORCED = ("is validated but not enforced by this version yet; a server refuses to run a "
+               "policy that looks stricter than it is (remove it until it is enforced)")
+
+
+def refuse_unenforced(policy: Policy) -> None:
+    """A security policy must never look stricter than what runs: refuse it whole."""
+    errors = unenforced(policy)
+    if errors:
+        raise PolicyError(errors, policy.source)
