@@ -381,26 +381,25 @@ def _geo_cached(ctx: StageContext) -> Callable[[], object]:
     return lambda: resolver.lookup(addr)
 
 
-@stage("geo-iptocc", GEO, "uncached lookup, embedded default (`iptocc`, IPv4)",
-       expect=lambda ctx, r: r is not None and r.country == "US")
-def _geo_iptocc(ctx: StageContext) -> Callable[[], object]:
+def _iptocc_lookup(address: str) -> Callable[[], object]:
     from gatekeeper.geo.embedded import EmbeddedResolver
     from gatekeeper.networks import parse_ip
 
-    lookup, addr = EmbeddedResolver().lookup, parse_ip(geo_files.ADDRESS)
+    lookup, addr = EmbeddedResolver().lookup, parse_ip(address)
     assert addr is not None
     return lambda: lookup(addr)
+
+
+@stage("geo-iptocc", GEO, "uncached lookup, embedded default (`iptocc`, IPv4)",
+       expect=lambda ctx, r: r is not None and r.country == "US")
+def _geo_iptocc(ctx: StageContext) -> Callable[[], object]:
+    return _iptocc_lookup(geo_files.ADDRESS)
 
 
 @stage("geo-iptocc-v6", GEO, "uncached lookup, embedded default (`iptocc`, IPv6)",
        expect=lambda ctx, r: r is not None and r.country == "US")
 def _geo_iptocc_v6(ctx: StageContext) -> Callable[[], object]:
-    from gatekeeper.geo.embedded import EmbeddedResolver
-    from gatekeeper.networks import parse_ip
-
-    lookup, addr = EmbeddedResolver().lookup, parse_ip(geo_files.ADDRESS_V6)
-    assert addr is not None
-    return lambda: lookup(addr)
+    return _iptocc_lookup(geo_files.ADDRESS_V6)
 
 
 def _mmdb_stage(index: int) -> Builder:

@@ -549,6 +549,21 @@ async def settled(verifier: JwtVerifier) -> None:
             await anyio.sleep(0.005)
 
 
+async def check_together(verifier: JwtVerifier, tokens: list[str],
+                         now: float) -> tuple[list[Principal | Refusal], float]:
+    """Every token checked at once, as concurrent requests are: (results, seconds taken)."""
+    results: list[Principal | Refusal] = []
+
+    async def one(token: str) -> None:
+        results.append(await check(verifier, token, now))
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        for token in tokens:
+            tg.start_soon(one, token)
+    return results, time.monotonic() - started
+
+
 async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
     with anyio.fail_after(seconds):
         while not condition():
@@ -731,16 +746,7 @@ async def test_a_known_kid_is_verified_at_once_while_a_stale_jwks_refresh_hangs(
     jwks_server.hang = True
     later = NOW + 601  # past jwks_cache_ttl: the document is stale and is refetched
     tokens = [sign(RSA_KEY, kid="k1", sub=f"u{i}", exp=later + 300) for i in range(20)]
-    results: list[Principal | Refusal] = []
-
-    async def one(token: str) -> None:
-        results.append(await check(verifier, token, later))
-
-    started = time.monotonic()
-    async with anyio.create_task_group() as tg:
-        for token in tokens:
-            tg.start_soon(one, token)
-    elapsed = time.monotonic() - started
+    results, elapsed = await check_together(verifier, tokens, later)
     assert all(isinstance(r, Principal) for r in results) and len(results) == 20, results
     # not held by the hung fetch (it was 5 s and more; waiting would take the 2.5 s deadline)
     assert elapsed < JWKS_FETCH_DEADLINE * 0.8, elapsed
@@ -760,16 +766,7 @@ async def test_an_unknown_kid_waits_at_most_the_fetch_deadline(jwks_server: Jwks
         jwks_server.trickle = 0.05  # a byte each 50 ms, each socket read well inside a timeout
     verifier = url_verifier(jwks_server.url)
     tokens = [sign(RSA_KEY, kid="k1", sub=f"u{i}") for i in range(10)]
-    results: list[Principal | Refusal] = []
-
-    async def one(token: str) -> None:
-        results.append(await check(verifier, token, NOW))
-
-    started = time.monotonic()
-    async with anyio.create_task_group() as tg:
-        for token in tokens:
-            tg.start_soon(one, token)
-    elapsed = time.monotonic() - started
+    results, elapsed = await check_together(verifier, tokens, NOW)
     codes = {r.reason.code if isinstance(r, Refusal) else "ok" for r in results}
     assert codes == {"auth_unavailable"}, results
     assert elapsed < JWKS_FETCH_DEADLINE + 1.0, elapsed
