@@ -169,14 +169,14 @@ async def build_context() -> StageContext:
         raise CheckFailed(f"stages: {CHAT_PATH} is not protected: {below!r}")
     scan = rt.reader.scan(headers)
     key = record_key(rt, scan, CLIENT, below)
-    decision, facts = await evaluate(rt, scan, key, "POST", CHAT_PATH, below, CLIENT, now, mono)
+    decision, facts, _ = await evaluate(rt, scan, key, "POST", CHAT_PATH, below, CLIENT, now, mono)
     if not decision.allowed or facts is None or facts.credential is None:
         raise CheckFailed(f"stages: the context request was not allowed: {decision!r}")
     principal = await rt.authenticator.authenticate(facts.credential, now)
     if not isinstance(principal, Principal):
         raise CheckFailed(f"stages: the key did not authenticate: {principal!r}")
     refused_key = record_key(rt, scan, WRONG_CLIENT, below)
-    refused, refused_facts = await evaluate(rt, scan, refused_key, "POST", CHAT_PATH, below,
+    refused, refused_facts, _ = await evaluate(rt, scan, refused_key, "POST", CHAT_PATH, below,
                                             WRONG_CLIENT, now, mono)
     if refused.reason.code != "network_not_allowed" or refused_facts is None:
         raise CheckFailed(f"stages: expected network_not_allowed, got {refused!r}")
@@ -222,7 +222,7 @@ def _scan(ctx: StageContext) -> Callable[[], object]:
 
 @stage("prepare", CACHED, "`prepare`: scan + record key + decision record reused "
        "(includes `scan`)", budget=FOUNDATION,
-       expect=lambda ctx, r: r[0] is not None and r[0].allowed)
+       expect=lambda ctx, r: r[0] is not None and r[0].decision.allowed)
 def _prepare(ctx: StageContext) -> Callable[[], object]:
     rt, headers, peer, below, now, mono = ctx.rt, ctx.headers, ctx.peer, ctx.below, ctx.now, \
         ctx.mono

@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from gatekeeper.admission import admit
 from gatekeeper.audit import AuditLog
 from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.decision import Decision
@@ -30,6 +31,7 @@ from gatekeeper.reasons import Reason
 from gatekeeper.responder import Responder
 from gatekeeper.runtime import Runtime
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
+from gatekeeper.store.counters import CounterStore
 from gatekeeper.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("gatekeeper")
@@ -58,6 +60,7 @@ class Gatekeeper:
         metrics: Metrics | None = None,
         audit: AuditLog | None = None,
         observer: Observer | None = None,
+        counters: CounterStore | None = None,
     ) -> None:
         self.app = app
         try:
@@ -69,7 +72,7 @@ class Gatekeeper:
                                        create=False)
             self._pepper = pepper if pepper is not None else load_pepper(compiled.keys)
             self.clock = clock or SystemClock()
-            self.runtime = Runtime(compiled, store, self._pepper, self.clock)
+            self.runtime = Runtime(compiled, store, self._pepper, self.clock, counters)
         except GatekeeperError as exc:
             # Under FastAPI's add_middleware this runs at the first ASGI call, where uvicorn's
             # default lifespan mode swallows exceptions: say it where an operator looks.
@@ -107,23 +110,37 @@ class Gatekeeper:
             return
         started = perf_counter()
         now, mono = self._now(), self._mono()
-        facts = None
+        facts = admission = charge = None
         if below is None:
             decision = INVALID_TARGET
         else:
             peer = scope.get("client")
-            reused, scan, key = prepare(rt, scope["headers"], peer, below, now, mono)
-            if reused is None:
-                decision, facts = await evaluate(rt, scan, key, scope.get("method", "GET"),
-                                                 path, below, peer, now, mono)
+            record, scan, key = prepare(rt, scope["headers"], peer, below, now, mono)
+            if record is None:
+                decision, facts, admission = await evaluate(
+                    rt, scan, key, scope.get("method", "GET"), path, below, peer, now, mono)
             else:
-                decision = reused
+                decision, admission = record.decision, record.admission
+            if admission is not None:
+                decision, charge = await admit(rt.counters, self.clock, admission, decision,
+                                               now)
         self.metrics.record(decision.reason, perf_counter() - started)
         if self.observer is not None:
             self.observer(scope, decision, now)
         if decision.allowed:
             scope[SCOPE_KEY] = decision
-            if decision.headers and kind == "http":  # only then is send wrapped
+            if kind != "http":
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    if charge is not None:  # a websocket holds its slot until it closes
+                        with anyio.CancelScope(shield=True):
+                            await charge.settle(None)
+            elif charge is not None:
+                await Responder(receive, send, headers=decision.headers,
+                                watch_usage=admission.charges_tokens,  # type: ignore[union-attr]
+                                settle=charge.settle).run(self.app, scope)
+            elif decision.headers:  # only then is send wrapped
                 await Responder(receive, send, headers=decision.headers).run(self.app, scope)
             else:
                 await self.app(scope, receive, send)
@@ -166,6 +183,7 @@ class Gatekeeper:
     async def shutdown(self) -> None:
         await self.runtime.authenticator.aclose()
         await self.store.close()
+        await self.runtime.counters.close()
         self._started = False
 
     async def aclose(self) -> None:
@@ -182,7 +200,7 @@ class Gatekeeper:
                 compiled.keys.pepper_file != current.keys.pepper_file:
             raise ConfigError("keys.pepper_env", "(changed)",
                               "the pepper cannot change on reload; restart instead")
-        runtime = Runtime(compiled, self.store, self._pepper, self.clock)
+        runtime = Runtime(compiled, self.store, self._pepper, self.clock, self.runtime.counters)
         self.runtime = runtime
         self.metrics.policy_tenants.set(len(compiled.tenants))
         return runtime

@@ -1,14 +1,14 @@
 """The request pipeline, stage by stage, as plain functions over plain data (no ASGI here).
 
     target -> route -> scan headers -> [decision record?] -> facts -> authenticate -> decide
-           -> [body facts] -> [plan] -> [one store call] -> [settle] -> observe
+           -> [admission: body facts, plan, one store call] -> [settle] -> observe
 
 The middleware and ``replay`` call these same functions, so a recorded request is decided
 exactly as it was live. Bracketed stages run only when a compiled rule needs them: a
 decision record (an allowed answer for the same raw credential, client and tenant inputs,
-still fresh) skips everything between the scan and observe; body facts, the plan of counters
-and the store call arrive with limits, geo and the resale score, and a tenant without such
-rules never pays for them.
+still fresh) skips everything between the scan and the admission; the admission
+(``admission.py``: limits charged in one store call, settled when the response ends) runs
+only for credentials whose tenant has limits, so a tenant without them never pays for it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from gatekeeper import reasons
+from gatekeeper.admission import Admission, admission_for
 from gatekeeper.decision import Decision, decide
 from gatekeeper.facts import Headers, RequestFacts, Scan
 from gatekeeper.principal import Principal
@@ -67,22 +68,23 @@ def record_key(rt: Runtime, scan: Scan, peer: object, below: str) -> tuple[Any, 
 
 
 def prepare(rt: Runtime, headers: Headers, peer: object, below: str, now: float,
-            mono: float) -> tuple[Decision | None, Scan, tuple[Any, ...] | None]:
-    """Scan the headers and reuse the decision of an earlier identical request while it may
-    still be trusted: (that decision or None, the scan, the record key)."""
+            mono: float) -> tuple[DecisionRecord | None, Scan, tuple[Any, ...] | None]:
+    """Scan the headers and reuse the record of an earlier identical request while it may
+    still be trusted: (that record or None, the scan, the record key)."""
     scan = rt.reader.scan(headers)
     key = record_key(rt, scan, peer, below)
     if key is not None:
         record = rt.decisions.get(key)
         if record is not None and mono < record.fresh_until and now < record.expires_at:
-            return record.decision, scan, key
+            return record, scan, key
     return None, scan, key
 
 
 async def evaluate(rt: Runtime, scan: Scan, key: tuple[Any, ...] | None, method: str,
                    path: str, below: str, peer: object, now: float,
-                   mono: float) -> tuple[Decision, RequestFacts | None]:
-    """Every stage from facts to the final decision; never raises (fails closed)."""
+                   mono: float) -> tuple[Decision, RequestFacts | None, Admission | None]:
+    """Every stage from facts to the decision and what the credential still has to pass per
+    request (its admission: limits); never raises (fails closed)."""
     facts: RequestFacts | None = None
     try:
         facts = rt.reader.facts(scan, method, path, below, peer)
@@ -90,21 +92,23 @@ async def evaluate(rt: Runtime, scan: Scan, key: tuple[Any, ...] | None, method:
         if facts.problem is None and facts.credential is not None:
             auth = await rt.authenticator.authenticate(facts.credential, now)
         decision = decide(facts, auth, rt.policy, now)
+        admission = admission_for(rt.policy, decision, facts) if decision.allowed else None
     except Exception:
         log.exception("gatekeeper failed to decide; refusing (fail closed)")
-        return _INTERNAL, facts
+        return _INTERNAL, facts, None
     if decision.allowed and key is not None and facts.credential is not None:
         trusted = rt.authenticator.trusted_for(facts.credential)
         if trusted > 0:
-            _remember(rt, key, decision, mono + trusted)
-    return decision, facts
+            _remember(rt, key, decision, mono + trusted, admission)
+    return decision, facts, admission
 
 
-def _remember(rt: Runtime, key: tuple[Any, ...], decision: Decision, fresh_until: float) -> None:
+def _remember(rt: Runtime, key: tuple[Any, ...], decision: Decision, fresh_until: float,
+              admission: Admission | None) -> None:
     records = rt.decisions
     if len(records) >= DECISION_RECORDS and key not in records:
         records.popitem(last=False)  # O(1): a plain dict's next(iter()) slows as it churns
     principal: Principal | None = decision.principal
     expires = principal.expires_at if principal is not None else None
     records[key] = DecisionRecord(decision, fresh_until,
-                                  float("inf") if expires is None else expires)
+                                  float("inf") if expires is None else expires, admission)

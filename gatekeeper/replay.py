@@ -10,16 +10,19 @@ decisions. Traffic files hold credentials: treat them as secrets.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
+from gatekeeper.admission import Charge, admit
 from gatekeeper.clock import ManualClock
 from gatekeeper.decision import Decision
 from gatekeeper.errors import ConfigError
 from gatekeeper.pipeline import INVALID_TARGET, evaluate, prepare, route
 from gatekeeper.policy.model import Policy
+from gatekeeper.responder import Usage, parse_usage
 from gatekeeper.runtime import Runtime
 from gatekeeper.store.base import Store
 
@@ -80,33 +83,54 @@ def read_records(lines: Iterable[str]) -> Iterator[RequestRecord]:
         yield RequestRecord.from_dict(data, f"line {number}")
 
 
-async def decide_record(runtime: Runtime, record: RequestRecord, clock: ManualClock) -> Decision:
-    """One recorded request, decided exactly as the middleware decides it live."""
+async def decide_record(runtime: Runtime, record: RequestRecord,
+                        clock: ManualClock) -> tuple[Decision, Charge | None]:
+    """One recorded request, decided exactly as the middleware decides it live, with the
+    charge its limits took (to be settled when the recorded request ended)."""
     clock.set(record.ts)
     now, mono = clock.now(), clock.monotonic()
     below = route(runtime, record.path, record.root_path)
     if below == "":
         raise ConfigError("path", record.path, "is not a protected path under this policy")
     if below is None:
-        return INVALID_TARGET
+        return INVALID_TARGET, None
     peer = None if record.client_ip is None else (record.client_ip, 0)
-    reused, scan, key = prepare(runtime, list(record.headers), peer, below, now, mono)
-    if reused is not None:
-        return reused
-    decision, _ = await evaluate(runtime, scan, key, record.method, record.path, below, peer,
-                                 now, mono)
-    return decision
+    found, scan, key = prepare(runtime, list(record.headers), peer, below, now, mono)
+    if found is not None:
+        decision, admission = found.decision, found.admission
+    else:
+        decision, _, admission = await evaluate(runtime, scan, key, record.method, record.path,
+                                                below, peer, now, mono)
+    if admission is None:
+        return decision, None
+    return await admit(runtime.counters, clock, admission, decision, now)
 
 
 async def replay(records: Iterable[RequestRecord], policy: Policy, store: Store, pepper: bytes,
                  clock: ManualClock | None = None) -> list[Decision]:
     """Decide every protected request of ``records`` in order; unprotected ones are skipped
-    (the middleware passes them through without a decision)."""
+    (the middleware passes them through without a decision). Limits count on a fresh memory
+    counter store: a request holds its concurrency slot for its ``duration_ms`` (0 when
+    absent) and its token reservation is corrected with its recorded ``usage``."""
     clock = clock or ManualClock()
     runtime = Runtime(policy, store, pepper, clock)
     decisions = []
-    for record in records:
+    ending: list[tuple[float, int, Charge, Usage | None]] = []  # a heap by end time
+    for number, record in enumerate(records):
         if runtime.routes.answer(record.path, record.root_path) == "":
             continue
-        decisions.append(await decide_record(runtime, record, clock))
+        while ending and ending[0][0] <= record.ts:
+            end, _, done, usage = heapq.heappop(ending)
+            await done.finish(usage, end)
+        decision, charge = await decide_record(runtime, record, clock)
+        decisions.append(decision)
+        if charge is not None:
+            end = record.ts + (record.duration_ms or 0) / 1000
+            heapq.heappush(ending, (end, number, charge, _usage(record.usage)))
+    for end, _, charge, usage in sorted(ending):
+        await charge.finish(usage, end)
     return decisions
+
+
+def _usage(recorded: Mapping[str, Any] | None) -> Usage | None:
+    return None if recorded is None else parse_usage({"usage": recorded})

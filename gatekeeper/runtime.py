@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+from gatekeeper.admission import Admission
 from gatekeeper.auth import Authenticator
 from gatekeeper.clock import Clock
 from gatekeeper.decision import Decision
@@ -19,6 +20,8 @@ from gatekeeper.facts import FactReader
 from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.policy.model import Policy
 from gatekeeper.store.base import Store
+from gatekeeper.store.counters import CounterStore
+from gatekeeper.store.memory_counters import MemoryCounterStore
 
 ROUTE_MEMO_SIZE = 4096
 DECISION_RECORDS = 65_536
@@ -28,25 +31,32 @@ class DecisionRecord:
     """An allowed decision reused for the same raw inputs until it may no longer be trusted.
 
     ``fresh_until`` (monotonic) is never later than the credential's cache entry allows
-    (``keys.cache_ttl``); ``expires_at`` (wall time) is the credential's own expiry. The
-    limits issue hangs its per-credential counters here.
+    (``keys.cache_ttl``); ``expires_at`` (wall time) is the credential's own expiry.
+    ``admission`` is what the credential still has to pass per request (its limits), compiled
+    once with the record; None when its tenant has nothing to check.
     """
 
-    __slots__ = ("decision", "expires_at", "fresh_until")
+    __slots__ = ("admission", "decision", "expires_at", "fresh_until")
 
-    def __init__(self, decision: Decision, fresh_until: float, expires_at: float) -> None:
+    def __init__(self, decision: Decision, fresh_until: float, expires_at: float,
+                 admission: Admission | None = None) -> None:
         self.decision = decision
         self.fresh_until = fresh_until
         self.expires_at = expires_at
+        self.admission = admission
 
 
 class Runtime:
-    __slots__ = ("authenticator", "decisions", "keyed_by_path", "policy", "reader",
-                 "route_memo", "routes")
+    __slots__ = ("authenticator", "clock", "counters", "decisions", "keyed_by_path", "policy",
+                 "reader", "route_memo", "routes")
 
-    def __init__(self, policy: Policy, store: Store, pepper: bytes, clock: Clock) -> None:
+    def __init__(self, policy: Policy, store: Store, pepper: bytes, clock: Clock,
+                 counters: CounterStore | None = None) -> None:
         refuse_unenforced(policy)
         self.policy = policy
+        self.clock = clock
+        self.counters: CounterStore = counters if counters is not None else MemoryCounterStore()
+        """Owned by the Gatekeeper, not the policy: a reload keeps every count."""
         self.routes = policy.routes
         self.reader = FactReader(policy)
         self.authenticator = Authenticator(
@@ -61,11 +71,9 @@ class Runtime:
 
 
 def unenforced(policy: Policy) -> list[ConfigError]:
-    """Rules this version validates but does not enforce yet (limits, country rules)."""
+    """Rules this version validates but does not enforce yet (country rules)."""
     found = []
     for name, tenant in policy.tenants.items():
-        if not tenant.limits.empty:
-            found.append(ConfigError(f"tenants.{name}.limits", "(rules)", _UNENFORCED))
         if tenant.countries is not None:
             found.append(ConfigError(f"tenants.{name}.countries", "(rules)", _UNENFORCED))
     return found

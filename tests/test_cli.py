@@ -782,7 +782,7 @@ def test_cli_command_is_found(cli: Cli) -> None:
 def test_check_config_refuses_rules_a_server_would_not_enforce(cli: Cli) -> None:
     policy = cli.tmp / "limited.yaml"
     policy.write_text(cli.policy.read_text().replace(
-        "tenants:\n", "tenants:\n  limited:\n    limits: {requests: 60/minute}\n", 1))
+        "tenants:\n", "tenants:\n  limited:\n    countries: {allow: [DE]}\n", 1))
     result = cli.run("check-config", str(policy))
     assert result.code == 2, result.out + result.err
-    assert "tenants.limited.limits" in result.err and "not enforced" in result.err
+    assert "tenants.limited.countries" in result.err and "not enforced" in result.err

@@ -1,0 +1,317 @@
+"""Limits on the request path: one store call per allowed request, none for a refused
+credential; exact under concurrency; 429s with their headers; slots released exactly once;
+tokens reconciled with the upstream's usage."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import pytest
+
+from gatekeeper import Gatekeeper, MemoryStore, key_admin
+from gatekeeper.clock import ManualClock
+from gatekeeper.limits.plan import Counter, CounterAnswer, Lease, Plan
+from gatekeeper.policy.load import compile_policy
+from gatekeeper.store.counters import CounterStore
+from gatekeeper.store.memory_counters import MemoryCounterStore
+from gatekeeper.types import Message, Receive, Scope, Send
+from tests.conftest import CHAT, PEPPER, POLICY, Recorder, asgi_request, make_env
+
+pytestmark = pytest.mark.anyio
+
+CLIENT = ("192.0.2.10", 40000)
+
+
+class Counting(MemoryCounterStore):
+    """The real memory store, counting the calls made into it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        self.calls.append("apply")
+        return super().apply_now(plan, now)
+
+    def release_now(self, leases: Sequence[Lease], now: float) -> int:
+        self.calls.append("release")
+        released = super().release_now(leases, now)
+        self.released.append(released)
+        return released
+
+    def reconcile_now(self, counter: Counter, reserved: int, actual: int, now: float) -> None:
+        self.calls.append("reconcile")
+        self.reconciled.append((counter.unit, reserved, actual))
+        super().reconcile_now(counter, reserved, actual, now)
+
+    released: list[int]
+    reconciled: list[tuple[str, int, int]]
+
+    def reset(self) -> None:
+        self.calls, self.released, self.reconciled = [], [], []
+
+
+def limited(limits: dict[str, Any], **tenant: Any) -> dict[str, Any]:
+    return {"routes": {"protect": ["/v1/*"]},
+            "tenants": {"acme": {"limits": limits, **tenant}, "free": {}}}
+
+
+async def gate(policy: dict[str, Any], app: Any = None, clock: Any = None,
+               counters: CounterStore | None = None) -> tuple[Gatekeeper, dict[str, str], Any]:
+    compiled = compile_policy(policy)
+    store = MemoryStore()
+    app = app or Recorder()
+    gk = Gatekeeper(app, compiled, store=store, pepper=PEPPER, clock=clock, counters=counters)
+    keys = {}
+    for name, tenant in (("acme", "acme"), ("acme2", "acme"), ("free", "free")):
+        keys[name], _ = await key_admin.create_key(store, PEPPER, compiled, tenant,
+                                                   (clock or ManualClock()).now())
+    return gk, keys, app
+
+
+def auth(key: str) -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", b"Bearer " + key.encode())]
+
+
+def status(sent: list[Message]) -> int:
+    return int(sent[0]["status"])
+
+
+def headers_of(sent: list[Message]) -> dict[bytes, bytes]:
+    return dict(sent[0]["headers"])
+
+
+async def test_one_store_call_per_allowed_request_and_none_for_a_refused_credential() -> None:
+    counters = Counting()
+    counters.reset()
+    gk, keys, app = await gate(limited({"requests": "100/minute"}), counters=counters)
+    for _ in range(3):
+        assert status(await asgi_request(gk, "/v1/models", auth(keys["acme"]))) == 200
+    assert counters.calls == ["apply"] * 3  # one per request, reused record or not
+    counters.reset()
+    forged = keys["acme"][:-1] + ("A" if keys["acme"][-1] != "A" else "B")
+    unknown = keys["acme"][:3] + "Z" * 12 + keys["acme"][15:]
+    for headers in (auth(forged), auth(unknown), [], auth("sk-not-ours")):
+        assert status(await asgi_request(gk, "/v1/models", headers)) == 401
+    assert counters.calls == []  # nothing charged before the secret is verified
+    assert status(await asgi_request(gk, "/v1/models", auth(keys["free"]))) == 200
+    assert counters.calls == []  # a tenant without limits pays nothing
+    assert len(app.paths) == 4
+
+
+async def test_a_tight_request_limit_answers_429_with_retry_after_and_the_app_never_sees_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = ManualClock()
+    gk, keys, app = await gate(limited({"requests": "2/minute"}), clock=clock)
+    first = await asgi_request(gk, "/v1/models", auth(keys["acme"]))
+    h = headers_of(first)
+    assert (h[b"x-ratelimit-limit-requests"], h[b"x-ratelimit-remaining-requests"]) == \
+        (b"2", b"1")
+    assert h[b"x-ratelimit-reset-requests"] == b"30s"
+    assert status(await asgi_request(gk, "/v1/models", auth(keys["acme"]))) == 200
+    with caplog.at_level(logging.INFO, logger="gatekeeper.audit"):
+        refused = await asgi_request(gk, "/v1/models", auth(keys["acme"]))
+    assert status(refused) == 429
+    h = headers_of(refused)
+    assert h[b"retry-after"] == b"30" and h[b"retry-after-ms"] == b"30000"
+    assert h[b"x-ratelimit-remaining-requests"] == b"0"
+    assert json.loads(refused[1]["body"])["error"]["code"] == "rate_limited"
+    assert len(app.paths) == 2
+    line = json.loads(caplog.records[-1].getMessage())
+    assert line["reason"] == "rate_limited" and line["detail"] == "key requests 2/60s"
+    assert keys["acme"] not in caplog.text
+    # another key of the tenant has its own counter; after the wait the first passes again
+    assert status(await asgi_request(gk, "/v1/models", auth(keys["acme2"]))) == 200
+    clock.advance(30)
+    assert status(await asgi_request(gk, "/v1/models", auth(keys["acme"]))) == 200
+    sample = gk.metrics.registry.get_sample_value
+    assert sample("gatekeeper_decisions_total",
+                  {"outcome": "refuse", "reason": "rate_limited"}) == 1
+    assert sample("gatekeeper_decisions_total", {"outcome": "allow", "reason": "ok"}) == 4
+
+
+async def test_tenant_and_client_scopes_are_shared_across_keys() -> None:
+    gk, keys, _ = await gate(limited({"per_tenant": {"requests": "3/hour"},
+                                      "per_client": {"requests": "2/hour"}}))
+    other = ("192.0.2.99", 1)
+    results = [
+        status(await asgi_request(gk, "/v1/models", auth(keys["acme"]), client=CLIENT)),
+        status(await asgi_request(gk, "/v1/models", auth(keys["acme2"]), client=CLIENT)),
+        status(await asgi_request(gk, "/v1/models", auth(keys["acme2"]), client=CLIENT)),
+        status(await asgi_request(gk, "/v1/models", auth(keys["acme2"]), client=other)),
+        status(await asgi_request(gk, "/v1/models", auth(keys["acme"]), client=other)),
+    ]
+    # the client refusal charged nothing, so the tenant still had room for the fourth
+    assert results == [200, 200, 429, 200, 429]
+
+
+async def test_200_concurrent_requests_against_a_limit_of_50_allow_exactly_50() -> None:
+    started = anyio.Event()
+
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        await started.wait()  # hold every allowed request until all have been decided
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    for limits in ({"requests": "50/hour"}, {"concurrency": 50}):
+        gk, keys, _ = await gate(limited(limits), app=slow)
+        codes: list[int] = []
+
+        async def one(gk: Gatekeeper = gk, key: str = keys["acme"],
+                      codes: list[int] = codes) -> None:
+            codes.append(status(await asgi_request(gk, "/v1/models", auth(key))))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(200):
+                tg.start_soon(one)
+            while len(codes) < 150:  # the 150 refusals answer while 50 are held
+                await anyio.sleep(0.001)
+            started.set()
+        assert codes.count(200) == 50 and codes.count(429) == 150, limits
+        started = anyio.Event()
+
+
+async def test_slots_are_released_exactly_once_however_the_exchange_ends() -> None:
+    release = anyio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        mode = dict(scope["headers"]).get(b"x-mode", b"")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        if mode == b"raise":
+            raise RuntimeError("upstream broke")
+        if mode == b"hang":
+            await release.wait()
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    counters = Counting()
+    counters.reset()
+    gk, keys, _ = await gate(limited({"concurrency": 1}), app=app, counters=counters)
+    key = keys["acme"]
+
+    async def run(mode: bytes) -> None:
+        sent: list[Message] = []
+        disconnected = anyio.Event()
+
+        async def receive() -> Message:
+            await disconnected.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+            if message.get("more_body"):
+                disconnected.set()
+
+        scope = {"type": "http", "method": "GET", "path": "/v1/models", "root_path": "",
+                 "headers": [*auth(key), (b"x-mode", mode)], "client": CLIENT}
+        await gk(scope, receive, send)
+
+    await run(b"disconnect")
+    assert counters.released == [1]
+    with pytest.raises(RuntimeError):
+        await run(b"raise")
+    assert counters.released == [1, 1]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, b"hang")
+        await anyio.sleep(0.01)
+        # the slot is held: a second request is refused while the first hangs
+        assert status(await asgi_request(gk, "/v1/models", auth(key))) == 429
+        tg.cancel_scope.cancel()
+    assert counters.released == [1, 1, 1]
+    assert counters.calls.count("release") == 3
+    await run(b"disconnect")  # and the slot is free again: taken, then released once
+    assert counters.released == [1, 1, 1, 1]
+
+
+async def test_a_slot_whose_holder_vanished_expires_after_its_lease() -> None:
+    clock = ManualClock()
+    gk, keys, _ = await gate(limited({"concurrency": 1, "concurrency_lease": 30}), clock=clock)
+    plan_store = gk.runtime.counters
+    assert status(await asgi_request(gk, "/v1/models", auth(keys["acme"]))) == 200
+    from gatekeeper.limits.plan import build_plan, credential_part
+    from gatekeeper.principal import CredentialKind
+
+    key_id = keys["acme"][3:15]
+    plan = build_plan("acme", credential_part(CredentialKind.API_KEY, key_id), None,
+                      gk.policy.tenants["acme"].limits)
+    # a holder that took the slot and died: charged, never settled
+    assert (await plan_store.apply(plan, clock.now()))[0].allowed
+    assert status(await asgi_request(gk, "/v1/models", auth(keys["acme"]))) == 429
+    clock.advance(29)
+    assert status(await asgi_request(gk, "/v1/models", auth(keys["acme"]))) == 429
+    clock.advance(1.5)
+    assert status(await asgi_request(gk, "/v1/models", auth(keys["acme"]))) == 200
+
+
+async def test_tokens_are_reserved_then_reconciled_with_the_usage_of_json_and_streams() -> None:
+    counters = Counting()
+    counters.reset()
+    policy = {**POLICY, "tenants": {**POLICY["tenants"], "acme": {
+        **POLICY["tenants"]["acme"], "limits": {"tokens": "1000/minute"}}}}
+    env = await make_env(policy, counters=counters)
+    async with env.client() as client:
+        key = {"authorization": f"Bearer {env.keys['acme']}"}
+        plain = await client.post("/v1/chat/completions", json=CHAT, headers=key)
+        assert plain.status_code == 200
+        assert plain.headers["x-ratelimit-limit-tokens"] == "1000"
+        used = plain.json()["usage"]["total_tokens"]
+        assert counters.reconciled == [("tokens", 0, used)]
+        stream = await client.post("/v1/chat/completions", headers=key, json={
+            **CHAT, "stream": True, "stream_options": {"include_usage": True}})
+        assert stream.status_code == 200 and "[DONE]" in stream.text
+        usage = [json.loads(line[6:])["usage"] for line in stream.text.splitlines()
+                 if line.startswith("data: {") and '"usage"' in line][-1]
+        assert counters.reconciled[-1] == ("tokens", 0, usage["total_tokens"])
+        before = len(counters.reconciled)
+        bare = await client.post("/v1/chat/completions", headers=key,
+                                 json={**CHAT, "stream": True})
+        assert bare.status_code == 200
+        assert len(counters.reconciled) == before  # no usage seen: the reservation stands
+        third = await client.post("/v1/chat/completions", json=CHAT, headers=key)
+        remaining = int(third.headers["x-ratelimit-remaining-tokens"])
+        assert remaining == 1000 - used - usage["total_tokens"]
+
+
+class Broken(MemoryCounterStore):
+    def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        raise ConnectionError("counter backend down")
+
+
+async def test_a_counter_store_failure_fails_closed_with_503() -> None:
+    gk, keys, app = await gate(limited({"requests": "5/minute"}), counters=Broken())
+    sent = await asgi_request(gk, "/v1/models", auth(keys["acme"]))
+    assert status(sent) == 503
+    assert json.loads(sent[1]["body"])["error"]["code"] == "store_unavailable"
+    assert app.paths == []
+
+
+async def test_counts_survive_a_reload() -> None:
+    gk, keys, _ = await gate(limited({"requests": "1/hour"}))
+    assert status(await asgi_request(gk, "/v1/models", auth(keys["acme"]))) == 200
+    gk.reload(limited({"requests": "1/hour"}, allowed_networks=["192.0.2.0/24"]))
+    assert status(await asgi_request(gk, "/v1/models", auth(keys["acme"]))) == 429
+
+
+async def test_replay_counts_limits_on_recorded_time() -> None:
+    from gatekeeper.replay import RequestRecord, replay
+
+    policy = compile_policy(limited({"requests": "10/minute", "concurrency": 1}))
+    store = MemoryStore()
+    key, _ = await key_admin.create_key(store, PEPPER, policy, "acme", 1e9)
+    h = (("authorization", f"Bearer {key}"),)
+
+    def rec(ts: float, duration_ms: float = 0) -> RequestRecord:
+        return RequestRecord.from_dict({"ts": ts, "client_ip": "192.0.2.1", "method": "GET",
+                                        "path": "/v1/models", "headers": dict(h),
+                                        "duration_ms": duration_ms})
+
+    decisions = await replay([rec(1e9), rec(1e9 + 1, 5000), rec(1e9 + 2), rec(1e9 + 61)],
+                             policy, store, PEPPER)
+    # the second holds the only slot for 5 s, so the third is refused on concurrency; the
+    # fourth comes after both the slot and the minute
+    assert [d.reason.code for d in decisions] == ["ok", "ok", "concurrency_limited", "ok"]
