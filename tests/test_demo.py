@@ -86,6 +86,16 @@ def test_the_banners_commands_work_as_printed_in_a_fresh_shell(
     assert re.search(r"^status\s+revoked$", revoked.stdout, re.M)
 
 
+def test_the_banners_limit_command_gets_429_on_the_fourth_request(
+        banner: tuple[str, str], tmp_path: Path) -> None:
+    _, text = banner
+    command = next(line.strip() for line in text.splitlines() if line.strip().startswith("for i"))
+    expected = next(line for line in text.splitlines() if "-> 200 200 200 429" in line)
+    ran = fresh_shell(command, tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["200", "200", "200", "429"], (ran.stdout, expected)
+
+
 def test_the_demos_metrics_are_served_to_this_machine_only(banner: tuple[str, str]) -> None:
     base, text = banner
     assert "gatekeeper_decisions" in httpx.get(f"{base}/metrics").text
@@ -137,17 +147,17 @@ async def test_demo_keys_expire_and_a_new_run_revokes_the_last_ones(tmp_path: Pa
     store = store_from_url(policy.store or "", create=False)
     try:
         first = await store.list_keys()
-        assert len(first) == 4
+        assert len(first) == 5
         for record in first:
             assert record.expires_at is not None
             assert now + 86400 - 60 <= record.expires_at <= now + 86400 + 60
         await issue_demo_keys(policy_path)
         after = {r.key_id: r for r in await store.list_keys()}
-        assert len(after) == 8
+        assert len(after) == 10
         assert all(after[r.key_id].status is KeyStatus.REVOKED for r in first)
         newest = [r for r in after.values() if r.key_id not in {f.key_id for f in first}]
         assert sorted(r.status.value for r in newest) == ["active", "active", "active",
-                                                          "revoked"]
+                                                          "active", "revoked"]
     finally:
         await store.close()
 

@@ -49,7 +49,8 @@ async def issue_demo_keys(policy_path: Path) -> dict[str, str]:
         return {"good": await issue("acme", "good"),
                 "wrong_network": await issue("acme", "wrong-network", ("203.0.113.0/24",)),
                 "revoked": await issue("acme", "revoked"),
-                "globex": await issue("globex", "other-tenant")}
+                "globex": await issue("globex", "other-tenant"),
+                "trial": await issue("trial", "trial") if "trial" in policy.tenants else ""}
     finally:
         await store.close()
 
@@ -117,6 +118,7 @@ policy: {policy_path}   (audit lines of refusals appear below as gatekeeper.audi
   key bound to 203.0.113.0/24:        {keys['wrong_network']}
   revoked key:                        {keys['revoked']}
   key of tenant globex (office only): {keys['globex']}
+  trial key (3 requests a minute):    {keys['trial'] or '(none: this policy.yaml has no trial tenant)'}
 
 These keys expire in 24 hours; the keys of earlier demo runs are now revoked.
 
@@ -133,6 +135,8 @@ Try:
       -> 401 credential_malformed (refused at the checksum, before any lookup)
   curl -s {base}/v1/models -H "x-tenant-id: globex" -H "Authorization: Bearer {keys['good']}"
       -> 403 tenant_mismatch
+  for i in 1 2 3 4; do curl -s -o /dev/null -w '%{{http_code}} ' {base}/v1/models -H "Authorization: Bearer {keys['trial']}"; done; echo
+      -> 200 200 200 429: the trial tenant's 3 requests a minute (retry-after says when)
   curl -s {base}/metrics | grep gatekeeper_decisions
       -> the counters (served to this machine only)
 
