@@ -82,10 +82,21 @@ def audit_sink() -> logging.Logger:
     return logger
 
 
-def benchmark_policy() -> gatekeeper.Policy:
-    """POLICY compiled; its JWT issuer's secret is read from the environment, set here."""
+def benchmark_policy(limits: dict[str, Any] | None = None) -> gatekeeper.Policy:
+    """POLICY compiled (the tenant given ``limits`` when set); its JWT issuer's secret is read
+    from the environment, set here."""
     os.environ.setdefault(JWT_SECRET_ENV, JWT_SECRET)
-    return gatekeeper.compile_policy(POLICY, "benchmark policy")
+    data = POLICY
+    if limits is not None:
+        tenants = {TENANT: {**POLICY["tenants"][TENANT], "limits": limits}}
+        data = {**POLICY, "tenants": tenants}
+    return gatekeeper.compile_policy(data, "benchmark policy")
+
+
+HIGH = "1000000000/minute"
+"""Limits that always have room, so every timed request is charged and allowed."""
+LIMITS_RT = {"requests": HIGH, "tokens": HIGH}
+LIMITS_RTC = {**LIMITS_RT, "concurrency": 64}
 
 
 async def credential_for(kind: str | None, store: gatekeeper.MemoryStore,
@@ -107,8 +118,9 @@ async def gatekeeper_scenario(name: str, what: str, *, path: str = CHAT_PATH,
                               method: str = "POST", client: tuple[str, int] = CLIENT,
                               credential: str | None = "key", status: int = 200,
                               reason: str | None = None, audit: bool = False,
-                              trivial: bool = False, baseline: str = "bare") -> Scenario:
-    policy = benchmark_policy()
+                              trivial: bool = False, baseline: str = "bare",
+                              limits: dict[str, Any] | None = None) -> Scenario:
+    policy = benchmark_policy(limits)
     store = gatekeeper.MemoryStore()
     calls = Calls()
     inner: ASGIApp = TrivialApp(calls) if trivial else make_app(calls)
@@ -136,6 +148,13 @@ async def build_scenarios() -> list[Scenario]:
         plain("slowapi", f"slowapi decorator, one in-memory limit ({SLOWAPI_LIMIT}) keyed by "
               "remote address", make_slowapi_app(c[2]), c[2], "bare"),
         await gatekeeper_scenario("gk-api-key", f"gatekeeper, {valid}"),
+        await gatekeeper_scenario(
+            "gk-limits", f"gk-api-key with per-key request and token limits charged (memory "
+            "store), x-ratelimit headers added, tokens reconciled from the JSON usage",
+            limits=LIMITS_RT),
+        await gatekeeper_scenario(
+            "gk-limits-concurrency", "gk-limits plus a concurrency limit: a slot taken and "
+            "released per request", limits=LIMITS_RTC),
         await gatekeeper_scenario(
             "gk-jwt", "gatekeeper, a valid HS256 JWT (verified once, then cached)",
             credential="jwt"),

@@ -235,7 +235,7 @@ def _metrics(ctx: StageContext) -> Callable[[], object]:
     return lambda: record(OK, 2e-6)
 
 
-# --- limits (engine only: not yet wired into the middleware) ------------------------------------
+# --- limits (the engine alone; gk-limits* scenarios time it through the middleware) -----------
 
 BENCH_LIMITS = TenantLimits(per_key=LimitSet(requests=Rate(60, 60.0), tokens=Rate(90_000, 60.0)))
 BENCH_LIMITS_CC = TenantLimits(per_key=LimitSet(requests=Rate(60, 60.0),

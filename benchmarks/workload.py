@@ -70,6 +70,11 @@ SCENARIOS: dict[str, tuple[str | None, str]] = {
     "gk-api-key": ("bare", "gatekeeper over the Starlette app: cached API key, tenant and "
                    "key networks checked"),
     "slowapi": ("bare", "slowapi over the Starlette app, one in-memory limit"),
+    "gk-limits": ("bare", "gk-api-key with per-key request and token limits (memory store): "
+                  "x-ratelimit headers, tokens reconciled from the JSON usage (trees with "
+                  "limits only)"),
+    "gk-limits-all": ("bare", "gk-limits plus a concurrency limit: a slot taken and released "
+                      "per request (trees with limits only)"),
 }
 """name -> (the baseline it is paired with, what it is)."""
 OWN_COST: tuple[tuple[str, str, str], ...] = (
@@ -80,6 +85,9 @@ OWN_COST: tuple[tuple[str, str, str], ...] = (
     ("noop-middleware", "bare", "no-op middleware, over Starlette"),
     ("gk-api-key", "bare", "gatekeeper, same request, over Starlette"),
     ("slowapi", "bare", "slowapi, one in-memory limit, over Starlette"),
+    ("gk-limits", "bare", "gatekeeper with request + token limits, over Starlette"),
+    ("gk-limits-all", "bare", "gatekeeper with request + token + concurrency limits, over "
+     "Starlette"),
 )
 """(setup, baseline, label): what before_after.py and instructions.py report as added cost."""
 WARMUP = 100
@@ -133,7 +141,14 @@ async def build(name: str, gk_module: ModuleType) -> Workload:
             self.reads += 1
             return await super().get_key(key_id)
 
-    policy = gk_module.compile_policy(WORKLOAD_POLICY, "workload policy")
+    data = WORKLOAD_POLICY
+    if name.startswith("gk-limits"):
+        high = "1000000000/minute"  # always room: every request charged and allowed
+        limits: dict[str, Any] = {"requests": high, "tokens": high}
+        if name == "gk-limits-all":
+            limits["concurrency"] = 64
+        data = {**data, "tenants": {TENANT: {**TENANTS[TENANT], "limits": limits}}}
+    policy = gk_module.compile_policy(data, "workload policy")
     store = CountingStore()
     token, _ = await gk_module.key_admin.create_key(store, PEPPER, policy, TENANT, time.time(),
                                                     networks=KEY_NETWORKS)

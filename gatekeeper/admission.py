@@ -14,7 +14,7 @@ allowed decision, so a forged or unknown key never costs a victim's quota.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from gatekeeper import reasons
 from gatekeeper.clock import Clock
@@ -36,7 +36,7 @@ from gatekeeper.networks import IPAddr
 from gatekeeper.policy.limits import TenantLimits
 from gatekeeper.policy.model import Policy
 from gatekeeper.responder import Responder, Usage
-from gatekeeper.store.counters import CounterStore
+from gatekeeper.store.counters import CounterStore, EmbeddedCounterStore
 
 log = logging.getLogger("gatekeeper")
 
@@ -89,20 +89,32 @@ class Charge:
         self.leases = leases
         self.estimate = estimate
 
-    async def settle(self, responder: Responder | None) -> None:
-        """``responder`` is None for a websocket: it only gives its slots back."""
-        await self.finish(None if responder is None else responder.usage, self.clock.now())
+    def settle(self, responder: Responder | None) -> Awaitable[None] | None:
+        """The Responder's settle (``responder`` is None for a websocket, which only gives its
+        slots back). An in-process store settles at once and returns None; another returns
+        the coroutine for the Responder to await, shielded and bounded."""
+        usage = None if responder is None else responder.usage
+        counters, now = self.counters, self.clock.now()
+        if not isinstance(counters, EmbeddedCounterStore):
+            return self.finish(usage, now)
+        if self.leases:
+            counters.release_now(self.leases, now)
+        if usage is not None:
+            for counter in self._reconciled():
+                counters.reconcile_now(counter, self.estimate, usage.total_tokens, now)
+        return None
 
     async def finish(self, usage: Usage | None, now: float) -> None:
         """Release the slots; correct the token reservation when the real usage is known
         (unknown usage keeps the reservation: the estimate is what the request cost)."""
         if self.leases:
             await self.counters.release(self.leases, now)
-        if usage is None:
-            return
-        for counter in self.plan:
-            if counter.unit != REQUESTS and counter.kind != CONCURRENCY:
+        if usage is not None:
+            for counter in self._reconciled():
                 await self.counters.reconcile(counter, self.estimate, usage.total_tokens, now)
+
+    def _reconciled(self) -> list[Counter]:
+        return [c for c in self.plan if c.unit != REQUESTS and c.kind != CONCURRENCY]
 
 
 async def admit(counters: CounterStore, clock: Clock, admission: Admission, decision: Decision,
@@ -111,9 +123,12 @@ async def admit(counters: CounterStore, clock: Clock, admission: Admission, deci
     settle when the response ends (None when there is nothing to give back or correct)."""
     plan = admission.plan_for(estimate)
     try:
-        answers = await counters.apply(plan, now)
-    except StoreError as exc:
-        log.error("limits not checked, refusing (fail closed): %s", exc)
+        if isinstance(counters, EmbeddedCounterStore):  # no I/O: no second coroutine
+            answers = counters.apply_now(plan, now)
+        else:
+            answers = await counters.apply(plan, now)
+    except Exception as exc:
+        log.error("limits not checked, refusing (fail closed): %s", _cause(exc))
         return decision._replace(reason=reasons.STORE_UNAVAILABLE, action="block",
                                  detail="counter store unavailable", headers=()), None
     result = outcome(plan, answers)
@@ -125,6 +140,10 @@ async def admit(counters: CounterStore, clock: Clock, admission: Admission, deci
     if result.leases or admission.charges_tokens:
         return allowed, Charge(counters, clock, plan, result.leases, estimate)
     return allowed, None
+
+
+def _cause(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
 
 
 def describe(counter: Counter) -> str:

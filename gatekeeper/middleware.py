@@ -135,7 +135,9 @@ class Gatekeeper:
                 finally:
                     if charge is not None:  # a websocket holds its slot until it closes
                         with anyio.CancelScope(shield=True):
-                            await charge.settle(None)
+                            pending = charge.settle(None)
+                            if pending is not None:
+                                await pending
             elif charge is not None:
                 await Responder(receive, send, headers=decision.headers,
                                 watch_usage=admission.charges_tokens,  # type: ignore[union-attr]

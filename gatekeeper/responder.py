@@ -62,8 +62,10 @@ class ClientDisconnected(GatekeeperError):
         super().__init__(f"client disconnected after {received} bytes of request body")
 
 
-Settle = Callable[["Responder"], Awaitable[None]]
-"""Called exactly once when the exchange ends; reads ``outcome``, ``status`` and ``usage``."""
+Settle = Callable[["Responder"], Awaitable[None] | None]
+"""Called exactly once when the exchange ends; reads ``outcome``, ``status`` and ``usage``.
+A settle that finished its work at once (an in-process store) returns None; one that has I/O
+to do returns an awaitable, which is awaited shielded and bounded by ``settle_timeout``."""
 
 
 class Responder:
@@ -208,12 +210,15 @@ class Responder:
         data.clear()
 
     def _read_usage(self, raw: bytearray) -> None:
-        if b'"usage"' not in raw:
+        at = raw.rfind(b'"usage"')
+        if at < 0:
             return
-        try:
-            usage = parse_usage(json.loads(raw))
-        except (ValueError, RecursionError):  # not JSON, bad UTF-8, too deep, too many digits
-            return
+        usage = _usage_at(raw, at)
+        if usage is None:  # not where it looked: read the whole document
+            try:
+                usage = parse_usage(json.loads(raw))
+            except (ValueError, RecursionError):  # not JSON, bad UTF-8, too deep, too long
+                return
         if usage is not None:
             self.usage = usage
 
@@ -230,10 +235,17 @@ class Responder:
         settle = self._settle
         if settle is None:
             return
+        try:
+            pending = settle(self)
+        except Exception:
+            log.exception("settle failed (outcome %s); the response stands", outcome)
+            return
+        if pending is None:
+            return  # done already: no scope to enter (this is most of a memory-store settle)
         # Shielded so a cancelled request still settles; bounded so a stuck store cannot hold it.
         with anyio.move_on_after(self._settle_timeout, shield=True) as bound:
             try:
-                await settle(self)
+                await pending
             except Exception:
                 log.exception("settle failed (outcome %s); the response stands", outcome)
         if bound.cancelled_caught:
@@ -255,6 +267,26 @@ def parse_usage(document: object) -> Usage | None:
             return None
         counts.append(count)
     return Usage._make(counts)
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _usage_at(raw: bytearray, at: int) -> Usage | None:
+    """The ``usage`` object whose key starts at ``at``, decoded alone: a response is mostly
+    its content, and parsing all of it costs more than the rest of the limits together. The
+    key cannot sit inside a string (a quote there is escaped), so the last ``"usage"`` is the
+    top-level one in OpenAI's shapes; anything else answers None and the caller parses it all.
+    """
+    tail = raw[at + 7:at + 7 + 4096].lstrip()
+    if tail[:1] != b":":
+        return None
+    try:
+        text = bytes(tail[1:]).decode("utf-8", "ignore").lstrip()
+        document, _ = _DECODER.raw_decode(text)
+    except (ValueError, RecursionError):
+        return None
+    return parse_usage({"usage": document})
 
 
 def _watch_mode(headers: Iterable[Any]) -> int:
