@@ -126,7 +126,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
                 out.append(CounterAnswer(allowed, remaining, reset, retry))
             elif c.kind == QUOTA:
                 used = 0 if entry is None else entry[1]
-                reset = (_window_end(c, now_us) - now_us) / US
+                reset = max(0.0, (_window_end(c, now_us) - now_us) / US)
                 fits = used + c.cost <= c.limit
                 out.append(CounterAnswer(fits, c.limit - used, reset, 0.0 if fits else reset))
             else:
@@ -175,6 +175,11 @@ def _window_end(c: Counter, now_us: int) -> int:
 
 def _quota(c: Counter, entry: Entry | None, now_us: int) -> tuple[CounterAnswer, Entry]:
     end = _window_end(c, now_us)
+    if end <= now_us:
+        # a plan kept past its window would count into a key that is already gone: every
+        # request would pass. Loud instead (a StoreError: the fail rule applies).
+        raise ValueError(f"a quota counter applied after its window ended ({c.expires:.0f}): "
+                         "build the plan with the same now as apply")
     used = 0 if entry is None else entry[1]
     reset = (end - now_us) / US
     if used + c.cost > c.limit:

@@ -212,14 +212,29 @@ async def test_monthly_quota_rolls_over_at_the_utc_month_boundary(
     assert answer.reset_after == pytest.approx(31 * DAY)
 
 
-async def test_a_quota_counter_is_forgotten_at_its_window_end(counters: CounterStore,
-                                                            clock: ManualClock) -> None:
-    """The backend needs no calendar: it counts until the expiry it is given."""
-    clock.set(MIDNIGHT - 1.0)
+async def test_a_quota_counter_is_forgotten_at_its_window_end(clock: ManualClock) -> None:
+    """The backend needs no calendar: it counts until the expiry it is given (memory only:
+    it reads the store's size)."""
+    store = MemoryCounterStore()
+    clock.set(MIDNIGHT - 2.0)
     counter = quota(2, clock.now())
-    assert await passes(counters, (counter,), clock.now(), 3) == 2
-    clock.set(MIDNIGHT)  # a late request with the old day's counter finds it expired
-    assert (await one(counters, counter, clock.now())).allowed
+    assert await passes(store, (counter,), clock.now(), 3) == 2
+    assert store.peek((counter,), clock.now())[0].remaining == 0
+    clock.set(MIDNIGHT)
+    for i in range(8):  # a sweep runs every 8th write
+        await store.apply((rate(5, 1.0, key=f"r{i}"),), clock.now())
+    assert len(store) == 8  # the finished day's quota is gone
+
+
+async def test_a_plan_kept_past_its_quota_window_fails_loudly(counters: CounterStore,
+                                                               clock: ManualClock) -> None:
+    """Applying yesterday's quota key would count into an expired counter: never a silent
+    pass, a StoreError (the configured fail rule then applies)."""
+    clock.set(MIDNIGHT - 1.0)
+    stale = quota(2, clock.now())
+    clock.set(MIDNIGHT)
+    with pytest.raises(StoreError):
+        await counters.apply((stale,), clock.now())
 
 
 async def test_a_quota_cost_above_the_quota_never_passes(counters: CounterStore,
