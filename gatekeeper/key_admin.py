@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from gatekeeper.errors import ConfigError, KeyConflictError, KeyNotFoundError, KeyRevokedError
 from gatekeeper.keys import KeyRecord, looks_like_key_id, new_key
+from gatekeeper.limits.overrides import apply_flags, flag_for, shown, widenings
 from gatekeeper.networks import parse_network
+from gatekeeper.policy.limits import load_key_limits
 from gatekeeper.policy.model import Policy
 from gatekeeper.principal import KeyStatus
 from gatekeeper.store.base import Store
@@ -68,16 +71,20 @@ def check_key_id(key_id: str) -> str:
 
 async def create_key(store: Store, pepper: bytes, policy: Policy, tenant: str, now: float, *,
                      networks: Sequence[str] = (), expires_at: float | None = None,
-                     labels: Mapping[str, str] | None = None) -> tuple[str, KeyRecord]:
-    """Issue a key. Returns the full key (show it once, never store it) and its record."""
+                     labels: Mapping[str, str] | None = None,
+                     limits: Mapping[str, Any] | None = None) -> tuple[str, KeyRecord]:
+    """Issue a key. Returns the full key (show it once, never store it) and its record.
+    ``limits``: the key's own limits as stored (``overrides.apply_flags``)."""
     if tenant not in policy.tenants:
         raise ConfigError("tenant", tenant, f"is not a tenant in {policy.source}")
+    if limits:
+        check_key_limits(policy, tenant, limits)
     if expires_at is not None:
         if expires_at <= now:
             raise ConfigError("expires_at", expires_at, "is in the past")
         check_duration(expires_at - now, "expires_at", 0.0, expires_at)
     key, record = new_key(pepper, tenant, now, allowed_networks=_networks(networks),
-                          expires_at=expires_at, labels=labels)
+                          expires_at=expires_at, labels=labels, limits=limits)
     await store.create_key(record)
     return key, record
 
@@ -98,10 +105,38 @@ async def set_status(store: Store, key_id: str, status: KeyStatus, now: float) -
     return (await _update(store, key_id, change))[1]
 
 
+def check_key_limits(policy: Policy, tenant: str, limits: Mapping[str, Any]) -> None:
+    """Refuse a key limit looser than its tenant's, naming the option that set it: a key can
+    only narrow. (The policy may still change later: enforcement clamps anyway.)"""
+    key = load_key_limits(limits)
+    found = policy.tenants.get(tenant)
+    if found is None:
+        return
+    for field, mine, theirs in widenings(found.limits, key):
+        raise ConfigError(flag_for(field), shown(field, mine),
+                          f"would widen tenant {tenant}'s {field} limit ({shown(field, theirs)}"
+                          "): a key's limits can only narrow its tenant's")
+
+
+async def set_limits(store: Store, policy: Policy, key_id: str, given: dict[str, str | None],
+                     now: float) -> KeyRecord:
+    """Change a key's own limits: ``given`` maps each option (``rpm``, ``monthly_spend``...)
+    to its text, ``none`` to clear it, or None to leave it as it is."""
+    def change(record: KeyRecord) -> KeyRecord:
+        if record.status is KeyStatus.REVOKED:
+            raise KeyRevokedError(record.key_id)
+        limits = apply_flags(dict(record.limits), given)
+        check_key_limits(policy, record.tenant, limits)
+        return record.with_changes(limits=limits, updated_at=now)
+
+    return (await _update(store, key_id, change))[1]
+
+
 async def rotate_key(store: Store, pepper: bytes, key_id: str, now: float,
                      grace: float) -> tuple[str, KeyRecord, KeyRecord]:
-    """A new key with the old one's tenant, networks, expiry and labels; the old one keeps
-    working for ``grace`` seconds so clients can switch without an outage.
+    """A new key with the old one's tenant, networks, expiry, labels and limits; the old one
+    keeps working for ``grace`` seconds so clients can switch without an outage. (The new key
+    has its own counters: a per-key quota starts afresh, a ``per_tenant`` one does not.)
 
     The old key's grace period is written first (conditionally on the record read), then the
     new key: a rotation that loses a race with a revoke leaves no replacement behind, and one
@@ -123,7 +158,7 @@ async def rotate_key(store: Store, pepper: bytes, key_id: str, now: float,
     before, old = await _update(store, key_id, change)
     key, new = new_key(pepper, before.tenant, now, allowed_networks=before.allowed_networks,
                        expires_at=before.expires_at, labels=before.labels,
-                       rotated_from=before.key_id)
+                       rotated_from=before.key_id, limits=before.limits)
     await store.create_key(new)
     return key, new, old
 

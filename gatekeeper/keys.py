@@ -92,6 +92,9 @@ class KeyRecord:
     updated_at: float = 0.0
     version: int = 0
     """Bumped by the store on every update: writes are conditional on the version read."""
+    limits: Mapping[str, Any] = field(default_factory=dict)
+    """The key's own limits, as policy fields (``{"requests": "60/minute", "monthly_spend":
+    200}``): they only narrow its tenant's (``limits/overrides.py``). Empty: the tenant's."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,7 +102,7 @@ class KeyRecord:
             "status": self.status.value, "allowed_networks": list(self.allowed_networks),
             "created_at": self.created_at, "expires_at": self.expires_at,
             "labels": dict(self.labels), "rotated_from": self.rotated_from,
-            "updated_at": self.updated_at, "version": self.version,
+            "updated_at": self.updated_at, "version": self.version, "limits": dict(self.limits),
         }
 
     @classmethod
@@ -115,6 +118,7 @@ class KeyRecord:
             rotated_from=data.get("rotated_from"),
             updated_at=float(data.get("updated_at") or 0.0),
             version=int(data.get("version") or 0),  # records from before versions: 0
+            limits=dict(data.get("limits") or {}),  # records from before key limits: none
         )
 
     def with_changes(self, **changes: Any) -> KeyRecord:
@@ -128,24 +132,31 @@ class KeyRecord:
 
 
 def principal_for(record: KeyRecord) -> Principal:
-    """Compile a record once per cache fill, so the hot path never re-parses its networks."""
+    """Compile a record once per cache fill, so the hot path never re-parses its networks
+    or its limits (a record whose limits do not load raises ``PolicyError``: the CLI wrote
+    them validated, so that is a damaged record, refused rather than run unlimited)."""
     from gatekeeper.networks import NetworkSet
+    from gatekeeper.policy.limits import load_key_limits
 
     return Principal(
         kind=CredentialKind.API_KEY, key_id=record.key_id, tenant=record.tenant,
         status=record.status, expires_at=record.expires_at,
         networks=NetworkSet.parse(record.allowed_networks), labels=record.labels,
+        limits=load_key_limits(record.limits, f"key {record.key_id} limits")
+        if record.limits else None,
     )
 
 
 def new_key(pepper: bytes, tenant: str, now: float, *, allowed_networks: tuple[str, ...] = (),
             expires_at: float | None = None, labels: Mapping[str, str] | None = None,
-            rotated_from: str | None = None) -> tuple[str, KeyRecord]:
+            rotated_from: str | None = None,
+            limits: Mapping[str, Any] | None = None) -> tuple[str, KeyRecord]:
     """A fresh key and its record. The key string is returned once and never stored."""
     key_id, secret = new_key_id(), _random(SECRET_LEN)
     record = KeyRecord(
         key_id=key_id, tenant=tenant, secret_hash=hash_secret(pepper, key_id, secret),
         allowed_networks=allowed_networks, created_at=now, expires_at=expires_at,
         labels=dict(labels or {}), rotated_from=rotated_from, updated_at=now,
+        limits=dict(limits or {}),
     )
     return build_key(key_id, secret), record

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gatekeeper.networks import EMPTY, NetworkSet
+from gatekeeper.policy.limits import LimitSet
 
 
 class KeyStatus(enum.StrEnum):
@@ -31,3 +32,5 @@ class Principal:
     networks: NetworkSet = EMPTY
     """The credential's own networks; empty means only the tenant's apply."""
     labels: Mapping[str, str] = field(default_factory=dict)
+    limits: LimitSet | None = None
+    """The key's own limits, compiled; they narrow the tenant's (``overrides.narrow``)."""

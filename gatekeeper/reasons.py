@@ -170,8 +170,8 @@ CONCURRENCY_LIMITED = _r(
 QUOTA_EXCEEDED = Reason(
     "quota_exceeded", 429, "insufficient_quota",
     "You exceeded your current quota. It resets at the start of the next period.",
-    "A daily request or token quota is used up; the body's code is OpenAI's "
-    "`insufficient_quota`.", "store", "insufficient_quota")
+    "A daily or monthly (UTC) request, token or spend quota is used up; the body's code is "
+    "OpenAI's `insufficient_quota`.", "store", "insufficient_quota")
 
 REFUSALS: tuple[Reason, ...] = (
     REQUEST_TARGET_INVALID, CREDENTIAL_MISSING, CREDENTIAL_MALFORMED, CREDENTIAL_CONFLICT,

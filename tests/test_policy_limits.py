@@ -83,3 +83,26 @@ def test_huge_and_float_counts_are_refused_without_overflow() -> None:
 
 def test_a_limits_section_that_is_not_a_mapping_is_named() -> None:
     assert set(errors_of(["60/minute"])) == {"tenants.acme.limits"}
+
+
+def test_monthly_quotas_and_spend_compile() -> None:
+    limits = compile_policy({"prices": {"default": {"input": 1, "output": 2}},
+                             "tenants": {"acme": {"limits": {
+                                 "monthly_requests": 100, "monthly_tokens": 5000,
+                                 "daily_spend": 2.5, "monthly_spend": 200,
+                                 "per_tenant": {"monthly_spend": 1000}}}}}).tenants["acme"].limits
+    assert limits.per_key == LimitSet(monthly_requests=100, monthly_tokens=5000,
+                                      daily_spend=2_500_000, monthly_spend=200_000_000)
+    assert limits.per_tenant == LimitSet(monthly_spend=1_000_000_000)
+    assert limits.windowed and limits.charges_tokens and limits.charges_spend
+
+
+def test_bad_monthly_and_spend_values_are_named() -> None:
+    errors = errors_of({"monthly_tokens": 0, "monthly_requests": "many",
+                        "monthly_spend": "lots", "daily_spend": -3,
+                        "per_client": {"monthly_spend": 10**400}})
+    assert set(errors) == {"tenants.acme.limits.monthly_tokens",
+                           "tenants.acme.limits.monthly_requests",
+                           "tenants.acme.limits.monthly_spend", "tenants.acme.limits.daily_spend",
+                           "tenants.acme.limits.per_client.monthly_spend"}
+    assert "dollars" in errors["tenants.acme.limits.monthly_spend"]

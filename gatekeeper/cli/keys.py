@@ -14,6 +14,7 @@ from typing import Any
 from gatekeeper import key_admin
 from gatekeeper.errors import MISSING, ConfigError
 from gatekeeper.keys import KeyRecord
+from gatekeeper.limits.overrides import FLAGS, apply_flags, flag_name, shown
 from gatekeeper.policy.keys import load_pepper
 from gatekeeper.policy.load import load_policy
 from gatekeeper.policy.model import Policy
@@ -53,6 +54,7 @@ def add_parser(commands: Any) -> None:
                         help="allowed network (repeatable); the tenant's networks apply too")
     create.add_argument("--expires-in", metavar="DURATION", help="e.g. 90d, 12h")
     create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    _limit_options(create)
 
     lst = action("list", "list keys (never secrets)")
     lst.add_argument("--tenant")
@@ -60,9 +62,31 @@ def add_parser(commands: Any) -> None:
                        ("suspend", "suspend a key until reinstated"),
                        ("reinstate", "make a suspended key active again")):
         action(name, text).add_argument("key_id")
+    update = action("update", "change a key's own limits (they only narrow its tenant's)")
+    update.add_argument("key_id")
+    _limit_options(update)
     rotate = action("rotate", "issue a replacement; the old key works for --grace")
     rotate.add_argument("key_id")
     rotate.add_argument("--grace", default="24h", metavar="DURATION")
+
+
+_LIMIT_HELP = {
+    "rpm": "requests per minute", "tpm": "tokens per minute",
+    "concurrency": "requests in flight", "daily_requests": "requests per UTC day",
+    "daily_tokens": "tokens per UTC day", "monthly_requests": "requests per UTC month",
+    "monthly_tokens": "tokens per UTC month", "daily_spend": "dollars per UTC day",
+    "monthly_spend": "dollars per UTC month"}
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "key limits", "the key's own limits: they can only narrow its tenant's; 'none' clears")
+    for dest in FLAGS:
+        group.add_argument(flag_name(dest), dest=dest, metavar="N", help=_LIMIT_HELP[dest])
+
+
+def _given_limits(args: argparse.Namespace) -> dict[str, str | None]:
+    return {dest: getattr(args, dest, None) for dest in FLAGS}
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -85,8 +109,15 @@ async def _dispatch(args: argparse.Namespace, policy: Policy, store: Store, now:
             now + key_admin.parse_duration(args.expires_in, "--expires-in")
         key, record = await key_admin.create_key(
             store, load_pepper(policy.keys), policy, args.tenant, now, networks=args.network,
-            expires_at=expires, labels=_labels(args.label))
+            expires_at=expires, labels=_labels(args.label),
+            limits=apply_flags({}, _given_limits(args)))
         _print_secret(args, "Created", key, record)
+    elif action == "update":
+        given = _given_limits(args)
+        if all(v is None for v in given.values()):
+            raise ConfigError("update", args.key_id, "changes nothing: give a limit option "
+                                                     "such as --rpm 60 (or --rpm none)")
+        _show(args, await key_admin.set_limits(store, policy, args.key_id, given, now))
     elif action == "list":
         records = await store.list_keys(args.tenant)
         if args.json:
@@ -139,9 +170,15 @@ def _show(args: argparse.Namespace, record: KeyRecord) -> None:
         view[field] = _time(view[field])
     view["allowed_networks"] = ", ".join(record.allowed_networks)
     view["labels"] = ", ".join(f"{k}={v}" for k, v in record.labels.items())
+    view["limits"] = ", ".join(f"{k}={_limit_text(k, v)}" for k, v in record.limits.items())
     width = max(len(k) for k in view)
     for name, value in view.items():
         print(f"{name:<{width}}  {value if value not in (None, '') else '-'}")
+
+
+def _limit_text(field: str, value: object) -> str:
+    return shown(field, round(value * 1_000_000)) if field.endswith("_spend") and \
+        isinstance(value, int | float) else str(value)
 
 
 def _table(records: list[KeyRecord]) -> None:

@@ -8,7 +8,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from gatekeeper.cli import geo, keys
+from gatekeeper.cli import geo, keys, limits
 from gatekeeper.errors import GatekeeperError, PolicyError, redact_url
 from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.policy.keys import load_pepper
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     keys.add_parser(commands)
     geo.add_parser(commands)
+    limits.add_parser(commands)
     check = commands.add_parser("check-config", help="validate a policy file")
     check.add_argument("policy")
     demo = commands.add_parser("demo", help="run a mock OpenAI endpoint behind gatekeeper")
@@ -40,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "keys":
             return asyncio.run(keys.run(args))
+        if args.command == "limits":
+            return asyncio.run(limits.run(args))
         if args.command == "geo":
             return geo.run(args)
         if args.command == "check-config":

@@ -13,7 +13,10 @@ plan with both tags is split by tag: the client group is charged first and, if t
 group then refuses, refunded (``CounterStore.release``/``reconcile``); so per-client limits
 are all-or-nothing up to that refund, and key and tenant limits exactly so. A JWT subject is
 never embedded in a key (it may be an email): its principal id is hashed (SHA-256, 96 bits).
-A rate's limit and period are part of its key (``LimitSet.templates`` says why).
+A rate's limit and period are part of its key (``LimitSet.templates`` says why). A quota's
+key names its UTC day or month and the counter expires at the window's end
+(``limits/windows.py``), so quotas need ``now`` and a plan with quotas is good only until the
+window ends (``TenantLimits.windowed``).
 """
 
 from __future__ import annotations
@@ -22,13 +25,16 @@ import hashlib
 import socket
 from typing import NamedTuple
 
+from gatekeeper.limits.windows import windows
 from gatekeeper.networks import IPAddr
 from gatekeeper.policy.limits import (
     CONCURRENCY,
+    DAILY,
     DAY,
     QUOTA,
     RATE,
     REQUESTS,
+    SPEND,
     TOKENS,
     Template,
     TenantLimits,
@@ -37,7 +43,7 @@ from gatekeeper.policy.limits import (
 
 class Counter(NamedTuple):
     kind: str
-    """``rate`` (GCRA), ``concurrency`` (leased slots) or ``quota`` (UTC day window)."""
+    """``rate`` (GCRA), ``concurrency`` (leased slots) or ``quota`` (a UTC day or month)."""
     key: str
     """The storage key, hash tag included."""
     tag: str
@@ -46,8 +52,13 @@ class Counter(NamedTuple):
     period: float
     """Seconds: the rate's period, the quota's window, the concurrency slot's lease."""
     cost: int
+    """What ``apply`` charges: 1 request, the token estimate or the spend estimate."""
     unit: str
-    """``requests`` or ``tokens``: what the counter counts (and which headers it fills)."""
+    """``requests``, ``tokens`` or ``spend`` (micro-dollars): what the counter counts (and
+    which headers it fills)."""
+    expires: float = 0.0
+    """A quota's window end (Unix seconds; its key names the window): the counter is
+    forgotten then. 0: a window aligned to ``period`` (for counters built by hand)."""
 
 
 class Lease(NamedTuple):
@@ -92,34 +103,59 @@ def client_part(client: IPAddr) -> str:
 
 
 def build_plan(tenant: str, credential: str, client: IPAddr | None, limits: TenantLimits,
-               estimate: int = 0) -> Plan:
+               estimate: int = 0, *, now: float | None = None, spend: int = 0) -> Plan:
     """The counters a request charges. ``credential`` is ``credential_part(...)``, computed
-    once per credential; ``estimate`` is the tokens reserved (reconciled after the response).
-    Requests from an unknown client address skip the per-client scope. The counters' key
-    suffixes, limits and periods were precomputed with the policy (``TenantLimits``)."""
+    once per credential; ``estimate`` is the tokens reserved and ``spend`` the micro-dollars
+    reserved (both reconciled after the response). ``now`` (Unix seconds) picks the quota
+    windows; it is required when ``limits.windowed``. Requests from an unknown client address
+    skip the per-client scope. The counters' key suffixes, limits and periods were precomputed
+    with the policy (``TenantLimits``)."""
     if limits.empty:
         return EMPTY_PLAN
+    if limits.windowed and now is None:
+        raise ValueError("build_plan(..., now=...) is required for limits with quotas: "
+                         "their storage keys name the UTC day or month")
+    costs = {REQUESTS: 1, TOKENS: estimate, SPEND: spend}
     tag = "{t:" + tenant + "}"
     out: list[Counter] = []
     if limits.key_counters:
-        _scope(out, limits.key_counters, tag, "gk:" + tag + ":" + credential, estimate)
+        _scope(out, limits.key_counters, tag, "gk:" + tag + ":" + credential, costs, now)
     if limits.tenant_counters:
-        _scope(out, limits.tenant_counters, tag, "gk:" + tag + ":all", estimate)
+        _scope(out, limits.tenant_counters, tag, "gk:" + tag + ":all", costs, now)
     if client is not None and limits.client_counters:
         ctag = "{c:" + client_part(client) + "}"
-        _scope(out, limits.client_counters, ctag, "gk:" + ctag, estimate)
+        _scope(out, limits.client_counters, ctag, "gk:" + ctag, costs, now)
     return tuple(out)
 
 
+def settled_cost(counter: Counter, tokens: int, spend: int) -> int:
+    """What a charged counter should have cost, from the real usage (``tokens`` used,
+    ``spend`` micro-dollars): the ``actual`` of ``CounterStore.reconcile(counter,
+    counter.cost, actual, now)``."""
+    if counter.unit == TOKENS:
+        return tokens
+    if counter.unit == SPEND:
+        return spend
+    return counter.cost
+
+
 def _scope(out: list[Counter], templates: tuple[Template, ...], tag: str, base: str,
-           estimate: int) -> None:
-    for kind, suffix, limit, period, unit, tokens in templates:
+           costs: dict[str, int], now: float | None) -> None:
+    for kind, suffix, limit, period, unit, window in templates:
+        expires = 0.0
+        key = base + suffix
+        if window:
+            assert now is not None
+            found = windows(now)[0 if window == DAILY else 1]
+            key += ":" + found.label
+            period, expires = found.end - found.start, found.end
         # tuple.__new__ skips the NamedTuple's keyword-parsing __new__ (about 3x cheaper)
-        out.append(_new(Counter, (kind, base + suffix, tag, limit, period,
-                                  estimate if tokens else 1, unit)))
+        out.append(_new(Counter, (kind, key, tag, limit, period, costs[unit], unit,
+                                  expires)))
 
 
 _new = tuple.__new__
 
-__all__ = ["CONCURRENCY", "DAY", "EMPTY_PLAN", "QUOTA", "RATE", "REQUESTS", "TOKENS", "Counter",
-           "CounterAnswer", "Lease", "Plan", "build_plan", "client_part", "credential_part"]
+__all__ = ["CONCURRENCY", "DAY", "EMPTY_PLAN", "QUOTA", "RATE", "REQUESTS", "SPEND", "TOKENS",
+           "Counter", "CounterAnswer", "Lease", "Plan", "build_plan", "client_part",
+           "credential_part", "settled_cost"]

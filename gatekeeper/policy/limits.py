@@ -1,4 +1,4 @@
-"""The ``limits`` section of a tenant: rates, concurrency and daily quotas, per scope.
+"""The ``limits`` section of a tenant: rates, concurrency, daily and monthly quotas, per scope.
 
     tenants:
       acme:
@@ -7,19 +7,27 @@
           tokens: 90000/minute
           concurrency: 4
           daily_tokens: 2000000
+          monthly_spend: 200                 # dollars, priced by the top-level `prices:`
           per_tenant: {requests: 600/minute}   # all of the tenant's keys together
           per_client: {requests: 20/second}    # each client address (IPv6 by /64)
 
 The top level is per credential because a stolen key is the unit of damage; ``per_tenant``
 caps a tenant whatever number of keys it mints; ``per_client`` caps one address (or /64)
 across keys. A tenant without the section has no limits and pays nothing for them.
+
+Quotas are UTC calendar windows: ``daily_*`` the UTC day, ``monthly_*`` the UTC calendar
+month. Spend (``daily_spend``, ``monthly_spend``) is given in dollars and counted in whole
+micro-dollars (``limits/spend.py``), so every counter is an integer.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from gatekeeper.errors import ConfigError, PolicyError
 from gatekeeper.policy.fields import Fields
 
 MIN_PERIOD = 1.0
@@ -34,11 +42,21 @@ CONCURRENCY = "concurrency"
 QUOTA = "quota"
 REQUESTS = "requests"
 TOKENS = "tokens"
+SPEND = "spend"
+"""The unit of spend counters: micro-dollars (1e-6 USD)."""
+MICRO = 1_000_000
+"""Micro-dollars per dollar."""
 DAY = 86_400.0
+DAILY = "day"
+MONTHLY = "month"
+MAX_SPEND = 10**9
+"""Dollars: a larger spend limit is a typo."""
 
-Template = tuple[str, str, int, float, str, bool]
+Template = tuple[str, str, int, float, str, str]
 """One counter of a scope, precomputed: (kind, storage key suffix, limit, period, unit,
-charged the token estimate)."""
+calendar window). The unit says what it is charged (requests 1, tokens the token estimate,
+spend the spend estimate); a quota's window (``day`` or ``month``, else "") is named in its
+key by the plan, which knows the time."""
 
 _UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
           "h": 3600.0, "hour": 3600.0, "d": 86_400.0, "day": 86_400.0}
@@ -64,10 +82,21 @@ class LimitSet:
     concurrency: int | None = None
     daily_requests: int | None = None
     daily_tokens: int | None = None
+    monthly_requests: int | None = None
+    monthly_tokens: int | None = None
+    daily_spend: int | None = None
+    """Micro-dollars, like every spend figure."""
+    monthly_spend: int | None = None
 
     @property
     def empty(self) -> bool:
         return self == _NONE
+
+    @property
+    def quotas(self) -> tuple[tuple[str, str, str, int], ...]:
+        """(field, unit, window, limit) of each quota set, in check order."""
+        found = ((name, unit, window, getattr(self, name)) for name, unit, window in QUOTAS)
+        return tuple(q for q in found if q[3] is not None)
 
     def templates(self, lease: float) -> tuple[Template, ...]:
         """The counters this scope charges, in check order. A rate's limit and period are in
@@ -76,19 +105,23 @@ class LimitSet:
         out: list[Template] = []
         if self.requests is not None:
             r = self.requests
-            out.append((RATE, f":rq:{r.limit}/{r.period:g}", r.limit, r.period, REQUESTS, False))
+            out.append((RATE, f":rq:{r.limit}/{r.period:g}", r.limit, r.period, REQUESTS, ""))
         if self.tokens is not None:
             r = self.tokens
-            out.append((RATE, f":tk:{r.limit}/{r.period:g}", r.limit, r.period, TOKENS, True))
-        if self.daily_requests is not None:
-            out.append((QUOTA, ":dq", self.daily_requests, DAY, REQUESTS, False))
-        if self.daily_tokens is not None:
-            out.append((QUOTA, ":dt", self.daily_tokens, DAY, TOKENS, True))
+            out.append((RATE, f":tk:{r.limit}/{r.period:g}", r.limit, r.period, TOKENS, ""))
+        for name, unit, window, limit in self.quotas:
+            out.append((QUOTA, _QUOTA_SUFFIX[name], limit, DAY, unit, window))
         if self.concurrency is not None:
-            out.append((CONCURRENCY, ":cc", self.concurrency, lease, REQUESTS, False))
+            out.append((CONCURRENCY, ":cc", self.concurrency, lease, REQUESTS, ""))
         return tuple(out)
 
 
+QUOTAS = (("daily_requests", REQUESTS, DAILY), ("daily_tokens", TOKENS, DAILY),
+          ("daily_spend", SPEND, DAILY), ("monthly_requests", REQUESTS, MONTHLY),
+          ("monthly_tokens", TOKENS, MONTHLY), ("monthly_spend", SPEND, MONTHLY))
+"""Every quota field: (name, unit, calendar window)."""
+_QUOTA_SUFFIX = {"daily_requests": ":dq", "daily_tokens": ":dt", "daily_spend": ":ds",
+                 "monthly_requests": ":mq", "monthly_tokens": ":mt", "monthly_spend": ":ms"}
 _NONE = LimitSet()
 
 
@@ -101,6 +134,11 @@ class TenantLimits:
     """Concurrency slot lease (seconds)."""
     charges_tokens: bool = field(init=False, default=False)
     """Some scope limits tokens: the request needs a token estimate and a reconcile."""
+    charges_spend: bool = field(init=False, default=False)
+    """Some scope limits spend: the request needs a spend estimate and a reconcile."""
+    windowed: bool = field(init=False, default=False)
+    """Some scope has a quota: its storage keys name the UTC day or month, so a plan is only
+    good until the window ends (``build_plan`` needs ``now``)."""
     empty: bool = field(init=False, default=True)
     key_counters: tuple[Template, ...] = field(init=False, default=(), repr=False)
     tenant_counters: tuple[Template, ...] = field(init=False, default=(), repr=False)
@@ -112,8 +150,10 @@ class TenantLimits:
         object.__setattr__(self, "key_counters", self.per_key.templates(self.lease))
         object.__setattr__(self, "tenant_counters", self.per_tenant.templates(self.lease))
         object.__setattr__(self, "client_counters", self.per_client.templates(self.lease))
-        object.__setattr__(self, "charges_tokens", any(
-            s.tokens is not None or s.daily_tokens is not None for s in scopes))
+        units = {t[4] for s in scopes for t in s.templates(self.lease)}
+        object.__setattr__(self, "charges_tokens", TOKENS in units)
+        object.__setattr__(self, "charges_spend", SPEND in units)
+        object.__setattr__(self, "windowed", any(s.quotas for s in scopes))
 
 
 NO_LIMITS = TenantLimits()
@@ -147,10 +187,22 @@ def load_limits(fields: Fields) -> TenantLimits:
     return TenantLimits(per_key, per_tenant, per_client, lease)
 
 
+def load_key_limits(data: Mapping[str, Any], source: str = "limits") -> LimitSet:
+    """A key's own limits as stored on its record (same fields as one scope of the policy
+    section, ``per_tenant`` and ``per_client`` excluded); PolicyError naming each bad field."""
+    errors: list[ConfigError] = []
+    found = _load_set(Fields(data, source, errors), nested=True)
+    if errors:
+        raise PolicyError(errors, source)
+    return found
+
+
 def _load_set(fields: Fields, nested: bool = False) -> LimitSet:
     found = LimitSet(_rate(fields, "requests"), _rate(fields, "tokens"),
                      _count(fields, "concurrency"), _count(fields, "daily_requests"),
-                     _count(fields, "daily_tokens"))
+                     _count(fields, "daily_tokens"), _count(fields, "monthly_requests"),
+                     _count(fields, "monthly_tokens"), _spend(fields, "daily_spend"),
+                     _spend(fields, "monthly_spend"))
     if nested:
         fields.finish()
     return found
@@ -175,3 +227,33 @@ def _count(fields: Fields, name: str) -> int | None:
         fields.error(name, value, f"must be between 1 and {MAX_COUNT}")
         return None
     return int(value)
+
+
+def _spend(fields: Fields, name: str) -> int | None:
+    value = fields.get(name, (int, float), None, "a number of dollars")
+    if value is None:
+        return None
+    try:
+        return dollars(value)
+    except ValueError as exc:
+        fields.error(name, value, str(exc))
+        return None
+
+
+def dollars(value: float | int | str) -> int:
+    """A spend limit in dollars (``200``, ``12.5``, ``"12.5"``) as whole micro-dollars."""
+    bounds = f"must be more than 0 and at most {MAX_SPEND} dollars"
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("is not a number of dollars (e.g. 200 or 12.50)")
+    if isinstance(value, int) and not 0 < value <= MAX_SPEND:
+        raise ValueError(bounds)  # checked first: float(10**400) raises OverflowError
+    try:
+        amount = float(value)
+    except ValueError:
+        raise ValueError("is not a number of dollars (e.g. 200 or 12.50)") from None
+    if not 0 < amount <= MAX_SPEND:  # NaN fails too
+        raise ValueError(bounds)
+    micro = round(amount * MICRO)
+    if micro < 1:
+        raise ValueError("must be at least 0.000001 dollars")
+    return micro

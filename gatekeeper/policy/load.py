@@ -16,6 +16,7 @@ from gatekeeper.policy.geo import load_geo
 from gatekeeper.policy.issuers import load_issuers
 from gatekeeper.policy.keys import load_keys
 from gatekeeper.policy.model import Policy
+from gatekeeper.policy.prices import load_prices
 from gatekeeper.policy.refusals import load_refusals
 from gatekeeper.policy.request_tenant import load_request_tenant
 from gatekeeper.policy.routes import load_routes
@@ -71,8 +72,10 @@ def compile_policy(data: object, source: str = "policy",
         store=store,
         source=source,
         answers=load_refusals(top.section("refusals")),
+        prices=load_prices(top.section("prices")),
     )
     _check_issuer_tenants(policy, errors)
+    _check_spend_is_priced(policy, errors)
     if policy.geo.cdn_header and not policy.client_address.trusted_proxies:
         errors.append(ConfigError("geo.cdn_header", policy.geo.cdn_header,
                                   "is never believed without client_address.trusted_proxies"))
@@ -88,6 +91,22 @@ def _check_issuer_tenants(policy: Policy, errors: list[ConfigError]) -> None:
             if name not in policy.tenants:
                 errors.append(ConfigError(f"{issuer.field}.tenants[{i}]", name,
                                           "is not a tenant in this policy"))
+
+
+def _check_spend_is_priced(policy: Policy, errors: list[ConfigError]) -> None:
+    """A spend limit over an unpriced model would count nothing: require ``prices.default``."""
+    if policy.prices.default is not None:
+        return
+    for name, tenant in policy.tenants.items():
+        limits = tenant.limits
+        for scope, found in (("", limits.per_key), ("per_tenant.", limits.per_tenant),
+                             ("per_client.", limits.per_client)):
+            for field in ("daily_spend", "monthly_spend"):
+                value = getattr(found, field)
+                if value is not None:
+                    errors.append(ConfigError(
+                        f"tenants.{name}.limits.{scope}{field}", value / 1_000_000,
+                        "needs a top-level prices section with a default price"))
 
 
 class _Refused(yaml.composer.ComposerError):

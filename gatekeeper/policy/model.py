@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from gatekeeper.client_address import ClientAddressPolicy
 from gatekeeper.geo.rules import CountryRule
+from gatekeeper.limits.spend import NO_PRICES, Prices
 from gatekeeper.networks import EMPTY, NetworkSet
 from gatekeeper.policy.geo import GeoPolicy
 from gatekeeper.policy.issuers import IssuerPolicy
@@ -60,3 +61,5 @@ class Policy:
     source: str = "policy"
     answers: Mapping[Reason, Reason] = field(default_factory=dict)
     """What a refused client is told instead of the real reason (``refusals.conceal``)."""
+    prices: Prices = NO_PRICES
+    """Dollars per million tokens per model (``policy/prices.py``): what spend limits count."""

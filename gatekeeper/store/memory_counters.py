@@ -23,8 +23,8 @@ from gatekeeper.store.counters import CounterAnswer, EmbeddedCounterStore, Lease
 DEFAULT_MAX_COUNTERS = 200_000
 
 Entry = list[Any]
-"""``[expires_us, value]``: rate -> tat (int), quota -> [window_start_us, used],
-concurrency -> {lease id: expires_us}."""
+"""``[expires_us, value]``: rate -> tat (int), quota -> used (its key names its window, and it
+expires at the window's end), concurrency -> {lease id: expires_us}."""
 
 
 class MemoryCounterStore(EmbeddedCounterStore):
@@ -96,14 +96,43 @@ class MemoryCounterStore(EmbeddedCounterStore):
             tat = refund(tat, now_us, counter.limit, period_us, reserved - actual)
             self._put(counter.key, [tat // counter.limit + 1, tat], now_us)
         elif counter.kind == QUOTA:
-            start = now_us - now_us % period_us
-            if entry is not None and entry[1][0] == start:
-                used = max(0, entry[1][1] + actual - reserved)
-            elif actual > reserved:
-                used = actual - reserved  # the reservation's window is over: extra usage
-            else:  # counts in this one; a refund to a finished window is dropped
+            end = _window_end(counter, now_us)
+            if entry is not None:
+                used = max(0, entry[1] + actual - reserved)
+            elif actual > reserved and end > now_us:
+                used = actual - reserved  # the entry was evicted: count the extra usage
+            else:  # the window is over (or nothing to refund): it is not reopened
                 return
-            self._put(counter.key, [start + period_us, [start, used]], now_us)
+            self._put(counter.key, [end, used], now_us)
+
+    def peek(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        """Each counter's state now, charging nothing and taking no slot: what is left
+        (``remaining``) and when it is full again (``reset_after``). For the server to show
+        (the CLI cannot reach a server's memory); ``allowed`` says whether ``cost`` fits."""
+        now_us = to_us(now)
+        out: list[CounterAnswer] = []
+        for c in plan:
+            entry = self._entries.get(c.key)
+            if entry is not None and entry[0] <= now_us:
+                entry = None
+            if c.kind == RATE:
+                limit = c.limit
+                allowed, _, remaining, reset, retry = gcra(
+                    0 if entry is None else entry[1], now_us, limit, round(c.period * US),
+                    limit, c.cost)
+                if allowed:  # gcra's answer counts the cost as charged: give it back
+                    remaining += c.cost
+                    reset = 0.0 if entry is None else max(0.0, (entry[1] // limit - now_us) / US)
+                out.append(CounterAnswer(allowed, remaining, reset, retry))
+            elif c.kind == QUOTA:
+                used = 0 if entry is None else entry[1]
+                reset = max(0.0, (_window_end(c, now_us) - now_us) / US)
+                fits = used + c.cost <= c.limit
+                out.append(CounterAnswer(fits, c.limit - used, reset, 0.0 if fits else reset))
+            else:
+                held = 0 if entry is None else sum(1 for v in entry[1].values() if v > now_us)
+                out.append(CounterAnswer(held < c.limit, c.limit - held, 0.0, 0.0))
+        return out
 
     def _live(self, key: str, now_us: int) -> Entry | None:
         entry = self._entries.get(key)
@@ -136,17 +165,28 @@ class MemoryCounterStore(EmbeddedCounterStore):
 _new = tuple.__new__
 
 
-def _quota(c: Counter, entry: Entry | None, now_us: int) -> tuple[CounterAnswer, Entry]:
+def _window_end(c: Counter, now_us: int) -> int:
+    """The quota's window end: the plan's (calendar windows), else aligned to its period."""
+    if c.expires:
+        return round(c.expires * US)
     period_us = round(c.period * US)
-    start = now_us - now_us % period_us
-    used = entry[1][1] if entry is not None and entry[1][0] == start else 0
-    end = start + period_us
+    return now_us - now_us % period_us + period_us
+
+
+def _quota(c: Counter, entry: Entry | None, now_us: int) -> tuple[CounterAnswer, Entry]:
+    end = _window_end(c, now_us)
+    if end <= now_us:
+        # a plan kept past its window would count into a key that is already gone: every
+        # request would pass. Loud instead (a StoreError: the fail rule applies).
+        raise ValueError(f"a quota counter applied after its window ended ({c.expires:.0f}): "
+                         "build the plan with the same now as apply")
+    used = 0 if entry is None else entry[1]
     reset = (end - now_us) / US
     if used + c.cost > c.limit:
         retry = float("inf") if c.cost > c.limit else reset
-        return CounterAnswer(False, c.limit - used, reset, retry), [end, [start, used]]
+        return CounterAnswer(False, c.limit - used, reset, retry), [end, used]
     used += c.cost
-    return CounterAnswer(True, c.limit - used, reset, 0.0), [end, [start, used]]
+    return CounterAnswer(True, c.limit - used, reset, 0.0), [end, used]
 
 
 def _slot(c: Counter, entry: Entry | None, now_us: int,

@@ -12,7 +12,18 @@ import pytest
 
 from gatekeeper.clock import ManualClock
 from gatekeeper.errors import StoreError
-from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, TOKENS, Counter, Plan
+from gatekeeper.limits.plan import (
+    CONCURRENCY,
+    QUOTA,
+    RATE,
+    REQUESTS,
+    SPEND,
+    TOKENS,
+    Counter,
+    Plan,
+)
+from gatekeeper.limits.windows import window
+from gatekeeper.policy.limits import DAILY, MONTHLY
 from gatekeeper.store.counters import CounterAnswer, CounterStore
 from gatekeeper.store.memory_counters import MemoryCounterStore
 
@@ -22,6 +33,8 @@ DAY = 86_400.0
 MIDNIGHT = 1_700_006_400.0
 """2023-11-15T00:00:00Z: a UTC day boundary (a multiple of 86 400)."""
 START = 1_700_000_000.0
+MONTH_END = 1_796_083_200.0
+"""2026-12-01T00:00:00Z: a UTC month boundary."""
 
 
 @pytest.fixture(params=["memory"])
@@ -43,8 +56,13 @@ def rate(limit: int, period: float, cost: int = 1, key: str = "r", unit: str = R
     return Counter(RATE, f"gk:{{t:acme}}:{key}", "{t:acme}", limit, period, cost, unit)
 
 
-def quota(limit: int, cost: int = 1, key: str = "q") -> Counter:
-    return Counter(QUOTA, f"gk:{{t:acme}}:{key}", "{t:acme}", limit, DAY, cost, TOKENS)
+def quota(limit: int, now: float = START, cost: int = 1, key: str = "q", kind: str = DAILY,
+          unit: str = TOKENS) -> Counter:
+    """A quota counter the way the plan builds it: its window in its key, expiring at the
+    window's end (so a backend only counts with an expiry)."""
+    found = window(kind, now)
+    return Counter(QUOTA, f"gk:{{t:acme}}:{key}:{found.label}", "{t:acme}", limit,
+                   found.end - found.start, cost, unit, found.end)
 
 
 def slots(limit: int, lease: float = 60.0, key: str = "c") -> Counter:
@@ -163,22 +181,65 @@ async def test_every_counter_of_a_passed_plan_is_charged(counters: CounterStore,
 
 async def test_quota_rolls_over_at_the_utc_day_boundary(counters: CounterStore,
                                                         clock: ManualClock) -> None:
-    counter = quota(3)
     clock.set(MIDNIGHT - 10.0)
+    counter = quota(3, clock.now())
     assert await passes(counters, (counter,), clock.now(), 5) == 3
     refused = await one(counters, counter, clock.now())
     assert not refused.allowed and refused.retry_after == pytest.approx(10.0)
     clock.set(MIDNIGHT - 0.001)
-    assert not (await one(counters, counter, clock.now())).allowed
+    assert not (await one(counters, quota(3, clock.now()), clock.now())).allowed
     clock.set(MIDNIGHT)
-    answer = await one(counters, counter, clock.now())
+    answer = await one(counters, quota(3, clock.now()), clock.now())
     assert answer.allowed and answer.remaining == 2
     assert answer.reset_after == pytest.approx(DAY)
 
 
+async def test_monthly_quota_rolls_over_at_the_utc_month_boundary(
+        counters: CounterStore, clock: ManualClock) -> None:
+    clock.set(MONTH_END - 30 * DAY)  # 2026-11-01: the whole of November
+    november = quota(100, clock.now(), cost=40, kind=MONTHLY, unit=SPEND)
+    assert await passes(counters, (november,), clock.now(), 3) == 2
+    clock.set(MONTH_END - 0.001)  # a day's rollover changes nothing in a monthly quota
+    assert quota(100, clock.now(), cost=40, kind=MONTHLY).key == november.key
+    refused = await one(counters, november, clock.now())
+    assert not refused.allowed and refused.remaining == 20
+    assert refused.retry_after == pytest.approx(0.001, abs=1e-6)
+    clock.set(MONTH_END)
+    december = quota(100, clock.now(), cost=40, kind=MONTHLY, unit=SPEND)
+    assert december.key != november.key
+    answer = await one(counters, december, clock.now())
+    assert answer.allowed and answer.remaining == 60
+    assert answer.reset_after == pytest.approx(31 * DAY)
+
+
+async def test_a_quota_counter_is_forgotten_at_its_window_end(clock: ManualClock) -> None:
+    """The backend needs no calendar: it counts until the expiry it is given (memory only:
+    it reads the store's size)."""
+    store = MemoryCounterStore()
+    clock.set(MIDNIGHT - 2.0)
+    counter = quota(2, clock.now())
+    assert await passes(store, (counter,), clock.now(), 3) == 2
+    assert store.peek((counter,), clock.now())[0].remaining == 0
+    clock.set(MIDNIGHT)
+    for i in range(8):  # a sweep runs every 8th write
+        await store.apply((rate(5, 1.0, key=f"r{i}"),), clock.now())
+    assert len(store) == 8  # the finished day's quota is gone
+
+
+async def test_a_plan_kept_past_its_quota_window_fails_loudly(counters: CounterStore,
+                                                               clock: ManualClock) -> None:
+    """Applying yesterday's quota key would count into an expired counter: never a silent
+    pass, a StoreError (the configured fail rule then applies)."""
+    clock.set(MIDNIGHT - 1.0)
+    stale = quota(2, clock.now())
+    clock.set(MIDNIGHT)
+    with pytest.raises(StoreError):
+        await counters.apply((stale,), clock.now())
+
+
 async def test_a_quota_cost_above_the_quota_never_passes(counters: CounterStore,
                                                          clock: ManualClock) -> None:
-    refused = await one(counters, quota(100, cost=101), clock.now())
+    refused = await one(counters, quota(100, clock.now(), cost=101), clock.now())
     assert not refused.allowed and refused.retry_after == math.inf
 
 
@@ -241,8 +302,8 @@ async def test_reconcile_never_goes_below_zero(counters: CounterStore, clock: Ma
 
 
 async def test_reconcile_on_a_quota(counters: CounterStore, clock: ManualClock) -> None:
-    counter = quota(100, cost=40)
     clock.set(MIDNIGHT + 5.0)
+    counter = quota(100, clock.now(), cost=40)
     await one(counters, counter, clock.now())
     await counters.reconcile(counter, 40, 10, clock.now())
     assert (await one(counters, counter._replace(cost=90), clock.now())).remaining == 0
@@ -252,12 +313,36 @@ async def test_reconcile_on_a_quota(counters: CounterStore, clock: ManualClock) 
     assert (await one(counters, counter._replace(cost=100), clock.now())).allowed
 
 
+async def test_reconcile_of_spend_after_the_response(counters: CounterStore,
+                                                    clock: ManualClock) -> None:
+    """Spend is reserved as an estimate and settled with the real spend, like tokens."""
+    clock.set(MONTH_END - DAY)
+    counter = quota(1_000_000, clock.now(), cost=300_000, kind=MONTHLY, unit=SPEND)
+    assert (await one(counters, counter, clock.now())).remaining == 700_000
+    await counters.reconcile(counter, 300_000, 450_000, clock.now())
+    assert (await one(counters, counter._replace(cost=550_000), clock.now())).remaining == 0
+
+
+async def test_a_reconcile_after_the_window_ended_does_not_reopen_it(
+        counters: CounterStore, clock: ManualClock) -> None:
+    """A response that ends after midnight settles nothing into the finished day, and
+    charges nothing to the new day's counter (a different key)."""
+    clock.set(MIDNIGHT - 1.0)
+    counter = quota(100, clock.now(), cost=10)
+    await one(counters, counter, clock.now())
+    clock.set(MIDNIGHT + 1.0)
+    await counters.reconcile(counter, 10, 90, clock.now())
+    await counters.reconcile(counter, 10, 0, clock.now())
+    fresh = await one(counters, quota(100, clock.now(), cost=100), clock.now())
+    assert fresh.allowed and fresh.remaining == 0
+
+
 # --- exactness under concurrency ---------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["rate", "quota", "concurrency"])
 async def test_200_concurrent_applies_against_50_allow_exactly_50(
         counters: CounterStore, clock: ManualClock, kind: str) -> None:
-    counter = {"rate": rate(50, 60.0), "quota": quota(50),
+    counter = {"rate": rate(50, 60.0), "quota": quota(50, clock.now()),
                "concurrency": slots(50)}[kind]
     tenant = rate(1000, 60.0, key="tenant")
     results = await asyncio.gather(*(counters.apply((tenant, counter), clock.now())
@@ -279,6 +364,29 @@ async def test_backend_errors_are_wrapped_once_in_a_store_error(clock: ManualClo
     assert info.value.operation == "apply"
     assert "ConnectionError: backend down" in str(info.value)
     assert isinstance(info.value.__cause__, ConnectionError)
+
+
+# --- memory only: peek (for the server to show, later) ------------------------------------------
+
+async def test_peek_reads_without_charging(clock: ManualClock) -> None:
+    store = MemoryCounterStore()
+    now = clock.now()
+    plan = (rate(10, 10.0), quota(5, now), slots(2))
+    fresh = store.peek(plan, now)
+    assert [a.remaining for a in fresh] == [10, 5, 2] and all(a.allowed for a in fresh)
+    assert fresh[0].reset_after == 0.0
+    await store.apply(plan, now)
+    await store.apply(plan, now)
+    seen = store.peek(plan, now)
+    assert [a.remaining for a in seen] == [8, 3, 0]
+    assert seen[0].reset_after == pytest.approx(2.0) and seen[0].allowed
+    assert seen[1].reset_after == pytest.approx(window(DAILY, now).end - now)
+    assert not seen[2].allowed  # both slots are held
+    assert [a.remaining for a in store.peek(plan, now)] == [8, 3, 0]  # peeking charges nothing
+    clock.advance(DAY)
+    later = store.peek(plan, clock.now())
+    assert [a.remaining for a in later] == [10, 5, 2]  # all expired: the day's quota too
+    assert [a.remaining for a in store.peek((quota(5, clock.now()),), clock.now())] == [5]
 
 
 # --- memory only: bounded ----------------------------------------------------------------------
