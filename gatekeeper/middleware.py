@@ -140,7 +140,7 @@ class Gatekeeper:
                                 await pending
             elif charge is not None:
                 await Responder(receive, send, headers=decision.headers,
-                                watch_usage=admission.charges_tokens,  # type: ignore[union-attr]
+                                watch_usage=admission.reserves,  # type: ignore[union-attr]
                                 settle=charge.settle).run(self.app, scope)
             elif decision.headers:  # only then is send wrapped
                 await Responder(receive, send, headers=decision.headers).run(self.app, scope)

@@ -315,3 +315,27 @@ async def test_replay_counts_limits_on_recorded_time() -> None:
     # the second holds the only slot for 5 s, so the third is refused on concurrency; the
     # fourth comes after both the slot and the minute
     assert [d.reason.code for d in decisions] == ["ok", "ok", "concurrency_limited", "ok"]
+
+
+async def test_a_keys_own_limit_narrows_a_tenant_without_limits() -> None:
+    policy = compile_policy({"routes": {"protect": ["/v1/*"]}, "tenants": {"acme": {}}})
+    store = MemoryStore()
+    gk = Gatekeeper(Recorder(), policy, store=store, pepper=PEPPER)
+    narrow, _ = await key_admin.create_key(store, PEPPER, policy, "acme", 1e9,
+                                           limits={"requests": "1/hour"})
+    free, _ = await key_admin.create_key(store, PEPPER, policy, "acme", 1e9)
+    codes = [status(await asgi_request(gk, "/v1/models", auth(k)))
+             for k in (narrow, narrow, free, free)]
+    assert codes == [200, 429, 200, 200]
+
+
+async def test_a_monthly_quota_rolls_over_with_the_utc_month() -> None:
+    clock = ManualClock(1_701_388_799.0)  # 2023-11-30T23:59:59Z
+    gk, keys, _ = await gate(limited({"monthly_requests": 2}), clock=clock)
+    codes = []
+    for _ in range(3):
+        codes.append(status(await asgi_request(gk, "/v1/models", auth(keys["acme"]))))
+    clock.advance(1.0)  # 2023-12-01T00:00:00Z: a new month
+    sent = await asgi_request(gk, "/v1/models", auth(keys["acme"]))
+    codes.append(status(sent))
+    assert codes == [200, 200, 429, 200]
