@@ -61,13 +61,16 @@ class Runtime:
 
 
 def unenforced(policy: Policy) -> list[ConfigError]:
-    """Rules this version validates but does not enforce yet (limits, country rules)."""
+    """Rules this version validates but does not enforce yet (limits, country rules, request
+    policy)."""
     found = []
     for name, tenant in policy.tenants.items():
         if not tenant.limits.empty:
             found.append(ConfigError(f"tenants.{name}.limits", "(rules)", _UNENFORCED))
         if tenant.countries is not None:
             found.append(ConfigError(f"tenants.{name}.countries", "(rules)", _UNENFORCED))
+        if not tenant.request.empty:
+            found.append(ConfigError(f"tenants.{name}.request", "(rules)", _UNENFORCED))
     return found
 
 
