@@ -29,6 +29,8 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 MAX_BODY_BYTES = 256 << 20
 """Larger is a typo: the body is held in memory while it is checked."""
 DEFAULT_MAX_TOKENS = 1024
+MAX_MODEL_NAME = 256
+"""Longer names never match a glob: no model is named so, and the match stays cheap."""
 MAX_CEILING = 10**9
 """Above any context window (``responder.MAX_TOKENS``)."""
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+-]{0,127}")
@@ -49,6 +51,8 @@ class RequestPolicy:
     """``max_body_bytes`` was written in the policy: it is a rule, so the body is read."""
     default_max_tokens: int = DEFAULT_MAX_TOKENS
     ask_usage: bool = False
+    forbidden_order: tuple[str, ...] = field(init=False, default=(), repr=False)
+    """``forbidden_fields`` sorted: the first one found is named the same way every run."""
     exact_models: frozenset[str] = field(init=False, default=frozenset(), repr=False)
     model_pattern: re.Pattern[str] | None = field(init=False, default=None, repr=False)
     """Every glob of ``models`` as one compiled alternation."""
@@ -58,6 +62,7 @@ class RequestPolicy:
     """A rule needs the body read (``needs_json``, or an explicit ``max_body_bytes``)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "forbidden_order", tuple(sorted(self.forbidden_fields)))
         models = self.models or ()
         globs = [m for m in models if _GLOB & set(m)]
         object.__setattr__(self, "exact_models", frozenset(m for m in models if m not in globs))
@@ -78,7 +83,8 @@ class RequestPolicy:
         if self.models is None or model in self.exact_models:
             return True
         pattern = self.model_pattern
-        return pattern is not None and pattern.match(model) is not None
+        return pattern is not None and len(model) <= MAX_MODEL_NAME and \
+            pattern.match(model) is not None
 
 
 NO_REQUEST_RULES = RequestPolicy()
