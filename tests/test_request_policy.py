@@ -77,6 +77,14 @@ def test_exact_names_only_compile_no_pattern_and_brackets_are_globs() -> None:
     assert ranged.model_allowed("model-a") and not ranged.model_allowed("model-ab")
 
 
+def test_several_multi_star_globs_compile_into_one_pattern() -> None:
+    request = rules({"models": ["gpt-*-mini-*", "text-*-3-*", "@cf/meta/*"]})
+    assert request.model_allowed("gpt-4o-mini-2024") and request.model_allowed("text-x-3-y")
+    assert request.model_allowed("@cf/meta/llama-3")
+    assert not request.model_allowed("gpt-4o-mini") and not request.model_allowed("text-3")
+    assert not request.model_allowed("gpt-4o-mini-" + "x" * 300)  # longer than any model
+
+
 def test_a_single_string_is_a_list_of_one() -> None:
     assert rules({"models": "gpt-4o-mini"}).exact_models == frozenset({"gpt-4o-mini"})
 
