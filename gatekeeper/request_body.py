@@ -100,15 +100,20 @@ def read_request(body: bytes, content_type: str | None, rules: RequestPolicy, *,
     """Check ``body`` against ``rules``; ``parse`` asks for the token estimate too.
 
     A body that no rule reads and no estimate needs is not parsed. A non-JSON body (an upload)
-    passes when only the estimate is wanted (its prompt counts 0), and is refused when a rule
-    must read it: a rule that cannot be checked must not be skipped."""
+    passes when only the estimate is wanted (its prompt counts 0; a JSON object sent under
+    another type is estimated as JSON), and is refused when a rule must read it: a rule that
+    cannot be checked must not be skipped."""
     if len(body) > rules.max_body_bytes:
         return Refusal(BODY_TOO_LARGE, detail=f"{len(body)} bytes")
     if not body or not (parse or rules.needs_json):
         return NO_BODY
     json_type = is_json_type(content_type)
     if not json_type and not rules.needs_json:
-        return BodyFacts(completion_tokens=rules.default_max_tokens if completes else 0)
+        # JSON under another type is still estimated: an upstream may parse it anyway
+        document = parse_json_object(body)[0] if body[:64].lstrip()[:1] == b"{" else None
+        if document is None:
+            return BodyFacts(completion_tokens=rules.default_max_tokens if completes else 0)
+        return _check(document, rules, len(body), completes)
     document, problem = parse_json_object(body)
     if document is None:
         if json_type:

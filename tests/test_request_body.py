@@ -136,6 +136,14 @@ def test_an_upload_passes_when_only_the_estimate_is_wanted() -> None:
     assert (found.prompt_tokens, found.completion_tokens, found.document) == (0, 1024, None)
 
 
+def test_json_under_another_type_is_estimated_as_json() -> None:
+    found = facts(b' {"prompt": "' + b"a" * 40 + b'", "max_tokens": 5}', NO_REQUEST_RULES,
+                  "text/plain")
+    assert (found.prompt_tokens, found.completion_tokens) == (10, 5)
+    broken = facts(b'{"prompt": ', NO_REQUEST_RULES, "text/plain")
+    assert (broken.prompt_tokens, broken.completion_tokens) == (0, 1024)
+
+
 # --- the rules -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("field", ["logit_bias", "tools"])
