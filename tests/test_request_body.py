@@ -13,15 +13,13 @@ from gatekeeper import reasons
 from gatekeeper.policy.request_policy import NO_REQUEST_RULES, RequestPolicy
 from gatekeeper.reasons import Reason, Refusal
 from gatekeeper.request_body import (
-    MAX_WALK,
     NO_BODY,
     BodyFacts,
     is_json_type,
-    path_completes,
-    prompt_tokens,
     read_request,
     with_include_usage,
 )
+from gatekeeper.token_estimate import MAX_WALK, path_completes, prompt_tokens
 
 JSON = "application/json"
 RULES = RequestPolicy(models=("gpt-4o-mini", "gpt-4o*", "text-embedding-3-*"), max_tokens=4096,
