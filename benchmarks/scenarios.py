@@ -149,7 +149,7 @@ async def build_scenarios() -> list[Scenario]:
               "remote address", make_slowapi_app(c[2]), c[2], "bare"),
         await gatekeeper_scenario("gk-api-key", f"gatekeeper, {valid}"),
         await gatekeeper_scenario(
-            "gk-limits", f"gk-api-key with per-key request and token limits charged (memory "
+            "gk-limits", "gk-api-key with per-key request and token limits charged (memory "
             "store), x-ratelimit headers added, tokens reconciled from the JSON usage",
             limits=LIMITS_RT),
         await gatekeeper_scenario(

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import gatekeeper
 from benchmarks import geo_files
 from benchmarks.apps import (
+    CHAT_BODY,
     CHAT_PATH,
     CLIENT,
     PEPPER,
@@ -277,6 +278,17 @@ def _limits(ctx: StageContext) -> Callable[[], object]:
        expect=_all_allowed)
 def _limits_concurrency(ctx: StageContext) -> Callable[[], object]:
     return _limits_call(ctx, BENCH_LIMITS_CC, release=True)
+
+
+@stage("request-body", LIMITS, "`read_request` on the benchmark chat body: JSON parse, a "
+       "models glob, a max_tokens ceiling, the token estimate", budget="6 us",
+       expect=lambda ctx, r: getattr(r, "model", None) == "gpt-4o-mini")
+def _request_body(ctx: StageContext) -> Callable[[], object]:
+    from gatekeeper.policy.request_policy import RequestPolicy
+    from gatekeeper.request_body import read_request
+
+    rules = RequestPolicy(models=("gpt-4o*",), max_tokens=4096)
+    return lambda: read_request(CHAT_BODY, "application/json", rules, parse=True)
 
 
 # --- a decision-record miss ---------------------------------------------------------------------

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Sequence
 
 from gatekeeper import reasons
 from gatekeeper.clock import Clock
-from gatekeeper.decision import Decision
+from gatekeeper.decision import BLOCK, Decision
 from gatekeeper.errors import StoreError
-from gatekeeper.facts import RequestFacts
+from gatekeeper.facts import RequestFacts, Scan
 from gatekeeper.limits.answer import outcome
 from gatekeeper.limits.overrides import narrow
 from gatekeeper.limits.plan import (
@@ -40,8 +40,13 @@ from gatekeeper.limits.spend import NO_PRICES, Prices, spend_of
 from gatekeeper.networks import IPAddr
 from gatekeeper.policy.limits import TenantLimits
 from gatekeeper.policy.model import Policy
+from gatekeeper.policy.request_policy import NO_REQUEST_RULES, RequestPolicy
+from gatekeeper.reasons import Reason, Refusal
+from gatekeeper.request_body import BodyFacts, read_request, with_include_usage
 from gatekeeper.responder import Responder, Usage
 from gatekeeper.store.counters import CounterStore, EmbeddedCounterStore
+from gatekeeper.token_estimate import path_completes
+from gatekeeper.types import Receive, Scope, Send
 
 log = logging.getLogger("gatekeeper")
 
@@ -52,17 +57,21 @@ class Admission:
     built once and reused until its first quota window ends."""
 
     __slots__ = ("client", "credential", "fixed", "limits", "plan", "plan_until", "prices",
-                 "reserves", "tenant")
+                 "reads_body", "reserves", "rules", "tenant")
 
     def __init__(self, tenant: str, credential: str, client: IPAddr | None,
-                 limits: TenantLimits, prices: Prices = NO_PRICES) -> None:
+                 limits: TenantLimits, prices: Prices = NO_PRICES,
+                 rules: RequestPolicy = NO_REQUEST_RULES) -> None:
         self.tenant = tenant
         self.credential = credential
         self.client = client
         self.limits = limits
         self.prices = prices
+        self.rules = rules
         self.reserves = limits.charges_tokens or limits.charges_spend
         """Tokens or spend are reserved per request and reconciled with the usage."""
+        self.reads_body = rules.needs_body or self.reserves
+        """The body is read first: a rule checks it, or it gives the estimate to reserve."""
         self.fixed = not self.reserves
         self.plan: Plan = EMPTY_PLAN
         self.plan_until = -math.inf
@@ -86,10 +95,10 @@ def admission_for(policy: Policy, decision: Decision, facts: RequestFacts) -> Ad
     if principal is None or tenant is None:
         return None
     limits = narrow(tenant.limits, principal.limits)
-    if limits.empty:
+    if limits.empty and tenant.request.empty:
         return None
     return Admission(principal.tenant, credential_part(principal.kind, principal.key_id),
-                     facts.client, limits, policy.prices)
+                     facts.client, limits, policy.prices, tenant.request)
 
 
 class Charge:
@@ -137,6 +146,68 @@ class Charge:
                 if c.unit != REQUESTS and c.kind != CONCURRENCY]
 
 
+async def admit_request(counters: CounterStore, clock: Clock, admission: Admission,
+                        decision: Decision, scope: Scope, receive: Receive, send: Send,
+                        scan: Scan, now: float) -> tuple[Decision, Responder | None,
+                                                         Charge | None]:
+    """Every stage after an allowed decision: the body (read once, bounded, checked against
+    the request policy, estimated), then the limits. Answers the final decision, the
+    Responder to run the app through (None when nothing wraps it) and the charge to settle.
+    Raises ``ClientDisconnected`` when the client leaves while sending its body."""
+    http = scope["type"] == "http"
+    responder: Responder | None = None
+    estimate, model = 0, ""
+    if admission.reads_body and http:
+        rules = admission.rules
+        declared = _length(scan[5])
+        if declared > rules.max_body_bytes:
+            return _refused(decision, reasons.BODY_TOO_LARGE,
+                            f"content-length {declared}"), None, None
+        responder = Responder(receive, send, watch_usage=admission.reserves)
+        body = await responder.read_body(rules.max_body_bytes)
+        if body is None:
+            return _refused(decision, reasons.BODY_TOO_LARGE,
+                            f"over {rules.max_body_bytes} bytes"), None, None
+        found = body_facts(admission, body, scan[4], scope["path"])
+        if isinstance(found, Refusal):
+            return _refused(decision, found.reason, found.detail), None, None
+        estimate, model = found.tokens, found.model or ""
+        if rules.ask_usage and found.stream and not found.include_usage:
+            rewritten = with_include_usage(body, found.document)
+            if rewritten is not None:
+                responder.replay_instead(rewritten)
+                scope["headers"] = [*(h for h in scope["headers"] if h[0] != b"content-length"),
+                                    (b"content-length", str(len(rewritten)).encode())]
+    charge = None
+    if not admission.limits.empty:
+        decision, charge = await admit(counters, clock, admission, decision, now, estimate,
+                                       model)
+        if not decision.allowed:
+            return decision, None, None
+    if http and (responder is not None or charge is not None or decision.headers):
+        if responder is None:
+            responder = Responder(receive, send, watch_usage=admission.reserves)
+        responder.arm(decision.headers, None if charge is None else charge.settle)
+    return decision, responder, charge
+
+
+def body_facts(admission: Admission, body: bytes, content_type: bytes | None,
+               path: str) -> BodyFacts | Refusal:
+    """The body checked against the request policy, with the estimate limits reserve."""
+    return read_request(body, None if content_type is None else content_type.decode("latin-1"),
+                        admission.rules, parse=admission.reserves,
+                        completes=path_completes(path))
+
+
+def _length(value: bytes | None) -> int:
+    """A declared content-length, or 0 when absent or not a number (the read is bounded)."""
+    return int(value) if value is not None and value.isdigit() and len(value) < 19 else 0
+
+
+def _refused(decision: Decision, reason: Reason, detail: str) -> Decision:
+    return decision._replace(reason=reason, action=BLOCK, detail=detail, headers=())
+
+
 async def admit(counters: CounterStore, clock: Clock, admission: Admission, decision: Decision,
                 now: float, estimate: int = 0, model: str = "") -> tuple[Decision, Charge | None]:
     """The final decision after the limits (with its rate-limit headers) and the charge to
@@ -152,12 +223,11 @@ async def admit(counters: CounterStore, clock: Clock, admission: Admission, deci
             answers = await counters.apply(plan, now)
     except Exception as exc:
         log.error("limits not checked, refusing (fail closed): %s", _cause(exc))
-        return decision._replace(reason=reasons.STORE_UNAVAILABLE, action="block",
-                                 detail="counter store unavailable", headers=()), None
+        return _refused(decision, reasons.STORE_UNAVAILABLE, "counter store unavailable"), None
     result = outcome(plan, answers)
     if not result.allowed:
         assert result.refused is not None
-        return decision._replace(reason=result.reason, action="block", headers=result.headers,
+        return decision._replace(reason=result.reason, action=BLOCK, headers=result.headers,
                                  detail=describe(result.refused)), None
     allowed = decision._replace(headers=result.headers) if result.headers else decision
     if result.leases or admission.reserves:

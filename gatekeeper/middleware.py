@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from gatekeeper.admission import admit
+from gatekeeper.admission import admit_request
 from gatekeeper.audit import AuditLog
 from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.decision import Decision
@@ -28,7 +28,7 @@ from gatekeeper.policy.keys import load_pepper
 from gatekeeper.policy.load import load_policy
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import Reason
-from gatekeeper.responder import Responder
+from gatekeeper.responder import ClientDisconnected, Responder
 from gatekeeper.runtime import Runtime
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
 from gatekeeper.store.counters import CounterStore
@@ -110,7 +110,7 @@ class Gatekeeper:
             return
         started = perf_counter()
         now, mono = self._now(), self._mono()
-        facts = admission = charge = None
+        facts = admission = charge = responder = None
         if below is None:
             decision = INVALID_TARGET
         else:
@@ -122,8 +122,12 @@ class Gatekeeper:
             else:
                 decision, admission = record.decision, record.admission
             if admission is not None:
-                decision, charge = await admit(rt.counters, self.clock, admission, decision,
-                                               now)
+                try:
+                    decision, responder, charge = await admit_request(
+                        rt.counters, self.clock, admission, decision, scope, receive, send,
+                        scan, now)
+                except ClientDisconnected:
+                    return  # gone while sending its body: nothing charged, nothing to answer
         self.metrics.record(decision.reason, perf_counter() - started)
         if self.observer is not None:
             self.observer(scope, decision, now)
@@ -138,10 +142,8 @@ class Gatekeeper:
                             pending = charge.settle(None)
                             if pending is not None:
                                 await pending
-            elif charge is not None:
-                await Responder(receive, send, headers=decision.headers,
-                                watch_usage=admission.reserves,  # type: ignore[union-attr]
-                                settle=charge.settle).run(self.app, scope)
+            elif responder is not None:
+                await responder.run(self.app, scope)
             elif decision.headers:  # only then is send wrapped
                 await Responder(receive, send, headers=decision.headers).run(self.app, scope)
             else:

@@ -53,7 +53,7 @@ class Reason:
 
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-               403: "permission_error", 413: "invalid_request_error",
+               403: "permission_error", 413: "invalid_request_error", 415: "invalid_request_error",
                429: "rate_limit_exceeded", 503: "service_unavailable"}
 """OpenAI's ``error.type`` for each status gatekeeper answers with."""
 
@@ -173,13 +173,51 @@ QUOTA_EXCEEDED = Reason(
     "A daily or monthly (UTC) request, token or spend quota is used up; the body's code is "
     "OpenAI's `insufficient_quota`.", "store", "insufficient_quota")
 
+BODY_TOO_LARGE = _r(
+    "body_too_large", 413, "body",
+    "The request body is too large.",
+    "The body is over the tenant's `request.max_body_bytes` (default 1 MiB); reading stopped "
+    "at the limit, nothing past it was held.")
+BODY_INVALID = _r(
+    "body_invalid", 400, "body",
+    "The request body is not a valid JSON object.",
+    "A JSON body (by content type, or any body a JSON rule must read) is not UTF-8, not JSON, "
+    "not an object, repeats a key (parsers disagree on which copy wins), or gives a field a "
+    "rule reads the wrong type (`model` not a string, `max_tokens` or `n` not a whole number).")
+BODY_NOT_JSON = _r(
+    "body_not_json", 415, "body",
+    "This request's body cannot be checked against this credential's request policy; "
+    "send it as JSON.",
+    "The tenant's `request` rules read JSON fields, and the body is not JSON (e.g. a multipart "
+    "upload): it cannot be checked, so it is refused rather than passed unchecked.")
+MODEL_NOT_ALLOWED = _r(
+    "model_not_allowed", 403, "body",
+    "This credential is not allowed to use this model.",
+    "The body's `model` matches none of the tenant's `request.models` names or globs. The "
+    "allowed models are never echoed.")
+FIELD_NOT_ALLOWED = _r(
+    "field_not_allowed", 403, "body",
+    "This credential is not allowed to use a parameter in this request.",
+    "The body sets (to anything but null) a top-level field in the tenant's "
+    "`request.forbidden_fields`; the audit detail names it.")
+MAX_TOKENS_TOO_LARGE = _r(
+    "max_tokens_too_large", 400, "body",
+    "The requested maximum number of tokens is larger than this credential allows.",
+    "`max_tokens`, `max_completion_tokens` or `max_output_tokens` is over the tenant's "
+    "`request.max_tokens`.")
+N_TOO_LARGE = _r(
+    "n_too_large", 400, "body",
+    "The requested number of choices is larger than this credential allows.",
+    "`n` (or `best_of`) is over the tenant's `request.max_n`.")
+
 REFUSALS: tuple[Reason, ...] = (
     REQUEST_TARGET_INVALID, CREDENTIAL_MISSING, CREDENTIAL_MALFORMED, CREDENTIAL_CONFLICT,
     KEY_UNKNOWN, KEY_REVOKED, KEY_SUSPENDED, KEY_EXPIRED, TOKEN_INVALID, TOKEN_EXPIRED,
     TENANT_UNKNOWN, TENANT_DISABLED,
     TENANT_MISMATCH, NETWORK_NOT_ALLOWED, COUNTRY_NOT_ALLOWED, FORWARDED_MALFORMED,
     STORE_UNAVAILABLE, AUTH_UNAVAILABLE, INTERNAL_ERROR, RATE_LIMITED, TOKENS_LIMITED,
-    CONCURRENCY_LIMITED, QUOTA_EXCEEDED,
+    CONCURRENCY_LIMITED, QUOTA_EXCEEDED, BODY_TOO_LARGE, BODY_INVALID, BODY_NOT_JSON,
+    MODEL_NOT_ALLOWED, FIELD_NOT_ALLOWED, MAX_TOKENS_TOO_LARGE, N_TOO_LARGE,
 )
 """The table, in README order. A test keeps the README in step with it."""
 

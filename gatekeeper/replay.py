@@ -16,12 +16,13 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
-from gatekeeper.admission import Charge, admit
+from gatekeeper.admission import Charge, admit, body_facts
 from gatekeeper.clock import ManualClock
-from gatekeeper.decision import Decision
+from gatekeeper.decision import BLOCK, Decision
 from gatekeeper.errors import ConfigError
 from gatekeeper.pipeline import INVALID_TARGET, evaluate, prepare, route
 from gatekeeper.policy.model import Policy
+from gatekeeper.reasons import Refusal
 from gatekeeper.responder import Usage, parse_usage
 from gatekeeper.runtime import Runtime
 from gatekeeper.store.base import Store
@@ -95,15 +96,35 @@ async def decide_record(runtime: Runtime, record: RequestRecord,
     if below is None:
         return INVALID_TARGET, None
     peer = None if record.client_ip is None else (record.client_ip, 0)
-    found, scan, key = prepare(runtime, list(record.headers), peer, below, now, mono)
-    if found is not None:
-        decision, admission = found.decision, found.admission
+    remembered, scan, key = prepare(runtime, list(record.headers), peer, below, now, mono)
+    if remembered is not None:
+        decision, admission = remembered.decision, remembered.admission
     else:
         decision, _, admission = await evaluate(runtime, scan, key, record.method, record.path,
                                                 below, peer, now, mono)
     if admission is None:
         return decision, None
-    return await admit(runtime.counters, clock, admission, decision, now)
+    estimate, model = 0, ""
+    if admission.reads_body:
+        headers = dict(record.headers)
+        found = body_facts(admission, _body(record.body), headers.get(b"content-type"),
+                           record.path)
+        if isinstance(found, Refusal):
+            return decision._replace(reason=found.reason, action=BLOCK,
+                                     detail=found.detail), None
+        estimate, model = found.tokens, found.model or ""
+    if admission.limits.empty:
+        return decision, None
+    return await admit(runtime.counters, clock, admission, decision, now, estimate, model)
+
+
+def _body(recorded: Any) -> bytes:
+    """A record's body: text as UTF-8, a JSON value re-encoded, nothing as empty."""
+    if recorded is None:
+        return b""
+    if isinstance(recorded, str):
+        return recorded.encode()
+    return json.dumps(recorded).encode()
 
 
 async def replay(records: Iterable[RequestRecord], policy: Policy, store: Store, pepper: bytes,

@@ -93,6 +93,15 @@ class Responder:
         self.outcome = PENDING
         self.status: int | None = None
 
+    def arm(self, headers: Sequence[tuple[bytes, bytes]], settle: Settle | None) -> None:
+        """What only later stages knew when the body was read first: headers and settle."""
+        self._headers = headers
+        self._settle = settle
+
+    def replay_instead(self, body: bytes) -> None:
+        """Give the app ``body`` in place of the one read (call after ``read_body``)."""
+        self._replay = {"type": "http.request", "body": body, "more_body": False}
+
     async def read_body(self, limit: int) -> bytes | None:
         """The whole request body, or ``None`` as soon as it would pass ``limit`` bytes (nothing
         past the limit is kept). Call once, before ``run``; the app is then given the same bytes.

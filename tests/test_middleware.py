@@ -360,7 +360,7 @@ def test_every_reason_has_a_distinct_code_and_a_client_safe_body() -> None:
     for reason in REFUSALS:
         body = json.loads(reason.body)
         assert body["error"]["code"] == (reason.wire_code or reason.code)
-        assert reason.status in (400, 401, 403, 429, 503)
+        assert reason.status in (400, 401, 403, 413, 415, 429, 503)
 
 
 def test_policy_argument_accepts_a_mapping_and_rejects_bad_ones() -> None:

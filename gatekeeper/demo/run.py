@@ -110,6 +110,9 @@ def banner(base: str, keys: dict[str, str], policy_path: Path) -> str:
             f"messages={message.replace(chr(34), chr(39))}).choices[0].message.content)")
     python, cli = _commands()
     policy = shlex.quote(str(policy_path.resolve()))
+    trial = keys["trial"] or "(none: this policy.yaml predates the trial tenant)"
+    limit_loop = (f"for i in 1 2 3 4; do curl -s -o /dev/null -w '%{{http_code}} ' "
+                  f"{base}/v1/models -H \"Authorization: Bearer {keys['trial']}\"; done; echo")
     return f"""
 gatekeeper demo: a mock OpenAI-compatible endpoint behind gatekeeper at {base}
 policy: {policy_path}   (audit lines of refusals appear below as gatekeeper.audit)
@@ -118,7 +121,7 @@ policy: {policy_path}   (audit lines of refusals appear below as gatekeeper.audi
   key bound to 203.0.113.0/24:        {keys['wrong_network']}
   revoked key:                        {keys['revoked']}
   key of tenant globex (office only): {keys['globex']}
-  trial key (3 requests a minute):    {keys['trial'] or '(none: this policy.yaml has no trial tenant)'}
+  trial key (3 requests a minute):    {trial}
 
 These keys expire in 24 hours; the keys of earlier demo runs are now revoked.
 
@@ -135,7 +138,7 @@ Try:
       -> 401 credential_malformed (refused at the checksum, before any lookup)
   curl -s {base}/v1/models -H "x-tenant-id: globex" -H "Authorization: Bearer {keys['good']}"
       -> 403 tenant_mismatch
-  for i in 1 2 3 4; do curl -s -o /dev/null -w '%{{http_code}} ' {base}/v1/models -H "Authorization: Bearer {keys['trial']}"; done; echo
+  {limit_loop}
       -> 200 200 200 429: the trial tenant's 3 requests a minute (retry-after says when)
   curl -s {base}/metrics | grep gatekeeper_decisions
       -> the counters (served to this machine only)

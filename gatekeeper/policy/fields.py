@@ -71,6 +71,16 @@ class Fields:
             return default
         return float(value)
 
+    def whole(self, name: str, minimum: int, maximum: int) -> int | None:
+        """An optional whole number in ``minimum..maximum``; ``None`` when absent or wrong."""
+        value = self.get(name, int, None, "a whole number")
+        if value is None:
+            return None
+        if not minimum <= value <= maximum:
+            self.error(name, value, f"must be between {minimum} and {maximum}")
+            return None
+        return int(value)
+
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
         value = self.get(name, str, default)
         if value not in choices:

@@ -13,6 +13,7 @@ from gatekeeper.networks import EMPTY, NetworkSet
 from gatekeeper.policy.geo import GeoPolicy
 from gatekeeper.policy.issuers import IssuerPolicy
 from gatekeeper.policy.limits import NO_LIMITS, TenantLimits
+from gatekeeper.policy.request_policy import NO_REQUEST_RULES, RequestPolicy
 from gatekeeper.reasons import Reason
 from gatekeeper.routes import RoutePolicy
 
@@ -30,6 +31,8 @@ class TenantPolicy:
     """Where the tenant's keys may be used from; None: anywhere, and no lookup is made."""
     limits: TenantLimits = NO_LIMITS
     """Rates, concurrency and quotas (``policy/limits.py``); none by default, costing nothing."""
+    request: RequestPolicy = NO_REQUEST_RULES
+    """What requests may ask for (``policy/request_policy.py``); no rules by default."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """The ``tenants`` section: every tenant by name, its networks and countries, whether it is
-disabled, and its limits (``policy/limits.py``)."""
+disabled, its limits (``policy/limits.py``) and its request policy
+(``policy/request_policy.py``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from gatekeeper.policy.fields import Fields
 from gatekeeper.policy.geo import load_country_rule
 from gatekeeper.policy.limits import load_limits
 from gatekeeper.policy.model import TENANT_NAME, TenantPolicy
+from gatekeeper.policy.request_policy import load_request_policy
 
 
 def load_tenants(entries: Iterator[tuple[str, Fields]]) -> dict[str, TenantPolicy]:
@@ -23,6 +25,8 @@ def load_tenants(entries: Iterator[tuple[str, Fields]]) -> dict[str, TenantPolic
         countries = load_country_rule(fields.section("countries")) \
             if fields.has("countries") else None
         limits = load_limits(fields.section("limits"))
+        request = load_request_policy(fields.section("request"))
         fields.finish()
-        tenants[name] = TenantPolicy(name, NetworkSet(nets), bool(disabled), countries, limits)
+        tenants[name] = TenantPolicy(name, NetworkSet(nets), bool(disabled), countries, limits,
+                                     request)
     return tenants

@@ -16,6 +16,7 @@ from gatekeeper import Gatekeeper, MemoryStore, key_admin
 from gatekeeper.clock import ManualClock
 from gatekeeper.limits.plan import Counter, CounterAnswer, Lease, Plan
 from gatekeeper.policy.load import compile_policy
+from gatekeeper.request_body import BodyFacts, read_request
 from gatekeeper.store.counters import CounterStore
 from gatekeeper.store.memory_counters import MemoryCounterStore
 from gatekeeper.types import Message, Receive, Scope, Send
@@ -252,29 +253,85 @@ async def test_tokens_are_reserved_then_reconciled_with_the_usage_of_json_and_st
     counters = Counting()
     counters.reset()
     policy = {**POLICY, "tenants": {**POLICY["tenants"], "acme": {
-        **POLICY["tenants"]["acme"], "limits": {"tokens": "1000/minute"}}}}
+        **POLICY["tenants"]["acme"], "limits": {"tokens": "100000/day"},
+        "request": {"default_max_tokens": 50}}}}
     env = await make_env(policy, counters=counters)
+    body = {**CHAT, "max_tokens": 40}
+    estimate = read_request(json.dumps(body).encode(), "application/json",
+                            env.policy.tenants["acme"].request, parse=True)
+    assert isinstance(estimate, BodyFacts) and estimate.tokens > 40
     async with env.client() as client:
         key = {"authorization": f"Bearer {env.keys['acme']}"}
-        plain = await client.post("/v1/chat/completions", json=CHAT, headers=key)
+        plain = await client.post("/v1/chat/completions", json=body, headers=key)
         assert plain.status_code == 200
-        assert plain.headers["x-ratelimit-limit-tokens"] == "1000"
+        assert plain.headers["x-ratelimit-limit-tokens"] == "100000"
+        # the estimate was reserved before the call (the header is this request's answer)
+        assert int(plain.headers["x-ratelimit-remaining-tokens"]) == 100000 - estimate.tokens
         used = plain.json()["usage"]["total_tokens"]
-        assert counters.reconciled == [("tokens", 0, used)]
+        assert counters.reconciled == [("tokens", estimate.tokens, used)]
         stream = await client.post("/v1/chat/completions", headers=key, json={
-            **CHAT, "stream": True, "stream_options": {"include_usage": True}})
+            **body, "stream": True, "stream_options": {"include_usage": True}})
         assert stream.status_code == 200 and "[DONE]" in stream.text
         usage = [json.loads(line[6:])["usage"] for line in stream.text.splitlines()
                  if line.startswith("data: {") and '"usage"' in line][-1]
-        assert counters.reconciled[-1] == ("tokens", 0, usage["total_tokens"])
+        assert counters.reconciled[-1][2] == usage["total_tokens"]
         before = len(counters.reconciled)
         bare = await client.post("/v1/chat/completions", headers=key,
-                                 json={**CHAT, "stream": True})
+                                 json={**body, "stream": True})
         assert bare.status_code == 200
         assert len(counters.reconciled) == before  # no usage seen: the reservation stands
-        third = await client.post("/v1/chat/completions", json=CHAT, headers=key)
+        third = await client.post("/v1/chat/completions", json=body, headers=key)
         remaining = int(third.headers["x-ratelimit-remaining-tokens"])
-        assert remaining == 1000 - used - usage["total_tokens"]
+        # 100000/day refills about 1.16 tokens a second: allow the test's own seconds
+        expected = 100000 - used - usage["total_tokens"] - 2 * estimate.tokens
+        assert expected <= remaining <= expected + 3
+
+
+async def test_ask_usage_makes_a_stream_report_its_usage_so_it_is_reconciled() -> None:
+    counters = Counting()
+    counters.reset()
+    policy = {**POLICY, "tenants": {**POLICY["tenants"], "acme": {
+        **POLICY["tenants"]["acme"], "limits": {"tokens": "100000/day"},
+        "request": {"ask_usage": True}}}}
+    env = await make_env(policy, counters=counters)
+    async with env.client() as client:
+        key = {"authorization": f"Bearer {env.keys['acme']}"}
+        stream = await client.post("/v1/chat/completions", headers=key,
+                                   json={**CHAT, "stream": True})
+    assert stream.status_code == 200
+    usage = [json.loads(line[6:])["usage"] for line in stream.text.splitlines()
+             if line.startswith("data: {") and '"usage"' in line]
+    assert len(usage) == 1  # the client did not ask; gatekeeper did, for it
+    assert counters.reconciled[-1][2] == usage[0]["total_tokens"]
+
+
+@pytest.mark.parametrize(("body", "code", "status"), [
+    ({**CHAT, "model": "gpt-4o"}, "model_not_allowed", 403),
+    ({**CHAT, "max_tokens": 5000}, "max_tokens_too_large", 400),
+    ({**CHAT, "logit_bias": {"50256": -100}}, "field_not_allowed", 403),
+    ("{not json", "body_invalid", 400),
+    ({**CHAT, "messages": [{"role": "user", "content": "x" * 5000}]}, "body_too_large", 413),
+])
+async def test_the_request_policy_refuses_before_any_counter_is_charged(
+        body: Any, code: str, status: int) -> None:
+    counters = Counting()
+    counters.reset()
+    policy = {**POLICY, "tenants": {**POLICY["tenants"], "acme": {
+        **POLICY["tenants"]["acme"], "limits": {"requests": "100/minute"},
+        "request": {"models": ["gpt-4o-mini*"], "max_tokens": 4096,
+                    "forbidden_fields": ["logit_bias"], "max_body_bytes": 2048}}}}
+    env = await make_env(policy, counters=counters)
+    async with env.client() as client:
+        key = {"authorization": f"Bearer {env.keys['acme']}",
+               "content-type": "application/json"}
+        content = body if isinstance(body, str) else json.dumps(body)
+        refused = await client.post("/v1/chat/completions", headers=key, content=content)
+        assert refused.status_code == status
+        assert refused.json()["error"]["code"] == code
+        assert counters.calls == [] and env.seen == []
+        allowed = await client.post("/v1/chat/completions", headers=key, json=CHAT)
+        assert allowed.status_code == 200 and counters.calls == ["apply"]
+        assert allowed.json()["choices"][0]["message"]["content"].endswith("hi")
 
 
 class Broken(MemoryCounterStore):
@@ -339,3 +396,25 @@ async def test_a_monthly_quota_rolls_over_with_the_utc_month() -> None:
     sent = await asgi_request(gk, "/v1/models", auth(keys["acme"]))
     codes.append(status(sent))
     assert codes == [200, 200, 429, 200]
+
+
+async def test_replay_checks_recorded_bodies_and_reserves_their_estimate() -> None:
+    from gatekeeper.replay import RequestRecord, replay
+
+    policy = compile_policy({"routes": {"protect": ["/v1/*"]}, "tenants": {"acme": {
+        "limits": {"tokens": "3000/hour"}, "request": {"models": ["gpt-4o-mini"]}}}})
+    store = MemoryStore()
+    key, _ = await key_admin.create_key(store, PEPPER, policy, "acme", 1e9)
+
+    def rec(ts: float, body: Any) -> RequestRecord:
+        return RequestRecord.from_dict({
+            "ts": ts, "client_ip": "192.0.2.1", "method": "POST",
+            "path": "/v1/chat/completions", "body": body,
+            "headers": {"authorization": f"Bearer {key}", "content-type": "application/json"}})
+
+    small = {**CHAT, "max_tokens": 1000}
+    decisions = await replay([rec(1e9, {**CHAT, "model": "gpt-4o"}), rec(1e9 + 1, small),
+                              rec(1e9 + 2, small), rec(1e9 + 3, small)], policy, store, PEPPER)
+    # no usage recorded: each reservation (prompt + 1000) stands, so the third is refused
+    assert [d.reason.code for d in decisions] == ["model_not_allowed", "ok", "ok",
+                                                  "tokens_limited"]

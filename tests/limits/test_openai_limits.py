@@ -5,6 +5,7 @@ limit is a ``RateLimitError`` after the client's own retries, a loose one carrie
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -22,6 +23,8 @@ from starlette.routing import Route
 from gatekeeper import Gatekeeper, MemoryStore, key_admin
 from gatekeeper.demo.upstream import create_upstream
 from gatekeeper.policy.load import compile_policy
+from gatekeeper.policy.request_policy import NO_REQUEST_RULES
+from gatekeeper.request_body import BodyFacts, read_request
 from tests.conftest import PEPPER
 from tests.serving import serving
 
@@ -34,6 +37,7 @@ POLICY: dict[str, Any] = {
         "quota": {"limits": {"daily_requests": 1}},
         "pair": {"limits": {"concurrency": 1}},
         "second": {"limits": {"requests": "1/second"}},
+        "strict": {"request": {"models": ["gpt-4o-mini*"], "max_tokens": 256}},
     },
 }
 
@@ -161,9 +165,15 @@ def test_a_loose_limit_passes_with_correct_rate_limit_headers(served: Served) ->
         assert 170 < _duration(h["x-ratelimit-reset-requests"]) <= 172.8
         assert h["x-ratelimit-limit-tokens"] == "100000"
         # the first request's real usage was charged (100000/day refills ~1.16 tokens a second)
+        # and this one's estimate reserved: its prompt plus the default max_tokens
+        body = json.dumps({"model": "gpt-4o-mini", "messages": MESSAGES}).encode()
+        estimate = read_request(body, "application/json", NO_REQUEST_RULES, parse=True)
+        assert isinstance(estimate, BodyFacts) and estimate.tokens > 1000
         remaining = int(h["x-ratelimit-remaining-tokens"])
-        assert 100000 - used <= remaining <= 100000 - used + 2
-        assert 0 < _duration(h["x-ratelimit-reset-tokens"]) <= used * 0.864 + 0.001
+        expected = 100000 - used - estimate.tokens
+        assert expected <= remaining <= expected + 2
+        spent = used + estimate.tokens
+        assert 0 < _duration(h["x-ratelimit-reset-tokens"]) <= spent * 0.864 + 0.001
 
 
 def test_a_stream_with_include_usage_is_charged_its_real_usage(served: Served) -> None:
@@ -182,3 +192,21 @@ def test_a_stream_with_include_usage_is_charged_its_real_usage(served: Served) -
         remaining = int(after.headers["x-ratelimit-remaining-tokens"])
         expected = start - own - usage.total_tokens
         assert expected <= remaining <= expected + 3
+
+
+def test_a_disallowed_model_or_an_oversized_max_tokens_is_refused_with_its_code(
+        served: Served) -> None:
+    seen = len(served.upstream.state.seen)
+    with served.client("strict") as client:
+        with pytest.raises(openai.PermissionDeniedError) as model:
+            client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        assert model.value.code == "model_not_allowed"
+        assert "gpt-4o-mini" not in model.value.message  # the allowed list is never echoed
+        with pytest.raises(openai.BadRequestError) as ceiling:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
+                                           max_tokens=1000)
+        assert ceiling.value.code == "max_tokens_too_large"
+        assert len(served.upstream.state.seen) == seen
+        allowed = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
+                                                 max_tokens=256)
+        assert allowed.choices[0].message.content

@@ -1,0 +1,229 @@
+"""What a request body says, checked against the tenant's request policy: pure, no ASGI.
+
+``read_request`` answers a ``Refusal`` or the ``BodyFacts`` the rest of the request needs:
+model, max_tokens, n, stream, include_usage, the end-user id and a token estimate. It parses
+JSON only when a rule or the estimate needs it, and holds the parse to what upstreams agree
+on: strict UTF-8, no NaN or Infinity, no repeated keys (parsers disagree on which copy wins,
+so a repeated ``model`` could pass the check as one model and run as another), and a field a
+rule reads must have the type it checks (``"max_tokens": "99999"`` is refused under a ceiling,
+since lax validators such as pydantic's would read it as a number).
+
+The token estimate is ``token_estimate.py``'s.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from gatekeeper.policy.request_policy import RequestPolicy
+from gatekeeper.reasons import (
+    BODY_INVALID,
+    BODY_NOT_JSON,
+    BODY_TOO_LARGE,
+    FIELD_NOT_ALLOWED,
+    MAX_TOKENS_TOO_LARGE,
+    MODEL_NOT_ALLOWED,
+    N_TOO_LARGE,
+    Reason,
+    Refusal,
+)
+from gatekeeper.token_estimate import MAX_ESTIMATE, completion_tokens, prompt_tokens
+
+MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+CHOICE_FIELDS = ("n", "best_of")
+_SHOWN = 64
+_USAGE_OPTION = b'"stream_options":{"include_usage":true},'
+
+
+class BodyFacts(NamedTuple):
+    """A NamedTuple: built once per checked request, and a frozen dataclass costs twice as much.
+    """
+
+    model: str | None = None
+    max_tokens: int | None = None
+    """The largest of ``max_tokens``, ``max_completion_tokens``, ``max_output_tokens``."""
+    n: int = 1
+    """Choices generated: the larger of ``n`` and ``best_of``, at least 1."""
+    stream: bool = False
+    include_usage: bool = False
+    """The client asked for usage in its stream (``stream_options.include_usage``)."""
+    user: str | None = None
+    """The end-user id the client sent (``user``, else ``safety_identifier``)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    document: dict[str, Any] | None = None
+    """The parsed body, for ``with_include_usage``; ``None`` when it was not parsed."""
+
+    @property
+    def tokens(self) -> int:
+        """The estimate a token limit reserves."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+NO_BODY = BodyFacts()
+
+
+def is_json_type(content_type: str | None) -> bool:
+    """JSON by its media type; no content type counts as JSON, as FastAPI reads it."""
+    if not content_type:
+        return True
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/")
+                                            and media.endswith("+json"))
+
+
+def read_request(body: bytes, content_type: str | None, rules: RequestPolicy, *,
+                 parse: bool, completes: bool = True) -> BodyFacts | Refusal:
+    """Check ``body`` against ``rules``; ``parse`` asks for the token estimate too.
+
+    A body that no rule reads and no estimate needs is not parsed. A non-JSON body (an upload)
+    passes when only the estimate is wanted (its prompt counts 0; a JSON object sent under
+    another type is estimated as JSON), and is refused when a rule must read it: a rule that
+    cannot be checked must not be skipped."""
+    if len(body) > rules.max_body_bytes:
+        return Refusal(BODY_TOO_LARGE, detail=f"{len(body)} bytes")
+    if not body or not (parse or rules.needs_json):
+        return NO_BODY
+    json_type = is_json_type(content_type)
+    if not json_type and not rules.needs_json:
+        # JSON under another type is still estimated: an upstream may parse it anyway
+        document = parse_json_object(body)[0] if body[:64].lstrip()[:1] == b"{" else None
+        if document is None:
+            return BodyFacts(completion_tokens=rules.default_max_tokens if completes else 0)
+        return _check(document, rules, len(body), completes)
+    document, problem = parse_json_object(body)
+    if document is None:
+        if json_type:
+            return Refusal(BODY_INVALID, detail=problem)
+        return Refusal(BODY_NOT_JSON, detail=f"content-type {_show(content_type)}: {problem}")
+    return _check(document, rules, len(body) if parse else 0, completes)
+
+
+def parse_json_object(body: bytes) -> tuple[dict[str, Any] | None, str]:
+    """The body as a JSON object, or ``None`` and what is wrong with it."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    try:
+        document = _DECODER.decode(text)
+    except _Repeated as exc:
+        return None, f"repeats the key {_show(exc.args[0])}"
+    except (ValueError, RecursionError):  # not JSON, NaN, too deep, too many digits
+        return None, "not JSON"
+    if not isinstance(document, dict):
+        return None, "not a JSON object"
+    return document, ""
+
+
+def with_include_usage(body: bytes, document: Mapping[str, Any] | None) -> bytes | None:
+    """``body`` asking for usage in its stream, or ``None`` when there is nothing to change.
+
+    Changes a streaming chat or completions request (``messages`` or ``prompt``) whose client
+    did not set ``stream_options.include_usage``, so a token limit settles on real usage.
+    Such a client then receives one extra last chunk, before ``[DONE]``, whose ``choices`` is
+    empty and which carries ``usage`` (OpenAI's own shape when a client asks for it); a client
+    that reads ``choices[0]`` of every chunk without checking must be told. The Responses API
+    is left alone: its stream reports usage anyway. The rest of the body is kept byte for
+    byte when the field is absent, else re-serialised to an equal document."""
+    if document is None or document.get("stream") is not True:
+        return None
+    if "messages" not in document and "prompt" not in document:
+        return None
+    options = document.get("stream_options")
+    if options is None and "stream_options" not in document:
+        start = body.index(b"{") + 1  # a parsed object: only whitespace or a BOM comes before
+        return body[:start] + _USAGE_OPTION + body[start:]
+    if options is None:
+        options = {}
+    if not isinstance(options, dict) or options.get("include_usage") is not None:
+        return None
+    changed = {**document, "stream_options": {**options, "include_usage": True}}
+    # ASCII escapes: a lone surrogate (a legal "\ud800" escape) has no UTF-8 encoding
+    return json.dumps(changed, separators=(",", ":")).encode()
+
+
+def _check(document: dict[str, Any], rules: RequestPolicy, size: int,
+           completes: bool) -> BodyFacts | Refusal:
+    for name in rules.forbidden_order:
+        if document.get(name) is not None:
+            return Refusal(FIELD_NOT_ALLOWED, detail=f"field {name}")
+    model = document.get("model")
+    if not isinstance(model, str):
+        if model is not None and rules.models is not None:
+            return Refusal(BODY_INVALID, detail="model is not a string")
+        model = None
+    elif not rules.model_allowed(model):
+        return Refusal(MODEL_NOT_ALLOWED, detail=f"model {_show(model)}")
+    max_tokens = _largest(document, MAX_TOKEN_FIELDS, rules.max_tokens, MAX_TOKENS_TOO_LARGE)
+    if isinstance(max_tokens, Refusal):
+        return max_tokens
+    n = _largest(document, CHOICE_FIELDS, rules.max_n, N_TOO_LARGE)
+    if isinstance(n, Refusal):
+        return n
+    choices = max(1, n or 1)
+    completion = completion_tokens(max_tokens, rules.default_max_tokens, choices) \
+        if completes else 0
+    options = document.get("stream_options")
+    user = document.get("user")
+    if not isinstance(user, str):
+        user = document.get("safety_identifier")
+    return BodyFacts(
+        model, max_tokens, choices, document.get("stream") is True,
+        isinstance(options, dict) and options.get("include_usage") is True,
+        user if isinstance(user, str) else None,
+        min(prompt_tokens(document, size), MAX_ESTIMATE) if size else 0, completion, document)
+
+
+def _largest(document: dict[str, Any], names: tuple[str, ...], ceiling: int | None,
+             over: Reason) -> int | Refusal | None:
+    """The largest whole number among ``names``; a wrong type or a value over ``ceiling`` is
+    a refusal when there is a ceiling, and ignored (for the estimate) when there is none."""
+    found: int | None = None
+    for name in names:
+        value = document.get(name)
+        if value is None:
+            continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if type(value) is not int:
+            if ceiling is not None:
+                return Refusal(BODY_INVALID, detail=f"{name} is not a whole number")
+            continue
+        if ceiling is not None and value > ceiling:
+            shown = value if value <= MAX_ESTIMATE else f"over {MAX_ESTIMATE}"
+            return Refusal(over, detail=f"{name} {shown} over {ceiling}")
+        found = value if found is None else max(found, value)
+    return found
+
+
+class _Repeated(ValueError):
+    pass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _Repeated(name)
+            seen.add(name)
+    return document
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique, parse_constant=_no_constant)
+"""Built once: ``json.loads`` with options builds a decoder per call."""
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
