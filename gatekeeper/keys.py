@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from gatekeeper.geo.rules import DENY, CountryRule
 from gatekeeper.principal import CredentialKind, KeyStatus, Principal
 
 PREFIX = "gk_"
@@ -92,6 +93,9 @@ class KeyRecord:
     updated_at: float = 0.0
     version: int = 0
     """Bumped by the store on every update: writes are conditional on the version read."""
+    countries: tuple[str, ...] = ()
+    """ISO codes the key may be used from (``--country DE,FR``); empty: the tenant's rule
+    alone applies. Records written before this field read as empty."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +104,7 @@ class KeyRecord:
             "created_at": self.created_at, "expires_at": self.expires_at,
             "labels": dict(self.labels), "rotated_from": self.rotated_from,
             "updated_at": self.updated_at, "version": self.version,
+            "countries": list(self.countries),
         }
 
     @classmethod
@@ -115,6 +120,7 @@ class KeyRecord:
             rotated_from=data.get("rotated_from"),
             updated_at=float(data.get("updated_at") or 0.0),
             version=int(data.get("version") or 0),  # records from before versions: 0
+            countries=tuple(str(c) for c in data.get("countries") or ()),
         )
 
     def with_changes(self, **changes: Any) -> KeyRecord:
@@ -135,17 +141,28 @@ def principal_for(record: KeyRecord) -> Principal:
         kind=CredentialKind.API_KEY, key_id=record.key_id, tenant=record.tenant,
         status=record.status, expires_at=record.expires_at,
         networks=NetworkSet.parse(record.allowed_networks), labels=record.labels,
+        countries=key_country_rule(record.countries),
     )
+
+
+def key_country_rule(countries: tuple[str, ...]) -> CountryRule | None:
+    """A key's countries as a rule: only these pass, and an unknown location does not (a key
+    bound to Germany is not known to be in Germany when nobody knows where it is)."""
+    if not countries:
+        return None
+    return CountryRule(allow=frozenset(countries), unknown=DENY)
 
 
 def new_key(pepper: bytes, tenant: str, now: float, *, allowed_networks: tuple[str, ...] = (),
             expires_at: float | None = None, labels: Mapping[str, str] | None = None,
-            rotated_from: str | None = None) -> tuple[str, KeyRecord]:
+            rotated_from: str | None = None,
+            countries: tuple[str, ...] = ()) -> tuple[str, KeyRecord]:
     """A fresh key and its record. The key string is returned once and never stored."""
     key_id, secret = new_key_id(), _random(SECRET_LEN)
     record = KeyRecord(
         key_id=key_id, tenant=tenant, secret_hash=hash_secret(pepper, key_id, secret),
         allowed_networks=allowed_networks, created_at=now, expires_at=expires_at,
         labels=dict(labels or {}), rotated_from=rotated_from, updated_at=now,
+        countries=countries,
     )
     return build_key(key_id, secret), record

@@ -6,6 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gatekeeper.geo.rules import CountryRule
 from gatekeeper.networks import EMPTY, NetworkSet
 
 
@@ -31,3 +32,6 @@ class Principal:
     networks: NetworkSet = EMPTY
     """The credential's own networks; empty means only the tenant's apply."""
     labels: Mapping[str, str] = field(default_factory=dict)
+    countries: CountryRule | None = None
+    """The credential's own countries (``keys create --country``); None: only the tenant's
+    rule applies. It narrows the tenant's: a request must pass both."""

@@ -53,6 +53,13 @@ def add_parser(commands: Any) -> None:
                         help="allowed network (repeatable); the tenant's networks apply too")
     create.add_argument("--expires-in", metavar="DURATION", help="e.g. 90d, 12h")
     create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    create.add_argument("--country", action="append", default=[], metavar="CC[,CC...]",
+                        help="countries the key may be used from (ISO codes, e.g. DE,FR); "
+                             "the tenant's country rule applies too")
+    update = action("update", "change a key's binding (the secret stays the same)")
+    update.add_argument("key_id")
+    update.add_argument("--country", action="append", required=True, metavar="CC[,CC...]",
+                        help="the key's countries from now on, or 'none' to unbind it")
 
     lst = action("list", "list keys (never secrets)")
     lst.add_argument("--tenant")
@@ -85,7 +92,8 @@ async def _dispatch(args: argparse.Namespace, policy: Policy, store: Store, now:
             now + key_admin.parse_duration(args.expires_in, "--expires-in")
         key, record = await key_admin.create_key(
             store, load_pepper(policy.keys), policy, args.tenant, now, networks=args.network,
-            expires_at=expires, labels=_labels(args.label))
+            expires_at=expires, labels=_labels(args.label),
+            countries=key_admin.parse_countries(args.country))
         _print_secret(args, "Created", key, record)
     elif action == "list":
         records = await store.list_keys(args.tenant)
@@ -95,6 +103,9 @@ async def _dispatch(args: argparse.Namespace, policy: Policy, store: Store, now:
             _table(records)
     elif action == "show":
         _show(args, await key_admin.get_key(store, args.key_id))
+    elif action == "update":
+        _show(args, await key_admin.set_countries(
+            store, args.key_id, key_admin.parse_countries(args.country), now))
     elif action == "rotate":
         grace = key_admin.parse_duration(args.grace, "--grace", minimum=0.0)
         key, new, old = await key_admin.rotate_key(
@@ -138,6 +149,7 @@ def _show(args: argparse.Namespace, record: KeyRecord) -> None:
     for field in ("created_at", "updated_at", "expires_at"):
         view[field] = _time(view[field])
     view["allowed_networks"] = ", ".join(record.allowed_networks)
+    view["countries"] = ", ".join(record.countries)
     view["labels"] = ", ".join(f"{k}={v}" for k, v in record.labels.items())
     width = max(len(k) for k in view)
     for name, value in view.items():

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from gatekeeper.client_address import ClientAddressPolicy
 from gatekeeper.geo.rules import CountryRule
+from gatekeeper.geo.travel import TravelRule
 from gatekeeper.networks import EMPTY, NetworkSet
 from gatekeeper.policy.geo import GeoPolicy
 from gatekeeper.policy.issuers import IssuerPolicy
@@ -29,6 +30,8 @@ class TenantPolicy:
     """Where the tenant's keys may be used from; None: anywhere, and no lookup is made."""
     limits: TenantLimits = NO_LIMITS
     """Rates, concurrency and quotas (``policy/limits.py``); none by default, costing nothing."""
+    travel: TravelRule | None = None
+    """Impossible travel between consecutive uses of one key; None: not checked, no state."""
 
 
 @dataclass(frozen=True, slots=True)

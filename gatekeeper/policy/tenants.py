@@ -1,5 +1,5 @@
-"""The ``tenants`` section: every tenant by name, its networks and countries, whether it is
-disabled, and its limits (``policy/limits.py``)."""
+"""The ``tenants`` section: every tenant by name, its networks, countries and travel rule,
+whether it is disabled, and its limits (``policy/limits.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from gatekeeper.networks import NetworkSet, parse_network
 from gatekeeper.policy.fields import Fields
-from gatekeeper.policy.geo import load_country_rule
+from gatekeeper.policy.geo import load_country_rule, load_travel_rule
 from gatekeeper.policy.limits import load_limits
 from gatekeeper.policy.model import TENANT_NAME, TenantPolicy
 
@@ -22,7 +22,9 @@ def load_tenants(entries: Iterator[tuple[str, Fields]]) -> dict[str, TenantPolic
         disabled = fields.get("disabled", bool, False)
         countries = load_country_rule(fields.section("countries")) \
             if fields.has("countries") else None
+        travel = load_travel_rule(fields.section("travel")) if fields.has("travel") else None
         limits = load_limits(fields.section("limits"))
         fields.finish()
-        tenants[name] = TenantPolicy(name, NetworkSet(nets), bool(disabled), countries, limits)
+        tenants[name] = TenantPolicy(name, NetworkSet(nets), bool(disabled), countries, limits,
+                                     travel)
     return tenants
