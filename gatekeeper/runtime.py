@@ -16,9 +16,11 @@ from gatekeeper.clock import Clock
 from gatekeeper.decision import Decision
 from gatekeeper.errors import ConfigError, PolicyError
 from gatekeeper.facts import FactReader
+from gatekeeper.geo.stage import GeoStage
 from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.policy.model import Policy
 from gatekeeper.store.base import Store
+from gatekeeper.store.locations import LocationStore, MemoryLocationStore
 
 ROUTE_MEMO_SIZE = 4096
 DECISION_RECORDS = 65_536
@@ -41,10 +43,13 @@ class DecisionRecord:
 
 
 class Runtime:
-    __slots__ = ("authenticator", "decisions", "keyed_by_path", "policy", "reader",
+    __slots__ = ("authenticator", "decisions", "geo", "keyed_by_path", "policy", "reader",
                  "route_memo", "routes")
 
-    def __init__(self, policy: Policy, store: Store, pepper: bytes, clock: Clock) -> None:
+    def __init__(self, policy: Policy, store: Store, pepper: bytes, clock: Clock,
+                 locations: LocationStore | None = None) -> None:
+        """``locations``: where impossible travel keeps each key's last sighting; pass the
+        same one to every runtime of a process so a reload keeps it."""
         refuse_unenforced(policy)
         self.policy = policy
         self.routes = policy.routes
@@ -58,16 +63,18 @@ class Runtime:
         """Request-target (with its root_path) -> '' public, the canonical path below the
         mount when protected, None when it names no path. Bounded: targets are client text."""
         self.decisions: OrderedDict[tuple[Any, ...], DecisionRecord] = OrderedDict()
+        self.geo = GeoStage(policy, MemoryLocationStore() if locations is None else locations,
+                            clock.now)
+        """Country rules and impossible travel; opens the policy's geo files (a new runtime
+        reopens them: a reload picks up replaced files)."""
 
 
 def unenforced(policy: Policy) -> list[ConfigError]:
-    """Rules this version validates but does not enforce yet (limits, country rules)."""
+    """Rules this version validates but does not enforce yet (limits)."""
     found = []
     for name, tenant in policy.tenants.items():
         if not tenant.limits.empty:
             found.append(ConfigError(f"tenants.{name}.limits", "(rules)", _UNENFORCED))
-        if tenant.countries is not None:
-            found.append(ConfigError(f"tenants.{name}.countries", "(rules)", _UNENFORCED))
     return found
 
 

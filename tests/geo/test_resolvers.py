@@ -141,7 +141,7 @@ def test_files_first_then_embedded_each_answer_with_its_source(tmp_path: Path) -
     resolver = GeoResolver([MmdbFile(fx.geolite2_city(tmp_path / "city.mmdb")),
                             MmdbFile(fx.geolite2_asn(tmp_path / "asn.mmdb"))])
     frankfurt = resolver.lookup(ip("192.0.2.10"))
-    assert frankfurt == (("DE", 64496, "Example Transit", *fx.FRANKFURT, MMDB))
+    assert frankfurt == (("DE", 64496, "Example Transit", *fx.FRANKFURT, MMDB, "AS64496"))
     google = resolver.lookup(ip("8.8.8.8"))  # not in the files: iptocc answers
     assert (google.country, google.source) == ("US", EMBEDDED)
     nowhere = resolver.lookup(ip("203.0.113.1"))
