@@ -9,9 +9,9 @@ value), so the same record always means the same place.
 Travel state is written on the miss path only. A decision record lives at most
 ``keys.cache_ttl`` (1 s by default), so a key in steady use from one client is sighted again
 at least that often: the stored time lags by at most the TTL, which can only make a computed
-speed lower by ``ttl / elapsed``, never invent one. Every use is recorded, refused or not: a
-key used on two continents at once keeps being refused on both sides while a tenant's rule
-says ``deny``.
+speed lower by ``ttl / elapsed``, never invent one. Every use that passes the country rules
+is recorded, whether travel refuses it or not: a key used on two continents at once keeps
+being refused on both sides while the tenant's travel rule says ``deny``.
 """
 
 from __future__ import annotations

@@ -294,3 +294,25 @@ async def test_the_scope_carries_the_flagged_decision_to_the_app() -> None:
     await asgi_request(gk, "/v1/x", [(b"authorization", f"Bearer {key}".encode())],
                        client=(UNKNOWN, 1))
     assert seen[0].signals == (COUNTRY_UNKNOWN,)
+
+
+async def test_travel_on_city_coordinates_from_a_file(tmp_path: Path) -> None:
+    cities = fx.write(tmp_path / "city.mmdb", {
+        "192.0.2.0/26": fx.city(40.7128, -74.0060, "US"),     # New York
+        "192.0.2.64/26": fx.city(51.5074, -0.1278, "GB"),     # London
+        "198.51.100.0/24": fx.city(-23.5505, -46.6333, "BR"),  # Sao Paulo
+        "203.0.113.0/25": fx.city(*fx.FRANKFURT, "DE"),
+        "203.0.113.128/25": fx.city(50.1213, 8.7390, "DE"),   # Frankfurt, another district
+    }, "GeoLite2-City")
+    rig = Rig(POLICY | {"geo": {"files": {"city": str(cities)}}})
+    key = await rig.key("strict_travel")
+    assert (await rig.call(key, "192.0.2.10"))[0] == 200
+    rig.clock.advance(8 * 3600)
+    assert (await rig.call(key, "192.0.2.70"))[0] == 200  # New York, then London 8 h later
+    rig.clock.advance(3 * 3600)
+    assert (await rig.call(key, "203.0.113.10"))[0] == 200  # London, then Frankfurt 3 h later
+    rig.clock.advance(1)
+    assert (await rig.call(key, "203.0.113.200"))[0] == 200  # the same city, a second later
+    rig.clock.advance(300)
+    status, body = await rig.call(key, "198.51.100.7")  # Sao Paulo five minutes later
+    assert (status, _code(body)) == (403, "impossible_travel")
