@@ -8,9 +8,8 @@ churns addresses evicts an LRU cache just as well, and a hit stays one C-level `
 
 Every answer for an address carries its ``network`` group (ASN, else /24 or /48), computed
 once per cached address. The CDN's word is per request, not per address, so it is never
-cached; when a CDN answers,
-the files are still asked for the ASN and coordinates (if any file is configured), the country
-being the CDN's.
+cached; when a CDN answers, the files are still asked for the ASN and coordinates (if any file
+is configured), the country being the CDN's.
 """
 
 from __future__ import annotations
@@ -70,7 +69,8 @@ class GeoResolver:
                 if said.country is None or not self.files:
                     return said._replace(network=network_group(addr))
                 known = self.lookup(addr)
-                return said if known.asn is None and known.latitude is None else \
+                return said._replace(network=known.network) \
+                    if known.asn is None and known.latitude is None else \
                     known._replace(country=said.country, source=said.source)
         if addr is None:
             return UNKNOWN

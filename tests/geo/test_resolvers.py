@@ -235,6 +235,19 @@ def test_cdn_country_keeps_the_files_asn(tmp_path: Path) -> None:
     assert (found.country, found.asn, found.source) == ("CH", 64496, CDN_HEADER)
 
 
+def test_every_answer_for_an_address_carries_its_network_group(tmp_path: Path) -> None:
+    asn = GeoResolver([MmdbFile(fx.geolite2_asn(tmp_path / "asn.mmdb"))],
+                      cdn=CdnCountry("cf-ipcountry"))
+    assert asn.lookup(ip("192.0.2.4")).network == "AS64496"
+    assert asn.locate_value(ip("192.0.2.4"), b"CH", True).network == "AS64496"
+    assert asn.locate_value(ip("203.0.113.9"), b"CH", True).network == "203.0.113.0/24"
+    plain = GeoResolver(cdn=CdnCountry("cf-ipcountry"))
+    assert plain.lookup(ip("2001:db8:1:2::1")).network == "2001:db8:1::/48"
+    assert plain.locate_value(ip("8.8.8.8"), b"DE", True).network == "8.8.8.0/24"
+    assert plain.locate_value(ip("8.8.8.8"), b"T1", True).network == "8.8.8.0/24"
+    assert plain.locate_value(None, b"DE", True).network is None
+
+
 # --- cache and reload ---------------------------------------------------------------------------
 
 def test_one_lookup_per_address_and_a_bounded_cache() -> None:
