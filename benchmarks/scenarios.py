@@ -82,15 +82,17 @@ def audit_sink() -> logging.Logger:
     return logger
 
 
-def benchmark_policy(limits: dict[str, Any] | None = None) -> gatekeeper.Policy:
-    """POLICY compiled (the tenant given ``limits`` when set); its JWT issuer's secret is read
-    from the environment, set here."""
+def benchmark_policy(limits: dict[str, Any] | None = None,
+                     countries: dict[str, Any] | None = None) -> gatekeeper.Policy:
+    """POLICY compiled, the tenant given ``limits`` and a ``countries`` rule when set; its JWT
+    issuer's secret is read from the environment, set here."""
     os.environ.setdefault(JWT_SECRET_ENV, JWT_SECRET)
-    data = POLICY
+    tenant = dict(POLICY["tenants"][TENANT])
     if limits is not None:
-        tenants = {TENANT: {**POLICY["tenants"][TENANT], "limits": limits}}
-        data = {**POLICY, "tenants": tenants}
-    return gatekeeper.compile_policy(data, "benchmark policy")
+        tenant["limits"] = limits
+    if countries is not None:
+        tenant["countries"] = countries
+    return gatekeeper.compile_policy(POLICY | {"tenants": {TENANT: tenant}}, "benchmark policy")
 
 
 HIGH = "1000000000/minute"
@@ -114,20 +116,42 @@ async def credential_for(kind: str | None, store: gatekeeper.MemoryStore,
     return kind
 
 
+COUNTRY_RULE: dict[str, Any] = {"allow": ["DE", "FR", "US"], "unknown": "allow"}
+"""The benchmark tenant's country rule: the client (documentation space) is in no country,
+so ``unknown: allow`` lets it through after the same cached lookup a known address gets."""
+
+
+class ForgetDecisions:
+    """Drops every decision record before each request: every request takes the miss path
+    (facts, a cached key, decide, the geo stage, remember), as the first request of a client
+    within ``keys.cache_ttl`` does."""
+
+    def __init__(self, gk: gatekeeper.Gatekeeper) -> None:
+        self.gk = gk
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.gk.runtime.decisions.clear()
+        await self.gk(scope, receive, send)
+
+
 async def gatekeeper_scenario(name: str, what: str, *, path: str = CHAT_PATH,
                               method: str = "POST", client: tuple[str, int] = CLIENT,
                               credential: str | None = "key", status: int = 200,
                               reason: str | None = None, audit: bool = False,
                               trivial: bool = False, baseline: str = "bare",
-                              limits: dict[str, Any] | None = None) -> Scenario:
-    policy = benchmark_policy(limits)
+                              limits: dict[str, Any] | None = None, countries: bool = False,
+                              miss: bool = False) -> Scenario:
+    """``limits``: the tenant's limits; ``countries``: the tenant has a country rule;
+    ``miss``: no decision record is reused."""
+    policy = benchmark_policy(limits, COUNTRY_RULE if countries else None)
     store = gatekeeper.MemoryStore()
     calls = Calls()
     inner: ASGIApp = TrivialApp(calls) if trivial else make_app(calls)
     gk = gatekeeper.Gatekeeper(inner, policy, store=store, pepper=PEPPER,
                                audit=gatekeeper.AuditLog(audit_sink()) if audit else None)
     token = await credential_for(credential, store, policy, time.time())
-    return Scenario(name, what, gk, make_scope(method, path, client, token), status, calls,
+    app: ASGIApp = ForgetDecisions(gk) if miss else gk
+    return Scenario(name, what, app, make_scope(method, path, client, token), status, calls,
                     baseline, reason, gk)
 
 
@@ -158,6 +182,15 @@ async def build_scenarios() -> list[Scenario]:
         await gatekeeper_scenario(
             "gk-jwt", "gatekeeper, a valid HS256 JWT (verified once, then cached)",
             credential="jwt"),
+        await gatekeeper_scenario(
+            "gk-country", f"gatekeeper, {valid}, the tenant with a country rule (decision "
+            "record reused: the rule was checked once)", countries=True),
+        await gatekeeper_scenario(
+            "gk-miss", f"gatekeeper, {valid}, every request a decision-record miss",
+            miss=True),
+        await gatekeeper_scenario(
+            "gk-country-miss", "gk-miss with the tenant's country rule: the geo stage on every "
+            "request (cached lookup, embedded default)", countries=True, miss=True),
         await gatekeeper_scenario(
             "gk-garbage-key", "gatekeeper refusing a key whose checksum fails (401)",
             credential=GARBAGE_KEY, status=401, reason="credential_malformed"),

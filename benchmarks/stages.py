@@ -74,7 +74,8 @@ GROUPS = {
     MISS_PATH: "Decision-record miss (once per credential and client per keys.cache_ttl, "
                "1 s by default)",
     REFUSAL: "Refusal path (every refused request: refusals are never recorded)",
-    GEO: "Geo, not yet on the request path (a tenant with a country rule; others pay nothing)",
+    GEO: "Geo (a tenant with a country rule; others pay nothing): on the miss path only, a "
+         "reused decision record pays nothing",
 }
 FOUNDATION_BUDGET = 5.0
 FOUNDATION_STRETCH = 3.0
@@ -365,7 +366,33 @@ class _Capture(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-# --- geo (built and timed here; the pipeline does not call it yet) ----------------------------
+# --- geo (on the miss path: pipeline.evaluate after decide) -------------------------------------
+
+@stage("geo-stage", GEO, "the pipeline's geo stage: `rules_for` + `GeoStage.check` (cached "
+       "lookup, tenant country rule; a coroutine, driven)", budget="1 us",
+       expect=lambda ctx, r: r.allowed)
+def _geo_stage(ctx: StageContext) -> Callable[[], object]:
+    from benchmarks.scenarios import COUNTRY_RULE, benchmark_policy
+    from gatekeeper.geo.stage import GeoStage
+    from gatekeeper.store.locations import MemoryLocationStore
+
+    geo = GeoStage(benchmark_policy(countries=COUNTRY_RULE), MemoryLocationStore())
+    decision, client, principal, now = ctx.decision, ctx.facts.client, ctx.principal, ctx.now
+
+    def geo_stage() -> object:
+        rules = geo.rules_for(principal)
+        if rules is None:
+            raise CheckFailed("stage geo-stage: the tenant has no country rule")
+        return drive(geo.check(rules, decision, client, None, False, now))
+    return geo_stage
+
+
+@stage("geo-none", GEO, "`rules_for` for a tenant and key without geo rules (what every "
+       "other miss pays)", expect=lambda ctx, r: r is None)
+def _geo_none(ctx: StageContext) -> Callable[[], object]:
+    rules_for, principal = ctx.rt.geo.rules_for, ctx.principal
+    return lambda: rules_for(principal)
+
 
 @stage("geo-country", GEO, "cached lookup (`GeoResolver.locate`, embedded default) + "
        "`country_decision` (tenant and key rules)", budget="1 us",

@@ -35,6 +35,7 @@ from gatekeeper.reasons import OK, REFUSALS, Reason, Refusal
 from gatekeeper.replay import RequestRecord, read_records, replay
 from gatekeeper.runtime import Runtime
 from gatekeeper.store import MemoryStore, SQLiteStore, Store, store_from_url
+from gatekeeper.store.locations import LocationStore, MemoryLocationStore
 
 __version__ = "0.1.0"
 
@@ -68,7 +69,9 @@ __all__ = [
     "KeyRecord",
     "KeyRevokedError",
     "KeyStatus",
+    "LocationStore",
     "ManualClock",
+    "MemoryLocationStore",
     "MemoryStore",
     "Metrics",
     "NetworkSet",

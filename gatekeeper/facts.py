@@ -32,13 +32,14 @@ _FORWARDED_SPELLING = Refusal(reasons.FORWARDED_MALFORMED,
 
 # What a header is to the scan: its slot in the scan, and its canonical name.
 _CREDENTIAL, _FORWARDED, _FORWARDED_ODD, _TENANT, _CONTENT_TYPE, _CONTENT_LENGTH, \
-    _USER_AGENT = range(7)
+    _USER_AGENT, _CDN_COUNTRY = range(8)
 
 Headers = list[tuple[bytes, bytes]]
 Scan = tuple[Headers, list[bytes] | None, list[bytes] | None, bool, bytes | None,
-             bytes | None, bytes | None]
+             bytes | None, bytes | None, bytes | None]
 """(credential headers by canonical name, forwarding values, tenant values, an odd forwarding
-spelling was seen, content-type, content-length, user-agent): raw bytes, nothing decoded."""
+spelling was seen, content-type, content-length, user-agent, the CDN country header): raw
+bytes, nothing decoded."""
 
 
 class RequestFacts(NamedTuple):
@@ -90,6 +91,10 @@ class FactReader:
         slots[b"content-length"] = (_CONTENT_LENGTH, b"content-length")
         if user_agent:
             slots[b"user-agent"] = (_USER_AGENT, b"user-agent")
+        cdn = policy.geo.cdn_header
+        if cdn and policy.client_address.trusted_proxies:
+            # only its exact spelling: a proxy overwrites that one, not ``cf_ipcountry``
+            slots[cdn.encode()] = (_CDN_COUNTRY, cdn.encode())
         self._slots = slots
         self._segment = policy.request_tenant.path_segment
 
@@ -103,7 +108,7 @@ class FactReader:
         forwarded: list[bytes] | None = None
         tenant: list[bytes] | None = None
         odd = False
-        ctype = length = agent = None
+        ctype = length = agent = cdn = None
         slots = self._slots
         for name, value in headers:
             hit = slots.get(name)
@@ -132,14 +137,17 @@ class FactReader:
                 tenant.append(value.strip())
             elif slot == _FORWARDED_ODD:
                 odd = True
+            elif slot == _CDN_COUNTRY:
+                # two differing copies cancel out (b"" is no answer), whatever follows
+                cdn = value if cdn is None or cdn == value else b""
             else:
                 agent = value
-        return found, forwarded, tenant, odd, ctype, length, agent
+        return found, forwarded, tenant, odd, ctype, length, agent, cdn
 
     def facts(self, scan: Scan, method: str, path: str, below: str,
               peer: object) -> RequestFacts:
         """The request's facts from a scan; ``peer`` is ASGI's ``scope["client"]``."""
-        found, forwarded, tenant, odd, ctype, length, agent = scan
+        found, forwarded, tenant, odd, ctype, length, agent, _ = scan
         problem: Refusal | None = None
         policy = self._client_policy
         address = peer_address(peer)

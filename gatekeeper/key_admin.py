@@ -14,6 +14,7 @@ from gatekeeper.errors import ConfigError, KeyConflictError, KeyNotFoundError, K
 from gatekeeper.keys import KeyRecord, looks_like_key_id, new_key
 from gatekeeper.limits.overrides import apply_flags, flag_for, shown, widenings
 from gatekeeper.networks import parse_network
+from gatekeeper.policy.geo import country_problem
 from gatekeeper.policy.limits import load_key_limits
 from gatekeeper.policy.model import Policy
 from gatekeeper.principal import KeyStatus
@@ -60,6 +61,22 @@ def _networks(networks: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def parse_countries(texts: Sequence[str], field: str = "--country") -> tuple[str, ...]:
+    """``["DE,FR", "it"]`` -> ``("DE", "FR", "IT")``, checked as the policy checks codes;
+    ``none`` (alone) is the empty tuple: the key keeps only its tenant's rule."""
+    items = [part.strip() for text in texts for part in text.split(",")]
+    if [item.lower() for item in items] == ["none"]:
+        return ()
+    codes: list[str] = []
+    for i, item in enumerate(items):
+        problem = country_problem(item)
+        if problem is not None:
+            raise ConfigError(f"{field}[{i}]", item, problem if item else "is empty")
+        if item.upper() not in codes:
+            codes.append(item.upper())
+    return tuple(codes)
+
+
 def check_key_id(key_id: str) -> str:
     if looks_like_key_id(key_id):
         return key_id
@@ -72,9 +89,11 @@ def check_key_id(key_id: str) -> str:
 async def create_key(store: Store, pepper: bytes, policy: Policy, tenant: str, now: float, *,
                      networks: Sequence[str] = (), expires_at: float | None = None,
                      labels: Mapping[str, str] | None = None,
-                     limits: Mapping[str, Any] | None = None) -> tuple[str, KeyRecord]:
+                     limits: Mapping[str, Any] | None = None,
+                     countries: Sequence[str] = ()) -> tuple[str, KeyRecord]:
     """Issue a key. Returns the full key (show it once, never store it) and its record.
-    ``limits``: the key's own limits as stored (``overrides.apply_flags``)."""
+    ``limits``: the key's own limits as stored (``overrides.apply_flags``); ``countries``:
+    codes from ``parse_countries``; both only narrow the tenant's rules."""
     if tenant not in policy.tenants:
         raise ConfigError("tenant", tenant, f"is not a tenant in {policy.source}")
     if limits:
@@ -84,7 +103,8 @@ async def create_key(store: Store, pepper: bytes, policy: Policy, tenant: str, n
             raise ConfigError("expires_at", expires_at, "is in the past")
         check_duration(expires_at - now, "expires_at", 0.0, expires_at)
     key, record = new_key(pepper, tenant, now, allowed_networks=_networks(networks),
-                          expires_at=expires_at, labels=labels, limits=limits)
+                          expires_at=expires_at, labels=labels, limits=limits,
+                          countries=parse_countries(countries, "countries"))
     await store.create_key(record)
     return key, record
 
@@ -132,11 +152,23 @@ async def set_limits(store: Store, policy: Policy, key_id: str, given: dict[str,
     return (await _update(store, key_id, change))[1]
 
 
+async def set_countries(store: Store, key_id: str, countries: Sequence[str],
+                        now: float) -> KeyRecord:
+    """Bind a key to ``countries`` (empty: unbind it); takes effect within ``keys.cache_ttl``."""
+    codes = parse_countries(countries, "countries") if countries else ()
+
+    def change(record: KeyRecord) -> KeyRecord:
+        return record.with_changes(countries=codes, updated_at=now)
+
+    return (await _update(store, key_id, change))[1]
+
+
 async def rotate_key(store: Store, pepper: bytes, key_id: str, now: float,
                      grace: float) -> tuple[str, KeyRecord, KeyRecord]:
-    """A new key with the old one's tenant, networks, expiry, labels and limits; the old one
-    keeps working for ``grace`` seconds so clients can switch without an outage. (The new key
-    has its own counters: a per-key quota starts afresh, a ``per_tenant`` one does not.)
+    """A new key with the old one's tenant, networks, countries, expiry, labels and limits;
+    the old one keeps working for ``grace`` seconds so clients can switch without an outage.
+    (The new key has its own counters: a per-key quota starts afresh, a ``per_tenant`` one does
+    not.)
 
     The old key's grace period is written first (conditionally on the record read), then the
     new key: a rotation that loses a race with a revoke leaves no replacement behind, and one
@@ -158,7 +190,8 @@ async def rotate_key(store: Store, pepper: bytes, key_id: str, now: float,
     before, old = await _update(store, key_id, change)
     key, new = new_key(pepper, before.tenant, now, allowed_networks=before.allowed_networks,
                        expires_at=before.expires_at, labels=before.labels,
-                       rotated_from=before.key_id, limits=before.limits)
+                       rotated_from=before.key_id, limits=before.limits,
+                       countries=before.countries)
     await store.create_key(new)
     return key, new, old
 

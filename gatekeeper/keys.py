@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from gatekeeper.geo.rules import DENY, CountryRule
 from gatekeeper.principal import CredentialKind, KeyStatus, Principal
 
 PREFIX = "gk_"
@@ -95,6 +96,9 @@ class KeyRecord:
     limits: Mapping[str, Any] = field(default_factory=dict)
     """The key's own limits, as policy fields (``{"requests": "60/minute", "monthly_spend":
     200}``): they only narrow its tenant's (``limits/overrides.py``). Empty: the tenant's."""
+    countries: tuple[str, ...] = ()
+    """ISO codes the key may be used from (``--country DE,FR``); empty: the tenant's rule
+    alone applies. Records written before this field read as empty."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +107,7 @@ class KeyRecord:
             "created_at": self.created_at, "expires_at": self.expires_at,
             "labels": dict(self.labels), "rotated_from": self.rotated_from,
             "updated_at": self.updated_at, "version": self.version, "limits": dict(self.limits),
+            "countries": list(self.countries),
         }
 
     @classmethod
@@ -119,6 +124,7 @@ class KeyRecord:
             updated_at=float(data.get("updated_at") or 0.0),
             version=int(data.get("version") or 0),  # records from before versions: 0
             limits=dict(data.get("limits") or {}),  # records from before key limits: none
+            countries=tuple(str(c) for c in data.get("countries") or ()),
         )
 
     def with_changes(self, **changes: Any) -> KeyRecord:
@@ -144,13 +150,23 @@ def principal_for(record: KeyRecord) -> Principal:
         networks=NetworkSet.parse(record.allowed_networks), labels=record.labels,
         limits=load_key_limits(record.limits, f"key {record.key_id} limits")
         if record.limits else None,
+        countries=key_country_rule(record.countries),
     )
+
+
+def key_country_rule(countries: tuple[str, ...]) -> CountryRule | None:
+    """A key's countries as a rule: only these pass, and an unknown location does not (a key
+    bound to Germany is not known to be in Germany when nobody knows where it is)."""
+    if not countries:
+        return None
+    return CountryRule(allow=frozenset(countries), unknown=DENY)
 
 
 def new_key(pepper: bytes, tenant: str, now: float, *, allowed_networks: tuple[str, ...] = (),
             expires_at: float | None = None, labels: Mapping[str, str] | None = None,
             rotated_from: str | None = None,
-            limits: Mapping[str, Any] | None = None) -> tuple[str, KeyRecord]:
+            limits: Mapping[str, Any] | None = None,
+            countries: tuple[str, ...] = ()) -> tuple[str, KeyRecord]:
     """A fresh key and its record. The key string is returned once and never stored."""
     key_id, secret = new_key_id(), _random(SECRET_LEN)
     record = KeyRecord(
@@ -158,5 +174,6 @@ def new_key(pepper: bytes, tenant: str, now: float, *, allowed_networks: tuple[s
         allowed_networks=allowed_networks, created_at=now, expires_at=expires_at,
         labels=dict(labels or {}), rotated_from=rotated_from, updated_at=now,
         limits=dict(limits or {}),
+        countries=countries,
     )
     return build_key(key_id, secret), record

@@ -32,6 +32,7 @@ from gatekeeper.responder import ClientDisconnected, Responder
 from gatekeeper.runtime import Runtime
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
 from gatekeeper.store.counters import CounterStore
+from gatekeeper.store.locations import LocationStore, MemoryLocationStore
 from gatekeeper.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("gatekeeper")
@@ -61,8 +62,11 @@ class Gatekeeper:
         audit: AuditLog | None = None,
         observer: Observer | None = None,
         counters: CounterStore | None = None,
+        locations: LocationStore | None = None,
     ) -> None:
+        """``locations``: impossible travel's last sighting per key (default: in memory)."""
         self.app = app
+        self.locations = MemoryLocationStore() if locations is None else locations
         try:
             compiled = _compile(policy)
             if store is None or isinstance(store, str):
@@ -72,7 +76,8 @@ class Gatekeeper:
                                        create=False)
             self._pepper = pepper if pepper is not None else load_pepper(compiled.keys)
             self.clock = clock or SystemClock()
-            self.runtime = Runtime(compiled, store, self._pepper, self.clock, counters)
+            self.runtime = Runtime(compiled, store, self._pepper, self.clock, counters,
+                                   self.locations)
         except GatekeeperError as exc:
             # Under FastAPI's add_middleware this runs at the first ASGI call, where uvicorn's
             # default lifespan mode swallows exceptions: say it where an operator looks.
@@ -186,6 +191,7 @@ class Gatekeeper:
 
     async def shutdown(self) -> None:
         await self.runtime.authenticator.aclose()
+        await self.locations.close()
         await self.store.close()
         await self.runtime.counters.close()
         self._started = False
@@ -204,7 +210,8 @@ class Gatekeeper:
                 compiled.keys.pepper_file != current.keys.pepper_file:
             raise ConfigError("keys.pepper_env", "(changed)",
                               "the pepper cannot change on reload; restart instead")
-        runtime = Runtime(compiled, self.store, self._pepper, self.clock, self.runtime.counters)
+        runtime = Runtime(compiled, self.store, self._pepper, self.clock, self.runtime.counters,
+                          self.locations)
         self.runtime = runtime
         self.metrics.policy_tenants.set(len(compiled.tenants))
         return runtime

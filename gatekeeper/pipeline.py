@@ -1,6 +1,7 @@
 """The request pipeline, stage by stage, as plain functions over plain data (no ASGI here).
 
     target -> route -> scan headers -> [decision record?] -> facts -> authenticate -> decide
+           -> [geo: countries, travel]
            -> [admission: body facts, plan, one store call] -> [settle] -> observe
 
 The middleware and ``replay`` call these same functions, so a recorded request is decided
@@ -49,8 +50,9 @@ def route(rt: Runtime, path: str, root_path: str) -> str | None:
 
 def record_key(rt: Runtime, scan: Scan, peer: object, below: str) -> tuple[Any, ...] | None:
     """What an allowed decision depends on, as raw bytes: the credential headers, the peer
-    host, the forwarding and tenant headers (and the path when it names the tenant). None
-    when the peer is not the (host, port) tuple servers send: such requests are not reused."""
+    host, the forwarding, tenant and CDN country headers (and the path when it names the
+    tenant): the same key is the same client in the same place. None when the peer is not
+    the (host, port) tuple servers send: such requests are not reused."""
     if peer.__class__ is not tuple:
         if peer is not None:
             return None
@@ -61,7 +63,7 @@ def record_key(rt: Runtime, scan: Scan, peer: object, below: str) -> tuple[Any, 
     key: tuple[Any, ...] = (
         found[0] if len(found) == 1 else tuple(found), host,
         None if forwarded is None else tuple(forwarded),
-        None if tenant is None else tuple(tenant), scan[3])
+        None if tenant is None else tuple(tenant), scan[3], scan[7])
     if rt.keyed_by_path:
         key += (below,)
     return key
@@ -92,6 +94,11 @@ async def evaluate(rt: Runtime, scan: Scan, key: tuple[Any, ...] | None, method:
         if facts.problem is None and facts.credential is not None:
             auth = await rt.authenticator.authenticate(facts.credential, now)
         decision = decide(facts, auth, rt.policy, now)
+        if decision.allowed:
+            rules = rt.geo.rules_for(decision.principal)  # None unless a geo rule applies
+            if rules is not None:
+                decision = await rt.geo.check(rules, decision, facts.client, scan[7],
+                                              facts.peer_trusted, now)
         admission = admission_for(rt.policy, decision, facts) if decision.allowed else None
     except Exception:
         log.exception("gatekeeper failed to decide; refusing (fail closed)")

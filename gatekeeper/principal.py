@@ -6,6 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gatekeeper.geo.rules import CountryRule
 from gatekeeper.networks import EMPTY, NetworkSet
 from gatekeeper.policy.limits import LimitSet
 
@@ -34,3 +35,6 @@ class Principal:
     labels: Mapping[str, str] = field(default_factory=dict)
     limits: LimitSet | None = None
     """The key's own limits, compiled; they narrow the tenant's (``overrides.narrow``)."""
+    countries: CountryRule | None = None
+    """The credential's own countries (``keys create --country``); None: only the tenant's
+    rule applies. It narrows the tenant's: a request must pass both."""

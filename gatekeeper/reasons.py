@@ -127,6 +127,12 @@ COUNTRY_NOT_ALLOWED = _r(
     "The client's country (CDN header from a trusted proxy, `.mmdb` file or the embedded "
     "default) is outside the tenant's or the key's country rule, or unknown while the rule "
     "says `unknown: deny`. The allowed countries are never echoed.")
+IMPOSSIBLE_TRAVEL = _r(
+    "impossible_travel", 403, "decide",
+    "This credential is not allowed from this location.",
+    "The key was used from a place it could not have reached since its previous use (faster "
+    "than the tenant's `travel.max_kmh`, same-country and neighbouring pairs skipped) and the "
+    "tenant's `travel.action` is `deny`; with `flag` the request passes, marked.")
 FORWARDED_MALFORMED = _r(
     "forwarded_malformed", 400, "facts",
     "The request's forwarding headers could not be parsed.",
@@ -214,7 +220,8 @@ REFUSALS: tuple[Reason, ...] = (
     REQUEST_TARGET_INVALID, CREDENTIAL_MISSING, CREDENTIAL_MALFORMED, CREDENTIAL_CONFLICT,
     KEY_UNKNOWN, KEY_REVOKED, KEY_SUSPENDED, KEY_EXPIRED, TOKEN_INVALID, TOKEN_EXPIRED,
     TENANT_UNKNOWN, TENANT_DISABLED,
-    TENANT_MISMATCH, NETWORK_NOT_ALLOWED, COUNTRY_NOT_ALLOWED, FORWARDED_MALFORMED,
+    TENANT_MISMATCH, NETWORK_NOT_ALLOWED, COUNTRY_NOT_ALLOWED, IMPOSSIBLE_TRAVEL,
+    FORWARDED_MALFORMED,
     STORE_UNAVAILABLE, AUTH_UNAVAILABLE, INTERNAL_ERROR, RATE_LIMITED, TOKENS_LIMITED,
     CONCURRENCY_LIMITED, QUOTA_EXCEEDED, BODY_TOO_LARGE, BODY_INVALID, BODY_NOT_JSON,
     MODEL_NOT_ALLOWED, FIELD_NOT_ALLOWED, MAX_TOKENS_TOO_LARGE, N_TOO_LARGE,

@@ -15,12 +15,13 @@ from gatekeeper.admission import Admission
 from gatekeeper.auth import Authenticator
 from gatekeeper.clock import Clock
 from gatekeeper.decision import Decision
-from gatekeeper.errors import ConfigError, PolicyError
 from gatekeeper.facts import FactReader
+from gatekeeper.geo.stage import GeoStage
 from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.policy.model import Policy
 from gatekeeper.store.base import Store
 from gatekeeper.store.counters import CounterStore
+from gatekeeper.store.locations import LocationStore, MemoryLocationStore
 from gatekeeper.store.memory_counters import MemoryCounterStore
 
 ROUTE_MEMO_SIZE = 4096
@@ -47,12 +48,15 @@ class DecisionRecord:
 
 
 class Runtime:
-    __slots__ = ("authenticator", "clock", "counters", "decisions", "keyed_by_path", "policy",
-                 "reader", "route_memo", "routes")
+    __slots__ = ("authenticator", "clock", "counters", "decisions", "geo", "keyed_by_path",
+                 "policy", "reader", "route_memo", "routes")
 
     def __init__(self, policy: Policy, store: Store, pepper: bytes, clock: Clock,
-                 counters: CounterStore | None = None) -> None:
-        refuse_unenforced(policy)
+                 counters: CounterStore | None = None,
+                 locations: LocationStore | None = None) -> None:
+        """``counters`` (limits) and ``locations`` (impossible travel's last sightings) belong
+        to the process, not the policy: pass the same ones to every runtime so a reload keeps
+        every count and sighting."""
         self.policy = policy
         self.clock = clock
         self.counters: CounterStore = counters if counters is not None else MemoryCounterStore()
@@ -68,23 +72,7 @@ class Runtime:
         """Request-target (with its root_path) -> '' public, the canonical path below the
         mount when protected, None when it names no path. Bounded: targets are client text."""
         self.decisions: OrderedDict[tuple[Any, ...], DecisionRecord] = OrderedDict()
-
-
-def unenforced(policy: Policy) -> list[ConfigError]:
-    """Rules this version validates but does not enforce yet (country rules)."""
-    found = []
-    for name, tenant in policy.tenants.items():
-        if tenant.countries is not None:
-            found.append(ConfigError(f"tenants.{name}.countries", "(rules)", _UNENFORCED))
-    return found
-
-
-_UNENFORCED = ("is validated but not enforced by this version yet; a server refuses to run a "
-               "policy that looks stricter than it is (remove it until it is enforced)")
-
-
-def refuse_unenforced(policy: Policy) -> None:
-    """A security policy must never look stricter than what runs: refuse it whole."""
-    errors = unenforced(policy)
-    if errors:
-        raise PolicyError(errors, policy.source)
+        self.geo = GeoStage(policy, MemoryLocationStore() if locations is None else locations,
+                            clock.now)
+        """Country rules and impossible travel; opens the policy's geo files (a new runtime
+        reopens them: a reload picks up replaced files)."""

@@ -15,10 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = (
     "bare", "noop-middleware", "slowapi", "gk-api-key", "gk-jwt", "gk-garbage-key",
     "gk-wrong-network", "gk-forged-key", "gk-wrong-network-audited", "gk-public-path",
-    "bare-healthz", "trivial", "noop-over-trivial", "gk-over-trivial",
+    "bare-healthz", "trivial", "noop-over-trivial", "gk-over-trivial", "gk-country", "gk-miss",
+    "gk-country-miss",
 )
 STAGES = ("route-memo", "clocks", "scan", "prepare", "metrics", "route-answer", "facts",
-          "authenticate", "decide", "evaluate-allow", "evaluate-refuse", "audit")
+          "authenticate", "decide", "evaluate-allow", "evaluate-refuse", "audit", "geo-stage",
+          "geo-none")
 
 
 def bench(*argv: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:

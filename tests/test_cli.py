@@ -779,10 +779,33 @@ def test_cli_command_is_found(cli: Cli) -> None:
     assert "keys" in result.out and "check-config" in result.out and "pepper" in result.out
 
 
-def test_check_config_refuses_rules_a_server_would_not_enforce(cli: Cli) -> None:
-    policy = cli.tmp / "limited.yaml"
-    policy.write_text(cli.policy.read_text().replace(
-        "tenants:\n", "tenants:\n  limited:\n    countries: {allow: [DE]}\n", 1))
-    result = cli.run("check-config", str(policy))
-    assert result.code == 2, result.out + result.err
-    assert "tenants.limited.countries" in result.err and "not enforced" in result.err
+# --- countries: create --country, update --country ----------------------------------------------
+
+def test_create_binds_a_key_to_countries_checked_like_the_policy(cli: Cli) -> None:
+    _, record = cli.create("acme", "--country", "de,FR", "--country", "it")
+    assert record["countries"] == ["DE", "FR", "IT"]
+    assert re.search(r"^countries\s+DE, FR, IT$", cli.keys("show", record["key_id"]).out, re.M)
+    line = cli.keys("create", "--tenant", "acme", "--country", "DE,UK").one_line_error()
+    assert "--country[1]" in line and "UK" in line and "did you mean GB?" in line
+    assert "--country[0]" in cli.keys("create", "--tenant", "acme",
+                                       "--country", "Germany").one_line_error()
+
+
+def test_update_sets_and_clears_a_keys_countries(cli: Cli) -> None:
+    _, record = cli.create("acme")
+    key_id = record["key_id"]
+    assert record["countries"] == []
+    assert cli.keys("update", key_id, "--country", "FR", as_json=True).json()["countries"] == \
+        ["FR"]
+    assert cli.show(key_id)["countries"] == ["FR"]
+    assert cli.keys("update", key_id, "--country", "none", as_json=True).json()["countries"] \
+        == []
+    assert "is not an ISO 3166-1" in cli.keys("update", key_id, "--country", "ZZ") \
+        .one_line_error()
+    assert cli.show(key_id)["countries"] == []
+
+
+def test_rotation_keeps_the_countries(cli: Cli) -> None:
+    _, record = cli.create("acme", "--country", "DE")
+    rotated = cli.keys("rotate", record["key_id"], as_json=True).json()
+    assert rotated["record"]["countries"] == ["DE"]

@@ -147,17 +147,17 @@ async def test_demo_keys_expire_and_a_new_run_revokes_the_last_ones(tmp_path: Pa
     store = store_from_url(policy.store or "", create=False)
     try:
         first = await store.list_keys()
-        assert len(first) == 5
+        assert len(first) == 6
         for record in first:
             assert record.expires_at is not None
             assert now + 86400 - 60 <= record.expires_at <= now + 86400 + 60
         await issue_demo_keys(policy_path)
         after = {r.key_id: r for r in await store.list_keys()}
-        assert len(after) == 10
+        assert len(after) == 12
         assert all(after[r.key_id].status is KeyStatus.REVOKED for r in first)
         newest = [r for r in after.values() if r.key_id not in {f.key_id for f in first}]
         assert sorted(r.status.value for r in newest) == ["active", "active", "active",
-                                                          "active", "revoked"]
+                                                          "active", "active", "revoked"]
     finally:
         await store.close()
 

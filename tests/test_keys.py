@@ -308,3 +308,17 @@ def test_new_key_record_fields() -> None:
     assert record.allowed_networks == ("192.0.2.0/24", "2001:db8::/32")
     assert record.rotated_from == "OldKeyId0001"
     assert key.startswith(PREFIX + record.key_id)
+
+
+def test_countries_round_trip_and_older_records_read_as_unbound() -> None:
+    from gatekeeper.keys import principal_for
+
+    _, record = new_key(PEPPER, "acme", 1.0, countries=("DE", "FR"))
+    again = KeyRecord.from_dict(json.loads(json.dumps(record.to_dict())))
+    assert again.countries == ("DE", "FR") and again == record
+    rule = principal_for(record).countries
+    assert rule is not None and rule.allow == frozenset({"DE", "FR"}) and rule.unknown == "deny"
+    old = record.to_dict()
+    del old["countries"]  # written before the field existed
+    assert KeyRecord.from_dict(old).countries == ()
+    assert principal_for(KeyRecord.from_dict(old)).countries is None

@@ -101,6 +101,7 @@ def test_models_list(served: Served) -> None:
     ("typo", openai.AuthenticationError, "credential_malformed"),
     ("revoked", openai.AuthenticationError, "key_revoked"),
     ("wrong_network", openai.PermissionDeniedError, "network_not_allowed"),
+    ("wrong_country", openai.PermissionDeniedError, "country_not_allowed"),
     ("globex", openai.PermissionDeniedError, "network_not_allowed"),
 ])
 def test_refused_keys_raise_the_right_exception_and_never_reach_the_app(

@@ -55,6 +55,9 @@ def add_parser(commands: Any) -> None:
     create.add_argument("--expires-in", metavar="DURATION", help="e.g. 90d, 12h")
     create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     _limit_options(create)
+    create.add_argument("--country", action="append", default=[], metavar="CC[,CC...]",
+                        help="countries the key may be used from (ISO codes, e.g. DE,FR); "
+                             "the tenant's country rule applies too")
 
     lst = action("list", "list keys (never secrets)")
     lst.add_argument("--tenant")
@@ -62,9 +65,12 @@ def add_parser(commands: Any) -> None:
                        ("suspend", "suspend a key until reinstated"),
                        ("reinstate", "make a suspended key active again")):
         action(name, text).add_argument("key_id")
-    update = action("update", "change a key's own limits (they only narrow its tenant's)")
+    update = action("update", "change a key's own limits or countries (they only narrow its "
+                              "tenant's; the secret stays the same)")
     update.add_argument("key_id")
     _limit_options(update)
+    update.add_argument("--country", action="append", default=[], metavar="CC[,CC...]",
+                        help="the key's countries from now on, or 'none' to unbind it")
     rotate = action("rotate", "issue a replacement; the old key works for --grace")
     rotate.add_argument("key_id")
     rotate.add_argument("--grace", default="24h", metavar="DURATION")
@@ -110,14 +116,21 @@ async def _dispatch(args: argparse.Namespace, policy: Policy, store: Store, now:
         key, record = await key_admin.create_key(
             store, load_pepper(policy.keys), policy, args.tenant, now, networks=args.network,
             expires_at=expires, labels=_labels(args.label),
-            limits=apply_flags({}, _given_limits(args)))
+            limits=apply_flags({}, _given_limits(args)),
+            countries=key_admin.parse_countries(args.country))
         _print_secret(args, "Created", key, record)
     elif action == "update":
         given = _given_limits(args)
-        if all(v is None for v in given.values()):
+        if all(v is None for v in given.values()) and not args.country:
             raise ConfigError("update", args.key_id, "changes nothing: give a limit option "
-                                                     "such as --rpm 60 (or --rpm none)")
-        _show(args, await key_admin.set_limits(store, policy, args.key_id, given, now))
+                                                     "such as --rpm 60 (or --rpm none) or "
+                                                     "--country")
+        if args.country:
+            record = await key_admin.set_countries(
+                store, args.key_id, key_admin.parse_countries(args.country), now)
+        if any(v is not None for v in given.values()):
+            record = await key_admin.set_limits(store, policy, args.key_id, given, now)
+        _show(args, record)
     elif action == "list":
         records = await store.list_keys(args.tenant)
         if args.json:
@@ -169,6 +182,7 @@ def _show(args: argparse.Namespace, record: KeyRecord) -> None:
     for field in ("created_at", "updated_at", "expires_at"):
         view[field] = _time(view[field])
     view["allowed_networks"] = ", ".join(record.allowed_networks)
+    view["countries"] = ", ".join(record.countries)
     view["labels"] = ", ".join(f"{k}={v}" for k, v in record.labels.items())
     view["limits"] = ", ".join(f"{k}={_limit_text(k, v)}" for k, v in record.limits.items())
     width = max(len(k) for k in view)

@@ -27,17 +27,19 @@ DEMO_KEY_LIFETIME = 86400.0
 
 
 async def issue_demo_keys(policy_path: Path) -> dict[str, str]:
-    """Fresh keys for each demo run: good, bound elsewhere, revoked, and another tenant's."""
+    """Fresh keys for each demo run: good, bound to another network or country, revoked, and
+    another tenant's."""
     policy = load_policy(policy_path)
     assert policy.store is not None
     store = store_from_url(policy.store)
     pepper, now = load_pepper(policy.keys), time.time()
     expires = now + DEMO_KEY_LIFETIME
 
-    async def issue(tenant: str, label: str, networks: tuple[str, ...] = ()) -> str:
+    async def issue(tenant: str, label: str, networks: tuple[str, ...] = (),
+                    countries: tuple[str, ...] = ()) -> str:
         key, record = await key_admin.create_key(store, pepper, policy, tenant, now,
                                                  networks=networks, expires_at=expires,
-                                                 labels={"demo": label})
+                                                 labels={"demo": label}, countries=countries)
         if label == "revoked":
             await key_admin.set_status(store, record.key_id, KeyStatus.REVOKED, now)
         return key
@@ -48,6 +50,7 @@ async def issue_demo_keys(policy_path: Path) -> dict[str, str]:
                 await key_admin.set_status(store, old.key_id, KeyStatus.REVOKED, now)
         return {"good": await issue("acme", "good"),
                 "wrong_network": await issue("acme", "wrong-network", ("203.0.113.0/24",)),
+                "wrong_country": await issue("acme", "wrong-country", countries=("DE",)),
                 "revoked": await issue("acme", "revoked"),
                 "globex": await issue("globex", "other-tenant"),
                 "trial": await issue("trial", "trial") if "trial" in policy.tenants else ""}
@@ -119,6 +122,7 @@ policy: {policy_path}   (audit lines of refusals appear below as gatekeeper.audi
 
   good key (tenant acme):             {keys['good']}
   key bound to 203.0.113.0/24:        {keys['wrong_network']}
+  key bound to Germany (DE):          {keys['wrong_country']}
   revoked key:                        {keys['revoked']}
   key of tenant globex (office only): {keys['globex']}
   trial key (3 requests a minute):    {trial}
@@ -130,6 +134,8 @@ Try:
       -> 200, a completion
   curl -s {base}/v1/models -H "Authorization: Bearer {keys['wrong_network']}"
       -> 403 network_not_allowed
+  curl -s {base}/v1/models -H "Authorization: Bearer {keys['wrong_country']}"
+      -> 403 country_not_allowed (loopback is in no country; the embedded iptocc answers)
   curl -s {base}/v1/models -H "X-Forwarded-For: 198.51.100.7" -H "api-key: {keys['globex']}"
       -> 403: claiming globex's office address in a forwarding header changes nothing
   curl -s {base}/v1/models -H "Authorization: Bearer {keys['revoked']}"

@@ -29,6 +29,9 @@ class Location(NamedTuple):
     longitude: float | None = None
     source: str = NOWHERE
     """Which resolver answered the country: cdn-header, mmdb, embedded, or none."""
+    network: str | None = None
+    """``network_group`` of the address it was resolved for (the resale score counts these);
+    None when there was no address."""
 
 
 UNKNOWN = Location(None)

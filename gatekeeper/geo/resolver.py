@@ -6,9 +6,10 @@ however long the cache churns (a plain dict evicted with ``next(iter(d))`` slows
 slots pile up at its front, FIELD-NOTES). A hit does not move the entry: an attacker who
 churns addresses evicts an LRU cache just as well, and a hit stays one C-level ``get``.
 
-The CDN's word is per request, not per address, so it is never cached; when a CDN answers,
-the files are still asked for the ASN and coordinates (if any file is configured), the country
-being the CDN's.
+Every answer for an address carries its ``network`` group (ASN, else /24 or /48), computed
+once per cached address. The CDN's word is per request, not per address, so it is never
+cached; when a CDN answers, the files are still asked for the ASN and coordinates (if any file
+is configured), the country being the CDN's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from gatekeeper.geo.cdn import CdnCountry, country_from_value
 from gatekeeper.geo.embedded import EmbeddedResolver
-from gatekeeper.geo.location import UNKNOWN, Location
+from gatekeeper.geo.location import UNKNOWN, Location, network_group
 from gatekeeper.networks import IPAddr
 
 if TYPE_CHECKING:
@@ -63,10 +64,13 @@ class GeoResolver:
         if cdn_value is not None and peer_trusted and self.cdn is not None:
             said = country_from_value(cdn_value)
             if said is not None:
-                if said.country is None or addr is None or not self.files:
+                if addr is None:
                     return said
+                if said.country is None or not self.files:
+                    return said._replace(network=network_group(addr))
                 known = self.lookup(addr)
-                return said if known.asn is None and known.latitude is None else \
+                return said._replace(network=known.network) \
+                    if known.asn is None and known.latitude is None else \
                     known._replace(country=said.country, source=said.source)
         if addr is None:
             return UNKNOWN
@@ -78,6 +82,7 @@ class GeoResolver:
         if found is not None:
             return found
         found = self._resolve(addr)
+        found = found._replace(network=network_group(addr, found.asn))
         cache = self._cache
         if len(cache) >= self.cache_size:
             cache.popitem(last=False)

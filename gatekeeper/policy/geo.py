@@ -1,4 +1,5 @@
-"""The ``geo`` section (where locations come from) and a tenant's ``countries`` rule.
+"""The ``geo`` section (where locations come from), a tenant's ``countries`` and ``travel``
+rules.
 
     geo:
       files: {city: GeoLite2-City.mmdb, asn: GeoLite2-ASN.mmdb}   # optional; relative to
@@ -7,6 +8,7 @@
     tenants:
       acme:
         countries: {allow: [DE, FR], deny: [], unknown: deny}
+        travel: {max_kmh: 900, action: deny, min_km: 100}         # impossible travel
 
 Without ``files`` the embedded default (``iptocc``) answers. Files are not opened here: a
 policy is often checked on another machine than the one that serves it; ``GeoResolver``
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from gatekeeper.geo.countries import COMMON_MISTAKES, COUNTRIES
 from gatekeeper.geo.rules import UNKNOWN_CHOICES, CountryRule
+from gatekeeper.geo.travel import ACTIONS, TravelRule
 from gatekeeper.policy.fields import Fields
 
 FILE_KINDS = ("city", "country", "asn")
@@ -74,21 +77,37 @@ def load_country_rule(fields: Fields) -> CountryRule:
     return CountryRule(frozenset(allow.values()), frozenset(deny.values()), unknown)
 
 
+def load_travel_rule(fields: Fields) -> TravelRule:
+    default = TravelRule()
+    max_kmh = fields.number("max_kmh", default.max_kmh, minimum=1.0, maximum=1e6)
+    min_km = fields.number("min_km", default.min_km, minimum=0.0, maximum=20_000.0)
+    action = fields.choice("action", ACTIONS, default.action)
+    fields.finish()
+    return TravelRule(max_kmh, action, min_km)
+
+
+def country_problem(item: object) -> str | None:
+    """Why ``item`` is not a country code a rule may name; None when it is one. Shared by
+    the policy and ``gatekeeper keys --country``."""
+    code = item.strip().upper() if isinstance(item, str) else None
+    if code in COUNTRIES:
+        return None
+    if item is False:  # YAML 1.1 reads a bare NO (Norway) as false
+        return "is YAML's false: write 'NO' in quotes for Norway"
+    if code in COMMON_MISTAKES:
+        return f"is not an ISO 3166-1 code (did you mean {COMMON_MISTAKES[code]}?)"
+    return "is not an ISO 3166-1 alpha-2 country code"
+
+
 def _codes(fields: Fields, name: str) -> dict[int, str]:
     raw = fields.get(name, (list, str), [], "a list of country codes")
     if isinstance(raw, str):
         raw = [raw]
     codes: dict[int, str] = {}
     for i, item in enumerate(raw):
-        where = f"{name}[{i}]"
-        code = item.strip().upper() if isinstance(item, str) else None
-        if code in COUNTRIES:
-            codes[i] = code
-        elif item is False:  # YAML 1.1 reads a bare NO (Norway) as false
-            fields.error(where, item, "is YAML's false: write 'NO' in quotes for Norway")
-        elif code in COMMON_MISTAKES:
-            fields.error(where, item, f"is not an ISO 3166-1 code (did you mean "
-                                      f"{COMMON_MISTAKES[code]}?)")
+        problem = country_problem(item)
+        if problem is None:
+            codes[i] = item.strip().upper()
         else:
-            fields.error(where, item, "is not an ISO 3166-1 alpha-2 country code")
+            fields.error(f"{name}[{i}]", item, problem)
     return codes

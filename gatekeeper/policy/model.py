@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from gatekeeper.client_address import ClientAddressPolicy
 from gatekeeper.geo.rules import CountryRule
+from gatekeeper.geo.travel import TravelRule
 from gatekeeper.limits.spend import NO_PRICES, Prices
 from gatekeeper.networks import EMPTY, NetworkSet
 from gatekeeper.policy.geo import GeoPolicy
@@ -33,6 +34,8 @@ class TenantPolicy:
     """Rates, concurrency and quotas (``policy/limits.py``); none by default, costing nothing."""
     request: RequestPolicy = NO_REQUEST_RULES
     """What requests may ask for (``policy/request_policy.py``); no rules by default."""
+    travel: TravelRule | None = None
+    """Impossible travel between consecutive uses of one key; None: not checked, no state."""
 
 
 @dataclass(frozen=True, slots=True)

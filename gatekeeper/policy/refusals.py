@@ -1,9 +1,10 @@
 """The ``refusals`` section: what a refused client is told.
 
 ``conceal: true`` answers every refusal that tells a key checker something about a stolen
-key (revoked, suspended, expired, bound to other networks or countries, of a disabled
-tenant) exactly as an unknown key is answered, so live keys cannot be told from dead ones. The audit
-line and the metrics keep the real reason: only the wire answer changes.
+key (revoked, suspended, expired, bound to other networks or countries, seen travelling
+impossibly, of a disabled tenant) exactly as an unknown key is answered, so live keys cannot
+be told from dead ones. The audit line and the metrics keep the real reason: only the wire
+answer changes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ CONCEALED: Mapping[Reason, Reason] = MappingProxyType({
     reasons.TENANT_DISABLED: reasons.KEY_UNKNOWN,
     reasons.NETWORK_NOT_ALLOWED: reasons.KEY_UNKNOWN,
     reasons.COUNTRY_NOT_ALLOWED: reasons.KEY_UNKNOWN,
+    reasons.IMPOSSIBLE_TRAVEL: reasons.KEY_UNKNOWN,
     reasons.TOKEN_EXPIRED: reasons.TOKEN_INVALID,
 })
 """Refusal -> what the client is told instead, under ``refusals.conceal``."""

@@ -1,5 +1,5 @@
-"""The ``tenants`` section: every tenant by name, its networks and countries, whether it is
-disabled, its limits (``policy/limits.py``) and its request policy
+"""The ``tenants`` section: every tenant by name, its networks, countries and travel rule,
+whether it is disabled, its limits (``policy/limits.py``) and its request policy
 (``policy/request_policy.py``)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from gatekeeper.networks import NetworkSet, parse_network
 from gatekeeper.policy.fields import Fields
-from gatekeeper.policy.geo import load_country_rule
+from gatekeeper.policy.geo import load_country_rule, load_travel_rule
 from gatekeeper.policy.limits import load_limits
 from gatekeeper.policy.model import TENANT_NAME, TenantPolicy
 from gatekeeper.policy.request_policy import load_request_policy
@@ -24,9 +24,10 @@ def load_tenants(entries: Iterator[tuple[str, Fields]]) -> dict[str, TenantPolic
         disabled = fields.get("disabled", bool, False)
         countries = load_country_rule(fields.section("countries")) \
             if fields.has("countries") else None
+        travel = load_travel_rule(fields.section("travel")) if fields.has("travel") else None
         limits = load_limits(fields.section("limits"))
         request = load_request_policy(fields.section("request"))
         fields.finish()
         tenants[name] = TenantPolicy(name, NetworkSet(nets), bool(disabled), countries, limits,
-                                     request)
+                                     request, travel)
     return tenants

@@ -87,3 +87,26 @@ def test_a_cdn_header_without_trusted_proxies_is_an_error() -> None:
     found = errors({"geo": {"cdn_header": "cf-ipcountry"}})
     assert found == {"geo.cdn_header":
                      "is never believed without client_address.trusted_proxies"}
+
+
+def test_a_travel_rule_and_its_defaults() -> None:
+    policy = compile_policy({"tenants": {
+        "acme": {"travel": {"max_kmh": 1200, "action": "deny", "min_km": 50}},
+        "globex": {"travel": {}}, "initech": {}}})
+    acme = policy.tenants["acme"].travel
+    assert acme is not None and (acme.max_kmh, acme.action, acme.min_km) == (1200, "deny", 50)
+    globex = policy.tenants["globex"].travel
+    assert globex is not None and (globex.max_kmh, globex.action, globex.min_km) == \
+        (900, "flag", 100)
+    assert policy.tenants["initech"].travel is None
+
+
+def test_travel_errors_name_the_field() -> None:
+    found = errors({"tenants": {"acme": {"travel": {
+        "max_kmh": -5, "action": "block", "min_km": "far", "speed": 3}}}})
+    assert found == {
+        "tenants.acme.travel.max_kmh": "must be between 1 and 1e+06",
+        "tenants.acme.travel.action": "must be one of deny, flag",
+        "tenants.acme.travel.min_km": "must be a number",
+        "tenants.acme.travel.speed": "is not a known field",
+    }

@@ -141,7 +141,7 @@ def test_files_first_then_embedded_each_answer_with_its_source(tmp_path: Path) -
     resolver = GeoResolver([MmdbFile(fx.geolite2_city(tmp_path / "city.mmdb")),
                             MmdbFile(fx.geolite2_asn(tmp_path / "asn.mmdb"))])
     frankfurt = resolver.lookup(ip("192.0.2.10"))
-    assert frankfurt == (("DE", 64496, "Example Transit", *fx.FRANKFURT, MMDB))
+    assert frankfurt == (("DE", 64496, "Example Transit", *fx.FRANKFURT, MMDB, "AS64496"))
     google = resolver.lookup(ip("8.8.8.8"))  # not in the files: iptocc answers
     assert (google.country, google.source) == ("US", EMBEDDED)
     nowhere = resolver.lookup(ip("203.0.113.1"))
@@ -233,6 +233,19 @@ def test_cdn_country_keeps_the_files_asn(tmp_path: Path) -> None:
                            cdn=CdnCountry("cf-ipcountry"))
     found = resolver.locate(ip("192.0.2.4"), [(b"cf-ipcountry", b"CH")], True)
     assert (found.country, found.asn, found.source) == ("CH", 64496, CDN_HEADER)
+
+
+def test_every_answer_for_an_address_carries_its_network_group(tmp_path: Path) -> None:
+    asn = GeoResolver([MmdbFile(fx.geolite2_asn(tmp_path / "asn.mmdb"))],
+                      cdn=CdnCountry("cf-ipcountry"))
+    assert asn.lookup(ip("192.0.2.4")).network == "AS64496"
+    assert asn.locate_value(ip("192.0.2.4"), b"CH", True).network == "AS64496"
+    assert asn.locate_value(ip("203.0.113.9"), b"CH", True).network == "203.0.113.0/24"
+    plain = GeoResolver(cdn=CdnCountry("cf-ipcountry"))
+    assert plain.lookup(ip("2001:db8:1:2::1")).network == "2001:db8:1::/48"
+    assert plain.locate_value(ip("8.8.8.8"), b"DE", True).network == "8.8.8.0/24"
+    assert plain.locate_value(ip("8.8.8.8"), b"T1", True).network == "8.8.8.0/24"
+    assert plain.locate_value(None, b"DE", True).network is None
 
 
 # --- cache and reload ---------------------------------------------------------------------------
