@@ -42,7 +42,7 @@ from gatekeeper.policy.limits import TenantLimits
 from gatekeeper.policy.model import Policy
 from gatekeeper.policy.request_policy import NO_REQUEST_RULES, RequestPolicy
 from gatekeeper.reasons import Reason, Refusal
-from gatekeeper.request_body import BodyFacts, read_request, with_include_usage
+from gatekeeper.request_body import BodyFacts, quick_read, read_request, with_include_usage
 from gatekeeper.responder import Responder, Usage
 from gatekeeper.store.counters import CounterStore, EmbeddedCounterStore
 from gatekeeper.token_estimate import path_completes
@@ -57,7 +57,7 @@ class Admission:
     built once and reused until its first quota window ends."""
 
     __slots__ = ("client", "credential", "fixed", "limits", "plan", "plan_until", "prices",
-                 "reads_body", "reserves", "rules", "tenant")
+                 "quick_estimate", "reads_body", "reserves", "rules", "tenant")
 
     def __init__(self, tenant: str, credential: str, client: IPAddr | None,
                  limits: TenantLimits, prices: Prices = NO_PRICES,
@@ -72,6 +72,9 @@ class Admission:
         """Tokens or spend are reserved per request and reconciled with the usage."""
         self.reads_body = rules.needs_body or self.reserves
         """The body is read first: a rule checks it, or it gives the estimate to reserve."""
+        self.quick_estimate = limits.charges_tokens and not limits.charges_spend and \
+            not rules.needs_json
+        """Only a token estimate is wanted: a small body need not be parsed for it."""
         self.fixed = not self.reserves
         self.plan: Plan = EMPTY_PLAN
         self.plan_until = -math.inf
@@ -108,7 +111,8 @@ class Charge:
     __slots__ = ("clock", "counters", "leases", "model", "plan", "prices")
 
     def __init__(self, counters: CounterStore, clock: Clock, plan: Plan,
-                 leases: Sequence[Lease], prices: Prices = NO_PRICES, model: str = "") -> None:
+                 leases: Sequence[Lease], prices: Prices | None = None, model: str = "") -> None:
+        """``prices``: None when no counter counts spend."""
         self.counters = counters
         self.clock = clock
         self.plan = plan
@@ -141,7 +145,8 @@ class Charge:
     def _corrections(self, usage: Usage | None) -> list[tuple[Counter, int]]:
         if usage is None:
             return []
-        spend = spend_of(self.prices, self.model, usage.prompt_tokens, usage.completion_tokens)
+        spend = 0 if self.prices is None else \
+            spend_of(self.prices, self.model, usage.prompt_tokens, usage.completion_tokens)
         return [(c, settled_cost(c, usage.total_tokens, spend)) for c in self.plan
                 if c.unit != REQUESTS and c.kind != CONCURRENCY]
 
@@ -194,6 +199,10 @@ async def admit_request(counters: CounterStore, clock: Clock, admission: Admissi
 def body_facts(admission: Admission, body: bytes, content_type: bytes | None,
                path: str) -> BodyFacts | Refusal:
     """The body checked against the request policy, with the estimate limits reserve."""
+    if admission.quick_estimate:
+        found = quick_read(body, admission.rules.default_max_tokens, path_completes(path))
+        if found is not None:
+            return found
     return read_request(body, None if content_type is None else content_type.decode("latin-1"),
                         admission.rules, parse=admission.reserves,
                         completes=path_completes(path))
@@ -231,7 +240,8 @@ async def admit(counters: CounterStore, clock: Clock, admission: Admission, deci
                                  detail=describe(result.refused)), None
     allowed = decision._replace(headers=result.headers) if result.headers else decision
     if result.leases or admission.reserves:
-        return allowed, Charge(counters, clock, plan, result.leases, admission.prices, model)
+        prices = admission.prices if admission.limits.charges_spend else None
+        return allowed, Charge(counters, clock, plan, result.leases, prices, model)
     return allowed, None
 
 

@@ -14,6 +14,7 @@ The token estimate is ``token_estimate.py``'s.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -29,7 +30,12 @@ from gatekeeper.reasons import (
     Reason,
     Refusal,
 )
-from gatekeeper.token_estimate import MAX_ESTIMATE, completion_tokens, prompt_tokens
+from gatekeeper.token_estimate import (
+    CHARS_PER_TOKEN,
+    MAX_ESTIMATE,
+    completion_tokens,
+    prompt_tokens,
+)
 
 MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 CHOICE_FIELDS = ("n", "best_of")
@@ -99,6 +105,35 @@ def read_request(body: bytes, content_type: str | None, rules: RequestPolicy, *,
             return Refusal(BODY_INVALID, detail=problem)
         return Refusal(BODY_NOT_JSON, detail=f"content-type {_show(content_type)}: {problem}")
     return _check(document, rules, len(body) if parse else 0, completes)
+
+
+QUICK_LIMIT = 4096
+"""Bodies up to this size may be estimated without parsing (``quick_read``)."""
+_LARGEST = {name: re.compile(rb'"(?:' + "|".join(names).encode() + rb')"\s*:\s*(\d{1,12})\b')
+            for name, names in (("tokens", MAX_TOKEN_FIELDS), ("n", CHOICE_FIELDS))}
+_STREAMS = re.compile(rb'"stream"\s*:\s*true\b')
+
+
+def quick_read(body: bytes, default_max_tokens: int, completes: bool) -> BodyFacts | None:
+    """The estimate of a small body without parsing it, or None when it must be parsed.
+
+    For a token limit alone (no rule reads the body, no spend to price): the prompt is the
+    body's size / 4, which counts keys and punctuation too (high, like the parsed estimate past
+    its walk); the completion takes the LARGEST max-tokens and ``n`` values written anywhere in
+    the body. An unescaped ``"max_tokens":`` can only be a key (a quote inside a string is
+    escaped), so a nested copy can only raise the estimate; a ``\\u`` escape could spell a key
+    unseen, so such a body is parsed. The upstream's usage settles the reservation either way.
+    """
+    if len(body) > QUICK_LIMIT or b"\\u" in body:
+        return None
+    tokens = [int(v) for v in _LARGEST["tokens"].findall(body)]
+    choices = [int(v) for v in _LARGEST["n"].findall(body)]
+    n = max(1, max(choices, default=1))
+    completion = completion_tokens(max(tokens) if tokens else None, default_max_tokens, n) \
+        if completes else 0
+    return BodyFacts(None, max(tokens) if tokens else None, n,
+                     _STREAMS.search(body) is not None, False, None,
+                     -(-len(body) // CHARS_PER_TOKEN), completion)
 
 
 def parse_json_object(body: bytes) -> tuple[dict[str, Any] | None, str]:

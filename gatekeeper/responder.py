@@ -144,7 +144,7 @@ class Responder:
             body, more = message.get("body", b""), message.get("more_body", False)
             await self._forward(message)
             if self._watch != _OFF:
-                self._observe(bytes(body), more)
+                self._observe(body if body.__class__ is bytes else bytes(body), more)
             if not more:
                 await self._finish(DISCONNECT if self._disconnected else COMPLETE)
         else:
@@ -173,7 +173,8 @@ class Responder:
     def _start(self, message: Message) -> Message:
         self.status = message["status"]
         headers: Iterable[Any] = message.get("headers") or ()
-        if not isinstance(headers, list | tuple):  # a one-shot iterable is read twice below
+        if headers.__class__ is not list and not isinstance(headers, tuple):
+            # a one-shot iterable is read twice below
             headers = list(headers)
             message = {**message, "headers": headers}
         if self._watch_usage:
@@ -185,6 +186,12 @@ class Responder:
         return {**message, "headers": [*kept, *self._headers]}
 
     def _observe(self, body: bytes, more: bool) -> None:
+        if not more and self._watch == _JSON and not self._buffer:
+            # the whole JSON body in one message (the common case): read it where it is
+            if len(body) <= USAGE_BUFFER_LIMIT:
+                self._read_usage(body)
+            self._watch = _OFF
+            return
         self._buffer += body
         if self._watch == _SSE and b"\n" in body:
             self._read_lines()
@@ -218,7 +225,7 @@ class Responder:
             self._read_usage(data)
         data.clear()
 
-    def _read_usage(self, raw: bytearray) -> None:
+    def _read_usage(self, raw: bytes | bytearray) -> None:
         at = raw.rfind(b'"usage"')
         if at < 0:
             return
@@ -240,7 +247,8 @@ class Responder:
         if self.outcome != PENDING:
             return
         self.outcome = outcome
-        self._stop_watching()
+        if self._watch != _OFF:
+            self._stop_watching()
         settle = self._settle
         if settle is None:
             return
@@ -281,7 +289,7 @@ def parse_usage(document: object) -> Usage | None:
 _DECODER = json.JSONDecoder()
 
 
-def _usage_at(raw: bytearray, at: int) -> Usage | None:
+def _usage_at(raw: bytes | bytearray, at: int) -> Usage | None:
     """The ``usage`` object whose key starts at ``at``, decoded alone: a response is mostly
     its content, and parsing all of it costs more than the rest of the limits together. The
     key cannot sit inside a string (a quote there is escaped), so the last ``"usage"`` is the

@@ -371,3 +371,21 @@ def test_include_usage_needs_a_parsed_body() -> None:
     assert with_include_usage(chat(stream=True), None) is None
     assert rewrite(b'{"stream": true, "prompt": "x"}') == (
         b'{"stream_options":{"include_usage":true},"stream": true, "prompt": "x"}')
+
+
+def test_quick_read_takes_the_largest_declared_max_tokens_and_n_without_parsing() -> None:
+    from gatekeeper.request_body import QUICK_LIMIT, quick_read
+
+    body = b'{"model":"m","n":2,"max_tokens":16,"tools":[{"max_completion_tokens":40}]}'
+    found = quick_read(body, 1024, completes=True)
+    assert found is not None
+    assert (found.max_tokens, found.n, found.completion_tokens) == (40, 2, 80)
+    assert found.prompt_tokens == -(-len(body) // 4)
+    # a key spelled with a \u escape could hide: such a body must be parsed
+    assert quick_read(b'{"max\\u005ftokens": 99999}', 1024, completes=True) is None
+    assert quick_read(b"{" + b" " * QUICK_LIMIT + b"}", 1024, completes=True) is None
+    # a value inside a string cannot pass for a key: its quotes are escaped
+    fake = b'{"messages":[{"content":"say \\"max_tokens\\": 99999"}]}'
+    quiet = quick_read(fake, 1024, completes=True)
+    assert quiet is not None and quiet.max_tokens is None and quiet.completion_tokens == 1024
+    assert quick_read(b'{"input":"x"}', 1024, completes=False).completion_tokens == 0  # type: ignore[union-attr]

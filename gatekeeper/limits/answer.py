@@ -20,6 +20,7 @@ from gatekeeper.limits.plan import (
     QUOTA,
     RATE,
     REQUESTS,
+    TOKENS,
     Counter,
     CounterAnswer,
     Lease,
@@ -54,29 +55,45 @@ def reason_for(counter: Counter) -> Reason:
 def outcome(plan: Plan, answers: Sequence[CounterAnswer]) -> LimitOutcome:
     refused: Counter | None = None
     wait = 0.0
-    tightest: dict[str, tuple[Counter, CounterAnswer]] = {}
     leases: list[Lease] = []
+    requests = tokens = None  # the tightest rate answer of each unit: (counter, answer)
     for counter, answer in zip(plan, answers, strict=True):
-        if not answer.allowed and (refused is None or answer.retry_after > wait):
-            refused, wait = counter, answer.retry_after
-        if answer.lease is not None:
-            leases.append(answer.lease)
-        if counter.kind == RATE:
-            best = tightest.get(counter.unit)
-            if best is None or answer.remaining < best[1].remaining:
-                tightest[counter.unit] = (counter, answer)
-    headers: list[tuple[bytes, bytes]] = []
-    for unit, (counter, answer) in tightest.items():
-        headers += [(b"x-ratelimit-limit-" + unit.encode(), str(counter.limit).encode()),
-                    (b"x-ratelimit-remaining-" + unit.encode(),
-                     str(max(0, answer.remaining)).encode()),
-                    (b"x-ratelimit-reset-" + unit.encode(), duration(answer.reset_after))]
+        if not answer[0] and (refused is None or answer[3] > wait):
+            refused, wait = counter, answer[3]
+        if answer[4] is not None:
+            leases.append(answer[4])
+        if counter[0] == RATE:  # the headers speak of rates only: a quota is not a rate
+            if counter[6] == REQUESTS:
+                if requests is None or answer[1] < requests[1][1]:
+                    requests = (counter, answer)
+            elif counter[6] == TOKENS and (tokens is None or answer[1] < tokens[1][1]):
+                tokens = (counter, answer)
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    if requests is not None:
+        headers = _trio(_REQUEST_NAMES, *requests)
+    if tokens is not None:
+        headers += _trio(_TOKEN_NAMES, *tokens)
     if refused is None:
-        return LimitOutcome(True, reasons.OK, None, 0.0, tuple(headers), tuple(leases))
+        return _new(LimitOutcome, (True, reasons.OK, None, 0.0, headers, tuple(leases)))
     if wait != math.inf:
-        headers += [(b"retry-after", str(max(1, math.ceil(wait))).encode()),
-                    (b"retry-after-ms", str(max(1, math.ceil(wait * 1000))).encode())]
-    return LimitOutcome(False, reason_for(refused), refused, wait, tuple(headers))
+        headers += ((b"retry-after", str(max(1, math.ceil(wait))).encode()),
+                    (b"retry-after-ms", str(max(1, math.ceil(wait * 1000))).encode()))
+    return LimitOutcome(False, reason_for(refused), refused, wait, headers)
+
+
+_REQUEST_NAMES = (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests",
+                  b"x-ratelimit-reset-requests")
+_TOKEN_NAMES = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens",
+                b"x-ratelimit-reset-tokens")
+_new = tuple.__new__
+
+
+def _trio(names: tuple[bytes, bytes, bytes], counter: Counter,
+          answer: CounterAnswer) -> tuple[tuple[bytes, bytes], ...]:
+    remaining = answer[1]
+    return ((names[0], b"%d" % counter[3]), (names[1], b"%d" % (remaining if remaining > 0
+                                                                 else 0)),
+            (names[2], duration(answer[2])))
 
 
 def duration(seconds: float) -> bytes:
