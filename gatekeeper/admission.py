@@ -30,6 +30,7 @@ from gatekeeper.limits.plan import (
     QUOTA,
     REQUESTS,
     Counter,
+    CounterAnswer,
     Lease,
     Plan,
     build_plan,
@@ -126,8 +127,9 @@ class Charge:
         the coroutine for the Responder to await, shielded and bounded."""
         usage = None if responder is None else responder.usage
         counters, now = self.counters, self.clock.now()
-        if not isinstance(counters, EmbeddedCounterStore):
+        if not counters.embedded:
             return self.finish(usage, now)
+        assert isinstance(counters, EmbeddedCounterStore)
         if self.leases:
             counters.release_now(self.leases, now)
         for counter, actual in self._corrections(usage):
@@ -217,22 +219,65 @@ def _refused(decision: Decision, reason: Reason, detail: str) -> Decision:
     return decision._replace(reason=reason, action=BLOCK, detail=detail, headers=())
 
 
+def admit_plain(counters: CounterStore, clock: Clock, admission: Admission,
+                decision: Decision, receive: Receive, send: Send, now: float,
+                http: bool) -> tuple[Decision, Responder | None, Charge | None]:
+    """``admit_request`` for the common case, with no coroutine: the body is not needed and
+    the counter store answers without I/O (``counters.embedded``)."""
+    charge = None
+    if not admission.limits.empty:
+        assert isinstance(counters, EmbeddedCounterStore)
+        decision, charge = admit_now(counters, clock, admission, decision, now)
+        if not decision.allowed:
+            return decision, None, None
+    if http and charge is not None:
+        return decision, Responder(receive, send, headers=decision.headers,
+                                   watch_usage=admission.reserves, settle=charge.settle), charge
+    return decision, None, charge
+
+
+def admit_now(counters: EmbeddedCounterStore, clock: Clock, admission: Admission,
+              decision: Decision, now: float, estimate: int = 0,
+              model: str = "") -> tuple[Decision, Charge | None]:
+    """``admit`` on a store that answers without I/O."""
+    plan = _plan(admission, now, estimate, model)
+    try:
+        answers = counters.apply_now(plan, now)
+    except Exception as exc:
+        return _store_failed(decision, exc), None
+    return _conclude(counters, clock, admission, decision, plan, answers, model)
+
+
 async def admit(counters: CounterStore, clock: Clock, admission: Admission, decision: Decision,
                 now: float, estimate: int = 0, model: str = "") -> tuple[Decision, Charge | None]:
     """The final decision after the limits (with its rate-limit headers) and the charge to
     settle when the response ends (None when there is nothing to give back or correct).
     ``estimate`` is the tokens reserved; ``model`` prices the spend reserved and settled."""
+    if counters.embedded:
+        assert isinstance(counters, EmbeddedCounterStore)
+        return admit_now(counters, clock, admission, decision, now, estimate, model)
+    plan = _plan(admission, now, estimate, model)
+    try:
+        answers = await counters.apply(plan, now)
+    except Exception as exc:
+        return _store_failed(decision, exc), None
+    return _conclude(counters, clock, admission, decision, plan, answers, model)
+
+
+def _plan(admission: Admission, now: float, estimate: int, model: str) -> Plan:
     spend = spend_of(admission.prices, model, estimate, 0) if admission.limits.charges_spend \
         else 0
-    plan = admission.plan_for(now, estimate, spend)
-    try:
-        if isinstance(counters, EmbeddedCounterStore):  # no I/O: no second coroutine
-            answers = counters.apply_now(plan, now)
-        else:
-            answers = await counters.apply(plan, now)
-    except Exception as exc:
-        log.error("limits not checked, refusing (fail closed): %s", _cause(exc))
-        return _refused(decision, reasons.STORE_UNAVAILABLE, "counter store unavailable"), None
+    return admission.plan_for(now, estimate, spend)
+
+
+def _store_failed(decision: Decision, exc: Exception) -> Decision:
+    log.error("limits not checked, refusing (fail closed): %s", _cause(exc))
+    return _refused(decision, reasons.STORE_UNAVAILABLE, "counter store unavailable")
+
+
+def _conclude(counters: CounterStore, clock: Clock, admission: Admission, decision: Decision,
+              plan: Plan, answers: Sequence[CounterAnswer],
+              model: str) -> tuple[Decision, Charge | None]:
     result = outcome(plan, answers)
     if not result.allowed:
         assert result.refused is not None

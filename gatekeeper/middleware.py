@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from gatekeeper.admission import admit_request
+from gatekeeper.admission import admit_plain, admit_request
 from gatekeeper.audit import AuditLog
 from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.decision import Decision
@@ -28,7 +28,7 @@ from gatekeeper.policy.keys import load_pepper
 from gatekeeper.policy.load import load_policy
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import Reason
-from gatekeeper.responder import ClientDisconnected, Responder
+from gatekeeper.responder import ClientDisconnected, HeaderSend
 from gatekeeper.runtime import Runtime
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
 from gatekeeper.store.counters import CounterStore
@@ -126,7 +126,13 @@ class Gatekeeper:
                     rt, scan, key, scope.get("method", "GET"), path, below, peer, now, mono)
             else:
                 decision, admission = record.decision, record.admission
-            if admission is not None:
+            if admission is None:
+                pass
+            elif rt.counters.embedded and not (admission.reads_body and kind == "http"):
+                decision, responder, charge = admit_plain(
+                    rt.counters, self.clock, admission, decision, receive, send, now,
+                    kind == "http")
+            else:
                 try:
                     decision, responder, charge = await admit_request(
                         rt.counters, self.clock, admission, decision, scope, receive, send,
@@ -150,7 +156,7 @@ class Gatekeeper:
             elif responder is not None:
                 await responder.run(self.app, scope)
             elif decision.headers:  # only then is send wrapped
-                await Responder(receive, send, headers=decision.headers).run(self.app, scope)
+                await self.app(scope, receive, HeaderSend(send, decision.headers))
             else:
                 await self.app(scope, receive, send)
             return

@@ -179,11 +179,7 @@ class Responder:
             message = {**message, "headers": headers}
         if self._watch_usage:
             self._watch = _watch_mode(headers)
-        if not self._headers:
-            return message
-        ours = {name for name, _ in self._headers}
-        kept = [h for h in headers if bytes(h[0]).lower() not in ours]
-        return {**message, "headers": [*kept, *self._headers]}
+        return with_headers(message, headers, self._headers) if self._headers else message
 
     def _observe(self, body: bytes, more: bool) -> None:
         if not more and self._watch == _JSON and not self._buffer:
@@ -267,6 +263,31 @@ class Responder:
                 log.exception("settle failed (outcome %s); the response stands", outcome)
         if bound.cancelled_caught:
             log.error("settle gave up after %.3g s (outcome %s)", self._settle_timeout, outcome)
+
+
+def with_headers(message: Message, headers: Iterable[Any],
+                 ours: Sequence[tuple[bytes, bytes]]) -> Message:
+    """``message`` (an ``http.response.start``) with ``ours`` added; an app header of the same
+    name is dropped, so a client never sees two answers."""
+    names = {name for name, _ in ours}
+    kept = [h for h in headers if bytes(h[0]).lower() not in names]
+    return {**message, "headers": [*kept, *ours]}
+
+
+class HeaderSend:
+    """The cheapest wrap, for a response that only gets headers (rate limits): no body
+    replay, no usage, no settle, so no Responder."""
+
+    __slots__ = ("_headers", "_send")
+
+    def __init__(self, send: Send, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        self._send = send
+        self._headers = headers
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = with_headers(message, message.get("headers") or (), self._headers)
+        await self._send(message)
 
 
 def parse_usage(document: object) -> Usage | None:

@@ -151,11 +151,12 @@ class MemoryCounterStore(EmbeddedCounterStore):
         and the store never keeps more than its bound."""
         entries = self._entries
         self._writes += 1
-        for _ in range(0 if self._writes & 7 else 16):
-            oldest = next(iter(entries.values()))
-            if oldest[0] > now_us:
-                break
-            entries.popitem(last=False)
+        if not self._writes & 7:
+            for _ in range(min(16, len(entries))):
+                oldest = next(iter(entries.values()))
+                if oldest[0] > now_us:
+                    break
+                entries.popitem(last=False)
         while len(entries) > self.max_counters:
             if entries.popitem(last=False)[1][0] > now_us:
                 self.evicted_live += 1
@@ -183,9 +184,9 @@ def _quota(c: Counter, entry: Entry | None, now_us: int) -> tuple[CounterAnswer,
     reset = (end - now_us) / US
     if used + c.cost > c.limit:
         retry = float("inf") if c.cost > c.limit else reset
-        return CounterAnswer(False, c.limit - used, reset, retry), [end, used]
+        return _new(CounterAnswer, (False, c.limit - used, reset, retry, None)), [end, used]
     used += c.cost
-    return CounterAnswer(True, c.limit - used, reset, 0.0), [end, used]
+    return _new(CounterAnswer, (True, c.limit - used, reset, 0.0, None)), [end, used]
 
 
 def _slot(c: Counter, entry: Entry | None, now_us: int,
