@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import Any
@@ -34,6 +35,7 @@ from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
 from gatekeeper.store.counters import CounterStore
 from gatekeeper.store.locations import LocationStore, MemoryLocationStore
 from gatekeeper.types import ASGIApp, Message, Receive, Scope, Send
+from gatekeeper.workers import declared_workers
 
 log = logging.getLogger("gatekeeper")
 
@@ -180,6 +182,11 @@ class Gatekeeper:
             count = len(await self.store.list_keys())
             log.info("policy %s (%d tenants), key store %s holds %d keys",
                      self.policy.source, len(self.policy.tenants), self.store.safe_url, count)
+            workers = declared_workers(sys.argv, os.environ)
+            if workers > 1 and self.runtime.counters.embedded:
+                log.warning("%d worker processes each count limits alone in their own memory, "
+                            "so every limit is multiplied by %d; shared limits need the Redis "
+                            "store (README 'Limits')", workers, workers)
             if not self.audit.logger.hasHandlers():
                 log.warning("the %s logger has no handler, so refusals are not "
                             "recorded anywhere; see README 'Metrics and audit'",
