@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -308,6 +309,10 @@ def parse_usage(document: object) -> Usage | None:
 
 
 _DECODER = json.JSONDecoder()
+_USUAL = re.compile(rb'"usage"\s*:\s*\{\s*"prompt_tokens"\s*:\s*(\d{1,10})\s*,\s*'
+                    rb'"completion_tokens"\s*:\s*(\d{1,10})\s*,\s*"total_tokens"\s*:\s*'
+                    rb'(\d{1,10})\s*[,}]')
+_new = tuple.__new__
 
 
 def _usage_at(raw: bytes | bytearray, at: int) -> Usage | None:
@@ -316,6 +321,12 @@ def _usage_at(raw: bytes | bytearray, at: int) -> Usage | None:
     key cannot sit inside a string (a quote there is escaped), so the last ``"usage"`` is the
     top-level one in OpenAI's shapes; anything else answers None and the caller parses it all.
     """
+    found = _USUAL.match(raw, at)
+    if found is not None:  # OpenAI's own order and spacing: no decoder needed
+        prompt, completion, total = (int(n) for n in found.groups())
+        if prompt <= MAX_TOKENS and completion <= MAX_TOKENS and total <= MAX_TOKENS:
+            return _new(Usage, (prompt, completion, total))
+        return None
     tail = raw[at + 7:at + 7 + 4096].lstrip()
     if tail[:1] != b":":
         return None

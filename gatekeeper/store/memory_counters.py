@@ -12,6 +12,7 @@ through sooner; ``evicted_live`` counts it so an operator can size the bound.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -54,10 +55,21 @@ class MemoryCounterStore(EmbeddedCounterStore):
                 if entry is not None and entry[0] <= now_us:
                     entry = None  # expired: as if never charged
             if kind == RATE:
-                allowed, tat, remaining, reset, retry = gcra(
-                    0 if entry is None else entry[1], now_us, limit, round(period * US),
-                    limit, cost)
-                answer = _new(CounterAnswer, (allowed, remaining, reset, retry, None))
+                # gcra() inlined, with burst = limit (``gcra.py`` is the reference and says why)
+                period_us = round(period * US)
+                t_now = now_us * limit
+                tat = t_now if entry is None or entry[1] < t_now else entry[1]
+                allow_at = tat + (cost - limit) * period_us
+                scale = limit * US
+                if t_now < allow_at:
+                    retry = math.inf if cost > limit else (allow_at - t_now) / scale
+                    left = (limit * period_us - (tat - t_now)) // period_us
+                    answer = _new(CounterAnswer, (False, left if left > 0 else 0,
+                                                  (tat - t_now) / scale, retry, None))
+                else:
+                    tat += cost * period_us
+                    answer = _new(CounterAnswer, (True, (t_now - allow_at) // period_us,
+                                                  (tat - t_now) / scale, 0.0, None))
                 entry = [tat // limit + 1, tat]
             elif kind == QUOTA:
                 answer, entry = _quota(c, entry, now_us)
@@ -195,9 +207,10 @@ def _slot(c: Counter, entry: Entry | None, now_us: int,
         {k: v for k, v in entry[1].items() if v > now_us}
     if len(held) >= c.limit:
         soonest = (min(held.values()) - now_us) / US
-        return CounterAnswer(False, 0, soonest, min(1.0, soonest)), [entry[0] if entry else 0,
-                                                                       held]
+        return (_new(CounterAnswer, (False, 0, soonest, min(1.0, soonest), None)),
+                [entry[0] if entry else 0, held])
     expires = now_us + round(c.period * US)
     held[lease_id] = expires
-    return (CounterAnswer(True, c.limit - len(held), 0.0, 0.0, Lease(c.key, lease_id)),
+    return (_new(CounterAnswer, (True, c.limit - len(held), 0.0, 0.0,
+                                 _new(Lease, (c.key, lease_id)))),
             [max(expires, entry[0] if entry else 0), held])
