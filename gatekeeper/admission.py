@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 
 from gatekeeper import reasons
+from gatekeeper.charge import Charge
 from gatekeeper.clock import Clock
 from gatekeeper.decision import BLOCK, Decision
 from gatekeeper.errors import StoreError
@@ -28,14 +29,11 @@ from gatekeeper.limits.plan import (
     CONCURRENCY,
     EMPTY_PLAN,
     QUOTA,
-    REQUESTS,
     Counter,
     CounterAnswer,
-    Lease,
     Plan,
     build_plan,
     credential_part,
-    settled_cost,
 )
 from gatekeeper.limits.spend import NO_PRICES, Prices, spend_of
 from gatekeeper.networks import IPAddr
@@ -44,7 +42,7 @@ from gatekeeper.policy.model import Policy
 from gatekeeper.policy.request_policy import NO_REQUEST_RULES, RequestPolicy
 from gatekeeper.reasons import Reason, Refusal
 from gatekeeper.request_body import BodyFacts, quick_read, read_request, with_include_usage
-from gatekeeper.responder import Responder, Usage
+from gatekeeper.responder import Responder
 from gatekeeper.store.counters import CounterStore, EmbeddedCounterStore
 from gatekeeper.token_estimate import path_completes
 from gatekeeper.types import Receive, Scope, Send
@@ -103,54 +101,6 @@ def admission_for(policy: Policy, decision: Decision, facts: RequestFacts) -> Ad
         return None
     return Admission(principal.tenant, credential_part(principal.kind, principal.key_id),
                      facts.client, limits, policy.prices, tenant.request)
-
-
-class Charge:
-    """What one admitted request took from the store, given back or corrected exactly once by
-    ``settle`` (the Responder calls it once, however the exchange ends)."""
-
-    __slots__ = ("clock", "counters", "leases", "model", "plan", "prices")
-
-    def __init__(self, counters: CounterStore, clock: Clock, plan: Plan,
-                 leases: Sequence[Lease], prices: Prices | None = None, model: str = "") -> None:
-        """``prices``: None when no counter counts spend."""
-        self.counters = counters
-        self.clock = clock
-        self.plan = plan
-        self.leases = leases
-        self.prices = prices
-        self.model = model
-
-    def settle(self, responder: Responder | None) -> Awaitable[None] | None:
-        """The Responder's settle (``responder`` is None for a websocket, which only gives its
-        slots back). An in-process store settles at once and returns None; another returns
-        the coroutine for the Responder to await, shielded and bounded."""
-        usage = None if responder is None else responder.usage
-        counters, now = self.counters, self.clock.now()
-        if not counters.embedded:
-            return self.finish(usage, now)
-        assert isinstance(counters, EmbeddedCounterStore)
-        if self.leases:
-            counters.release_now(self.leases, now)
-        for counter, actual in self._corrections(usage):
-            counters.reconcile_now(counter, counter.cost, actual, now)
-        return None
-
-    async def finish(self, usage: Usage | None, now: float) -> None:
-        """Release the slots; correct the token and spend reservations when the real usage is
-        known (unknown usage keeps them: the estimate is what the request cost)."""
-        if self.leases:
-            await self.counters.release(self.leases, now)
-        for counter, actual in self._corrections(usage):
-            await self.counters.reconcile(counter, counter.cost, actual, now)
-
-    def _corrections(self, usage: Usage | None) -> list[tuple[Counter, int]]:
-        if usage is None:
-            return []
-        spend = 0 if self.prices is None else \
-            spend_of(self.prices, self.model, usage.prompt_tokens, usage.completion_tokens)
-        return [(c, settled_cost(c, usage.total_tokens, spend)) for c in self.plan
-                if c.unit != REQUESTS and c.kind != CONCURRENCY]
 
 
 async def admit_request(counters: CounterStore, clock: Clock, admission: Admission,
