@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from time import perf_counter
 from typing import Any
 
@@ -29,6 +30,7 @@ from gatekeeper.policy.keys import load_pepper
 from gatekeeper.policy.load import load_policy
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import Reason
+from gatekeeper.reloader import PolicyReloader
 from gatekeeper.responder import ClientDisconnected, HeaderSend
 from gatekeeper.runtime import Runtime
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
@@ -65,8 +67,12 @@ class Gatekeeper:
         observer: Observer | None = None,
         counters: CounterStore | None = None,
         locations: LocationStore | None = None,
+        watch_policy: float | None = None,
     ) -> None:
-        """``locations``: impossible travel's last sighting per key (default: in memory)."""
+        """``counters``: where limits count (default: this process's memory); ``locations``:
+        impossible travel's last sighting per key (default: in memory); ``watch_policy``:
+        seconds between checks of the policy file for changes (a path ``policy`` only; SIGHUP
+        and ``reload_policy()`` reload it either way)."""
         self.app = app
         self.locations = MemoryLocationStore() if locations is None else locations
         try:
@@ -94,6 +100,11 @@ class Gatekeeper:
         self._started = False
         self._start_lock = anyio.Lock()
         self.metrics.policy_tenants.set(len(compiled.tenants))
+        self.reloader: PolicyReloader | None = None
+        if isinstance(policy, str | os.PathLike):
+            self.reloader = PolicyReloader(self, Path(policy), watch_policy)
+        elif watch_policy is not None:
+            raise ConfigError("watch_policy", watch_policy, "needs the policy as a file path")
 
     @property
     def policy(self) -> Policy:
@@ -191,7 +202,16 @@ class Gatekeeper:
                 log.warning("the %s logger has no handler, so refusals are not "
                             "recorded anywhere; see README 'Metrics and audit'",
                             self.audit.logger.name)
+            if self.reloader is not None:
+                self.reloader.start()
             self._started = True
+
+    async def reload_policy(self) -> bool:
+        """Re-read the policy file and swap it in; False when it does not load (logged, and
+        the running policy stays)."""
+        if self.reloader is None:
+            raise ConfigError("policy", "(not a file)", "reload_policy needs a policy file path")
+        return await self.reloader.reload()
 
     async def _start_lazily(self) -> None:
         """For an app without lifespan support: a failed start is logged, and requests then
@@ -203,6 +223,8 @@ class Gatekeeper:
             self._started = True
 
     async def shutdown(self) -> None:
+        if self.reloader is not None:
+            await self.reloader.stop()
         await self.runtime.authenticator.aclose()
         await self.locations.close()
         await self.store.close()
