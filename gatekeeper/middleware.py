@@ -82,6 +82,8 @@ class Gatekeeper:
                 # naming its absolute path, not 'key_unknown' for every key
                 store = store_from_url(store or compiled.store or DEFAULT_STORE_URL,
                                        create=False)
+            if counters is None and isinstance(store, CounterStore):
+                counters = store  # a store with both capabilities (Redis) counts limits too
             self._pepper = pepper if pepper is not None else load_pepper(compiled.keys)
             self.clock = clock or SystemClock()
             self.runtime = Runtime(compiled, store, self._pepper, self.clock, counters,
@@ -228,7 +230,9 @@ class Gatekeeper:
         await self.runtime.authenticator.aclose()
         await self.locations.close()
         await self.store.close()
-        await self.runtime.counters.close()
+        counters: object = self.runtime.counters
+        if counters is not self.store:  # one object with both capabilities closes once
+            await self.runtime.counters.close()
         self._started = False
 
     async def aclose(self) -> None:
