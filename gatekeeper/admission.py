@@ -29,6 +29,8 @@ from gatekeeper.limits.plan import (
     CONCURRENCY,
     EMPTY_PLAN,
     QUOTA,
+    REQUESTS,
+    TOKENS,
     Counter,
     CounterAnswer,
     Plan,
@@ -52,10 +54,10 @@ log = logging.getLogger("gatekeeper")
 
 class Admission:
     """One credential's limits from one client, compiled for its decision record. The record
-    key fixes the client address, so the plan of a request that charges no tokens or spend is
-    built once and reused until its first quota window ends."""
+    key fixes the client address, so the plan is built once and reused until its first quota
+    window ends; a request only puts its own token and spend estimates in."""
 
-    __slots__ = ("client", "credential", "fixed", "limits", "plan", "plan_until", "prices",
+    __slots__ = ("client", "credential", "limits", "plan", "plan_until", "priced", "prices",
                  "quick_estimate", "reads_body", "reserves", "rules", "tenant")
 
     def __init__(self, tenant: str, credential: str, client: IPAddr | None,
@@ -74,19 +76,29 @@ class Admission:
         self.quick_estimate = limits.charges_tokens and not limits.charges_spend and \
             not rules.needs_json
         """Only a token estimate is wanted: a small body need not be parsed for it."""
-        self.fixed = not self.reserves
         self.plan: Plan = EMPTY_PLAN
+        """Built once per quota window, every cost at its request-count (tokens and spend at 0)."""
         self.plan_until = -math.inf
+        self.priced: tuple[int, ...] = ()
+        """Where the plan's token and spend counters are: their cost is this request's."""
 
     def plan_for(self, now: float, estimate: int = 0, spend: int = 0) -> Plan:
-        if now < self.plan_until:
-            return self.plan
-        plan = build_plan(self.tenant, self.credential, self.client, self.limits, estimate,
-                          now=now, spend=spend)
-        if self.fixed:
+        if now >= self.plan_until:
+            plan = build_plan(self.tenant, self.credential, self.client, self.limits, 0,
+                              now=now, spend=0)
             self.plan = plan
             self.plan_until = min((c.expires for c in plan if c.expires), default=math.inf)
-        return plan
+            self.priced = tuple(i for i, c in enumerate(plan) if c.unit != REQUESTS)
+        if not self.priced:
+            return self.plan
+        priced = list(self.plan)
+        for i in self.priced:
+            c = priced[i]
+            priced[i] = _new(Counter, (*c[:5], estimate if c[6] == TOKENS else spend, *c[6:]))
+        return tuple(priced)
+
+
+_new = tuple.__new__
 
 
 def admission_for(policy: Policy, decision: Decision, facts: RequestFacts) -> Admission | None:
@@ -233,7 +245,7 @@ def _conclude(counters: CounterStore, clock: Clock, admission: Admission, decisi
         assert result.refused is not None
         return decision._replace(reason=result.reason, action=BLOCK, headers=result.headers,
                                  detail=describe(result.refused)), None
-    allowed = decision._replace(headers=result.headers) if result.headers else decision
+    allowed = decision.with_headers(result.headers) if result.headers else decision
     if result.leases or admission.reserves:
         prices = admission.prices if admission.limits.charges_spend else None
         return allowed, Charge(counters, clock, plan, result.leases, prices, model)
