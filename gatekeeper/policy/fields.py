@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -136,8 +137,18 @@ class Fields:
                 near = difflib.get_close_matches(str(key), sorted(self._seen), n=1)
                 hint = f" (did you mean {near[0]}?)" if near else ""
                 value = _redacted(self._data[key])  # say so if it is a private key
-                self.error(str(key), value if value is _PRIVATE else HIDDEN,
+                self.error(_shown_name(key), value if value is _PRIVATE else HIDDEN,
                            f"is not a known field{hint}")
+
+
+def _shown_name(key: object) -> str:
+    """A field name as an operator can find it: quoted when it is empty, not a string, or
+    holds what would hide it or break the one-line error (whitespace, dots, controls)."""
+    text = str(key)
+    if isinstance(key, str) and text and text.isprintable() and not any(
+            c in text for c in ' ."'):
+        return text
+    return json.dumps(text if isinstance(key, str) else key, default=str)
 
 
 _PRIVATE = "(private key)"
