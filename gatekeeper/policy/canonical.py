@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gatekeeper.networks import NetworkSet
+from gatekeeper.policy.limits import Rate
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import Reason
 
@@ -32,6 +33,8 @@ def canonical(value: Any) -> Plain:
         return value
     if isinstance(value, Reason):
         return value.code
+    if isinstance(value, Rate):
+        return str(value)  # "60/60s": one value in a diff, not a limit and a period
     if isinstance(value, enum.Enum):
         return canonical(value.value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
