@@ -95,9 +95,13 @@ class RecordingApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.reached += 1
-        if scope["type"] == "http":
-            while (await receive()).get("more_body"):
-                pass
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        while (await receive()).get("more_body"):
+            pass
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"reached the app"})
@@ -144,6 +148,36 @@ class Rig:
         return Outcome(sent, self.app.reached > before, decision)
 
 
+    def websocket(self, path: str, headers: Sequence[tuple[bytes, bytes]], *,
+                  client: Any = ("192.0.2.10", 40000), http_response: bool = False) -> Outcome:
+        """One websocket handshake; ``http_response``: the server offers the extension that
+        lets a refusal be a real HTTP answer."""
+        return self.runner.run(self._websocket(path, headers, client, http_response))
+
+    async def _websocket(self, path: str, headers: Sequence[tuple[bytes, bytes]], client: Any,
+                         http_response: bool) -> Outcome:
+        self.cases += 1
+        sent: list[Message] = []
+        messages = [{"type": "websocket.connect"}]
+
+        async def receive() -> Message:
+            return messages.pop(0) if messages else {"type": "websocket.disconnect",
+                                                       "code": 1000}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {"type": "websocket", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "scheme": "ws", "path": path, "raw_path": path.encode("utf-8", "surrogateescape"),
+                 "query_string": b"", "root_path": "", "headers": list(headers), "client": client,
+                 "server": ("api.test", 80), "subprotocols": [],
+                 "extensions": {"websocket.http.response": {}} if http_response else {}}
+        before, self.decisions[:] = self.app.reached, []
+        await self.gk(scope, receive, send)
+        decision = self.decisions[-1] if self.decisions else None
+        return Outcome(sent, self.app.reached > before, decision)
+
+
 @contextmanager
 def rig(policy: dict[str, Any] | None = None) -> Iterator[Rig]:
     """A gatekeeper over a memory store with keys of every kind issued, on its own loop."""
@@ -178,6 +212,26 @@ def rig(policy: dict[str, Any] | None = None) -> Iterator[Rig]:
         finally:
             runner.run(made.gk.aclose())
             del os.environ["FUZZ_JWT_SECRET"]
+
+
+def check_websocket(outcome: Outcome, context: object = "") -> None:
+    """A refused handshake never reaches the app: it is closed with 1008 and the reason's code,
+    or (when the server can) answered with the same HTTP refusal an HTTP request gets."""
+    decision = outcome.decision
+    assert decision is None or decision.reason is not INTERNAL_ERROR, (decision, context)
+    if outcome.reached_app:
+        assert decision is None or decision.allowed, (decision, context)
+        assert [m["type"] for m in outcome.sent] == ["websocket.accept", "websocket.close"]
+        return
+    assert decision is not None and not decision.allowed, (decision, context)
+    first = outcome.sent[0]
+    if first["type"] == "websocket.close":
+        assert first["code"] == 1008 and first["reason"] == decision.reason.code, context
+        return
+    assert first["type"] == "websocket.http.response.start", (first, context)
+    assert first["status"] == decision.reason.status, context
+    error = json.loads(b"".join(m.get("body", b"") for m in outcome.sent[1:]))["error"]
+    assert set(error) == ERROR_FIELDS and error["code"] in WIRE_CODES, (error, context)
 
 
 def check(outcome: Outcome, context: object = "") -> None:

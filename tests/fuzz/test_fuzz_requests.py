@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fuzz import strategies as s
-from tests.fuzz.harness import Rig, check, examples, rig
+from tests.fuzz.harness import Rig, check, check_websocket, examples, rig
 
 COUNTRY = st.sampled_from([b"US", b"DE", b"GB", b"FR", b"XX", b"T1", b"", b"de", b"US,DE",
                            b"\xff"]) | s.text_bytes(6)
@@ -94,3 +94,20 @@ def test_a_valid_key_from_its_network_passes_whatever_else_is_sent(fuzz_rig: Rig
 
     case()
     assert outcomes["ok"] > 0, outcomes
+
+
+def test_hostile_websocket_handshakes_are_refused_before_the_app(fuzz_rig: Rig) -> None:
+    codes: Counter[str] = Counter()
+
+    @examples(300)
+    @given(st.data())
+    def case(data: st.DataObject) -> None:
+        headers = _headers(fuzz_rig, data)
+        path, client = data.draw(s.PROTECTED | s.TARGET), data.draw(s.PEER)
+        outcome = fuzz_rig.websocket(path, headers, client=client,
+                                     http_response=data.draw(st.booleans()))
+        check_websocket(outcome, (path, client, headers))
+        codes[outcome.decision.reason.code if outcome.decision else "(public)"] += 1
+
+    case()
+    assert {"ok", "credential_malformed", "key_revoked", "request_target_invalid"} <= set(codes)
