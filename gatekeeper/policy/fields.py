@@ -32,6 +32,7 @@ class Fields:
         self._data: Mapping[Any, Any] = data
 
     def field(self, name: str) -> str:
+        name = _shown_name(name)
         return f"{self.path}.{name}" if self.path else name
 
     def error(self, name: str, value: object, problem: str) -> None:
@@ -137,18 +138,16 @@ class Fields:
                 near = difflib.get_close_matches(str(key), sorted(self._seen), n=1)
                 hint = f" (did you mean {near[0]}?)" if near else ""
                 value = _redacted(self._data[key])  # say so if it is a private key
-                self.error(_shown_name(key), value if value is _PRIVATE else HIDDEN,
+                self.error(str(key), value if value is _PRIVATE else HIDDEN,
                            f"is not a known field{hint}")
 
 
-def _shown_name(key: object) -> str:
-    """A field name as an operator can find it: quoted when it is empty, not a string, or
-    holds what would hide it or break the one-line error (whitespace, dots, controls)."""
-    text = str(key)
-    if isinstance(key, str) and text and text.isprintable() and not any(
-            c in text for c in ' ."'):
-        return text
-    return json.dumps(text if isinstance(key, str) else key, default=str)
+def _shown_name(name: str) -> str:
+    """A name from the file (a tenant, an unknown field) as an operator can find it: quoted
+    when it is empty or holds a control character (a newline would split the one-line error)."""
+    if name and name.isprintable():
+        return name
+    return json.dumps(name)
 
 
 _PRIVATE = "(private key)"

@@ -159,9 +159,13 @@ def test_non_finite_and_huge_numbers_are_named() -> None:
         assert [e.field for e in caught.value.errors] == ["keys.cache_ttl"]
 
 
-def test_an_unknown_field_with_an_odd_name_is_named_where_an_operator_can_find_it() -> None:
-    """Found by the fuzz run: ``'': 1`` was reported as ``: is not a known field``."""
+def test_an_odd_name_from_the_file_is_quoted_in_its_one_line_error() -> None:
+    """Found by the fuzz run: ``'': 1`` was reported as ``: is not a known field``, and a
+    tenant named by a newline split its error over two lines."""
     with pytest.raises(PolicyError) as caught:
-        compile_policy({"": 1, "a.b": 2, 7: 3, "tenants": {"acme": {"x\ny": 1}}})
-    assert sorted(e.field for e in caught.value.errors) == sorted(
-        ['""', '"a.b"', "7", 'tenants.acme."x\\ny"'])
+        compile_policy({"": 1, "\u200b": 2, 7: 3,
+                        "tenants": {"acme": {"x\ny": 1}, "\n": None, "ok": {"z\t": 1}}})
+    fields = sorted(e.field for e in caught.value.errors)
+    assert fields == sorted(['""', '"\\u200b"', "7", 'tenants.acme."x\\ny"', 'tenants."\\n"',
+                             'tenants.ok."z\\t"'])
+    assert all("\n" not in str(e) for e in caught.value.errors)
