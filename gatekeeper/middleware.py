@@ -101,7 +101,7 @@ class Gatekeeper:
         self._mono = self.clock.monotonic
         self._started = False
         self._start_lock = anyio.Lock()
-        self.metrics.policy_tenants.set(len(compiled.tenants))
+        self.metrics.policy_loaded(compiled, self.clock.now())
         self.reloader: PolicyReloader | None = None
         if isinstance(policy, str | os.PathLike):
             self.reloader = PolicyReloader(self, Path(policy), watch_policy)
@@ -240,19 +240,24 @@ class Gatekeeper:
 
     def reload(self, policy: PolicySource) -> Runtime:
         """Compile ``policy`` fully, then swap it in with one assignment. The store and the
-        pepper are fixed for the process: a policy that changes them is refused."""
-        compiled = _compile(policy)
-        current = self.runtime.policy
-        if compiled.store != current.store:
-            raise ConfigError("store", "(changed)", "cannot change on reload; restart instead")
-        if compiled.keys.pepper_env != current.keys.pepper_env or \
-                compiled.keys.pepper_file != current.keys.pepper_file:
-            raise ConfigError("keys.pepper_env", "(changed)",
-                              "the pepper cannot change on reload; restart instead")
-        runtime = Runtime(compiled, self.store, self._pepper, self.clock, self.runtime.counters,
-                          self.locations)
+        pepper are fixed for the process: a policy that changes them is refused (and counted
+        in ``gatekeeper_policy_reload_errors_total``, the running policy staying)."""
+        try:
+            compiled = _compile(policy)
+            current = self.runtime.policy
+            if compiled.store != current.store:
+                raise ConfigError("store", "(changed)", "cannot change on reload; restart instead")
+            if compiled.keys.pepper_env != current.keys.pepper_env or \
+                    compiled.keys.pepper_file != current.keys.pepper_file:
+                raise ConfigError("keys.pepper_env", "(changed)",
+                                  "the pepper cannot change on reload; restart instead")
+            runtime = Runtime(compiled, self.store, self._pepper, self.clock,
+                              self.runtime.counters, self.locations)
+        except GatekeeperError:
+            self.metrics.policy_reload_failed()
+            raise
         self.runtime = runtime
-        self.metrics.policy_tenants.set(len(compiled.tenants))
+        self.metrics.policy_reloaded(compiled, self.clock.now())
         return runtime
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -96,7 +96,11 @@ class PolicyReloader:
         async with self._lock:
             seen = fingerprint(self.path)
             try:
-                policy = await anyio.to_thread.run_sync(load_policy, self.path)
+                try:
+                    policy = await anyio.to_thread.run_sync(load_policy, self.path)
+                except GatekeeperError:
+                    self.gatekeeper.metrics.policy_reload_failed()  # reload() counts its own
+                    raise
                 self.gatekeeper.reload(policy)
             except GatekeeperError as exc:
                 self._seen = seen  # the same broken file is not retried every second

@@ -106,3 +106,24 @@ def test_sighup_reloads_a_server(tmp_path: Path) -> None:
         while httpx.get(url, headers=headers).status_code != 403:
             assert time.monotonic() < deadline, "SIGHUP did not reload the policy"
             time.sleep(0.02)
+
+
+async def test_reloads_show_in_the_metrics(tmp_path: Path) -> None:
+    gk, _, path = await _served(tmp_path, OPEN)
+    sample = gk.metrics.registry.get_sample_value
+    try:
+        fingerprint = next(s.labels["fingerprint"] for m in gk.metrics.registry.collect()
+                           for s in m.samples if s.name == "gatekeeper_policy_info")
+        path.write_text(CLOSED)
+        assert await gk.reload_policy()
+        assert sample("gatekeeper_policy_reloads_total") == 1
+        assert sample("gatekeeper_policy_last_reload_successful") == 1
+        after = next(s.labels["fingerprint"] for m in gk.metrics.registry.collect()
+                     for s in m.samples if s.name == "gatekeeper_policy_info")
+        assert after != fingerprint
+        path.write_text(BROKEN)
+        assert not await gk.reload_policy()
+        assert sample("gatekeeper_policy_reload_errors_total") == 1
+        assert sample("gatekeeper_policy_last_reload_successful") == 0
+    finally:
+        await gk.shutdown()
