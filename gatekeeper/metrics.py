@@ -19,10 +19,19 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info, make_asgi_app
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Info,
+    generate_latest,
+    make_asgi_app,
+)
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gatekeeper.metrics_shared import SharedExport, shared_directory
 from gatekeeper.policy.canonical import fingerprint
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import OK, REFUSALS, Reason
@@ -65,6 +74,10 @@ class Metrics:
             "Unix time the running policy was loaded or last reloaded.", registry=self.registry)
         Info("gatekeeper_build", "The gatekeeper version serving.", registry=self.registry).info(
             {"version": _version()})
+        directory = shared_directory()
+        self.shared = None if directory is None else SharedExport(
+            self.decisions, self.latency, self.latency_sum, LATENCY_BUCKETS, directory)
+        """Set under ``PROMETHEUS_MULTIPROC_DIR``: every worker's counts in one scrape."""
 
     def record(self, reason: Reason, seconds: float) -> None:
         self.decisions[reason.index] += 1
@@ -90,7 +103,10 @@ class Metrics:
         self.policy_last_reload_successful.set(0)
 
     def asgi_app(self) -> ASGIApp:
-        """An ASGI app serving this registry, for ``Route("/metrics", metrics.asgi_app())``."""
+        """An ASGI app serving this registry, for ``Route("/metrics", metrics.asgi_app())``;
+        under ``PROMETHEUS_MULTIPROC_DIR``, every worker's metrics whichever one answers."""
+        if self.shared is not None:
+            return _MetricsApp(_SharedApp(self.shared, self.registry))
         return _MetricsApp(make_asgi_app(self.registry))
 
 
@@ -104,6 +120,31 @@ class _MetricsApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)
+
+
+class _SharedApp:
+    """``/metrics`` in multiprocess mode: the shared files, plus this process's info metrics
+    (prometheus_client keeps ``Info`` in process memory only)."""
+
+    def __init__(self, shared: SharedExport, registry: CollectorRegistry) -> None:
+        self._shared = shared
+        self._registry = registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        infos = [m for m in self._registry.collect() if m.type == "info"]
+        body = self._shared.exposition() + b"".join(
+            generate_latest(_Fixed(m)) for m in infos)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _Fixed(Collector):
+    def __init__(self, metric: Metric) -> None:
+        self._metric = metric
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._metric
 
 
 class _DecisionCollector(Collector):

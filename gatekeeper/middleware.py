@@ -9,6 +9,8 @@ shared with ``replay``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -101,6 +103,7 @@ class Gatekeeper:
         self._mono = self.clock.monotonic
         self._started = False
         self._start_lock = anyio.Lock()
+        self._flusher: asyncio.Task[None] | None = None
         self.metrics.policy_loaded(compiled, self.clock.now())
         self.reloader: PolicyReloader | None = None
         if isinstance(policy, str | os.PathLike):
@@ -206,6 +209,8 @@ class Gatekeeper:
                             self.audit.logger.name)
             if self.reloader is not None:
                 self.reloader.start()
+            if self.metrics.shared is not None and self._flusher is None:
+                self._flusher = asyncio.get_running_loop().create_task(self.metrics.shared.run())
             self._started = True
 
     async def reload_policy(self) -> bool:
@@ -227,6 +232,13 @@ class Gatekeeper:
     async def shutdown(self) -> None:
         if self.reloader is not None:
             await self.reloader.stop()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+            assert self.metrics.shared is not None
+            self.metrics.shared.process_ended()
         await self.runtime.authenticator.aclose()
         await self.locations.close()
         await self.store.close()

@@ -85,16 +85,18 @@ class UvicornProcess:
     """``uvicorn served:app`` in its own process, from a ``served.py`` written into ``directory``;
     its output is read line by line, and a timer kills it so a read can never hang."""
 
-    def __init__(self, directory: Path, source: str, *args: str, limit: float = 60) -> None:
+    def __init__(self, directory: Path, source: str, *args: str, limit: float = 60,
+                 env: dict[str, str] | None = None) -> None:
         (directory / "served.py").write_text(source)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        env = {**os.environ, "PYTHONPATH": f"{directory}:{Path(__file__).resolve().parent.parent}"}
-        env.pop("WEB_CONCURRENCY", None)
+        environ = {**os.environ, **(env or {}),
+                   "PYTHONPATH": f"{directory}:{Path(__file__).resolve().parent.parent}"}
+        environ.pop("WEB_CONCURRENCY", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "served:app", "--port", str(self.port), *args],
-            cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=directory, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self._guard = threading.Timer(limit, self.process.kill)
         self._guard.start()
         self.output = ""
