@@ -24,7 +24,7 @@ import anyio
 from gatekeeper.admission import admit_plain, admit_request
 from gatekeeper.audit import AuditLog
 from gatekeeper.clock import Clock, SystemClock
-from gatekeeper.decision import Decision
+from gatekeeper.decision import FLAG, Decision
 from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.metrics import Metrics
 from gatekeeper.pipeline import INVALID_TARGET, MISS, evaluate, prepare, route
@@ -142,6 +142,8 @@ class Gatekeeper:
             if record is None:
                 decision, facts, admission = await evaluate(
                     rt, scan, key, scope.get("method", "GET"), path, below, peer, now, mono)
+                if decision.action == FLAG:  # once per record, not per request it serves
+                    self.audit.flagged(decision, facts, now, scope)
             else:
                 decision, admission = record.decision, record.admission
             if admission is None:
@@ -203,6 +205,7 @@ class Gatekeeper:
                 log.warning("%d worker processes each count limits alone in their own memory, "
                             "so every limit is multiplied by %d; shared limits need the Redis "
                             "store (README 'Limits')", workers, workers)
+            self.audit.start()
             if not self.audit.logger.hasHandlers():
                 log.warning("the %s logger has no handler, so refusals are not "
                             "recorded anywhere; see README 'Metrics and audit'",
@@ -230,6 +233,7 @@ class Gatekeeper:
             self._started = True
 
     async def shutdown(self) -> None:
+        self.audit.stop()
         if self.reloader is not None:
             await self.reloader.stop()
         if self._flusher is not None:
