@@ -1,4 +1,4 @@
-"""benchmarks/RESULTS.md, written by three scripts: each owns one section between markers and
+"""benchmarks/RESULTS.md, written by four scripts: each owns one section between markers and
 rewrites only that, so running one never erases what the others measured."""
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ SECTIONS = {
     "before-after": "python benchmarks/before_after.py --tree before=/path/to/old "
                     "--tree after=.",
     "hot-path": "python benchmarks/hot_path.py",
+    "http": "python benchmarks/http_load.py",
 }
 """Section name -> the command that writes it, in the order they appear."""
 
 INTRO = """\
-Three scripts write this file, each into its own section (see `benchmarks/README.md`):
+Four scripts write this file, each into its own section (see `benchmarks/README.md`):
 `instructions.py` (instructions per request under cachegrind, before and after), `before_after.py`
-(the same workload timed in two checkouts, interleaved) and `hot_path.py` (this tree: every
-scenario, gatekeeper's own cost, the per-stage table).
+(the same workload timed in two checkouts, interleaved), `hot_path.py` (this tree: every
+scenario, gatekeeper's own cost, the per-stage table) and `http_load.py` (over HTTP: uvicorn
+driven by wrk on loopback).
 
 **The machine is shared and noisy** (2 cores, other jobs running): in-process timings wander by
 up to ±30% between rounds and between runs. Every timed number below is the median of paired
