@@ -32,7 +32,7 @@ from benchmarks.http_report import http_section
 from benchmarks.http_server import Server
 from benchmarks.http_variants import VARIANTS, Variant
 from benchmarks.scenarios import GARBAGE_KEY
-from benchmarks.wrk import WrkUnavailable, find_wrk, wrk_version
+from benchmarks.wrk import WrkFailed, WrkUnavailable, find_wrk, wrk_version
 
 DEFAULT_ROUNDS, DEFAULT_SECONDS, DEFAULT_WARMUP = 5, 5, 1
 QUICK_ROUNDS, QUICK_SECONDS, QUICK_WARMUP = 1, 1, 0
@@ -52,6 +52,13 @@ def probe(port: int, authorization: str) -> tuple[int, dict[str, str], bytes]:
 
 
 def check(variant: Variant, server: Server, when: str) -> None:
+    try:
+        _check(variant, server, when)
+    except (OSError, http.client.HTTPException) as exc:
+        raise CheckFailed(f"{variant.name} ({when}): {exc!r}\n{server.log_tail()}") from None
+
+
+def _check(variant: Variant, server: Server, when: str) -> None:
     status, headers, body = probe(server.port, server.authorization)
     if status != 200 or b'"chatcmpl-bench"' not in body:
         raise CheckFailed(f"{variant.name} ({when}): status {status}: {body[:200]!r}\n"
@@ -145,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         measured, notes = run(wrk, rounds, seconds, warmup, args.connections,
                               progress=not args.quick)
-    except CheckFailed as exc:
+    except (CheckFailed, WrkFailed) as exc:
         print(f"CHECK FAILED: {exc}", file=sys.stderr)
         return 1
     command = "python benchmarks/http_load.py" + (" --quick" if args.quick else "")

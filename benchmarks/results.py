@@ -41,23 +41,28 @@ def _markers(name: str) -> tuple[str, str]:
     return f"<!-- begin {name} -->", f"<!-- end {name} -->"
 
 
+def _placeholder(name: str) -> str:
+    begin, end = _markers(name)
+    return f"{begin}\n_Not run yet: `{SECTIONS[name]}`._\n{end}\n"
+
+
 def skeleton() -> str:
-    parts = [TITLE, "", INTRO]
-    for name, command in SECTIONS.items():
-        begin, end = _markers(name)
-        parts += [begin, f"_Not run yet: `{command}`._", end, ""]
-    return "\n".join(parts)
+    return "\n".join([TITLE, "", INTRO, *map(_placeholder, SECTIONS)])
 
 
 def update(path: Path, name: str, text: str) -> None:
-    """Replace section ``name`` of ``path`` with ``text`` (the file is created, or rebuilt
-    when it lacks any section marker)."""
+    """Replace section ``name`` of ``path`` with ``text``. The file is created when missing
+    or foreign, and rebuilt when a section has one marker without the other; a section that
+    has neither (one added since the file was written) is appended, so the others are kept."""
     if name not in SECTIONS:
         raise ValueError(f"unknown section {name!r}")
     current = path.read_text(encoding="utf-8") if path.exists() else ""
     if not current.startswith(TITLE) or any(
-            m not in current for n in SECTIONS for m in _markers(n)):
+            (begin in current) != (end in current) for begin, end in map(_markers, SECTIONS)):
         current = skeleton()
+    for missing in SECTIONS:
+        if _markers(missing)[0] not in current:
+            current = f"{current.rstrip()}\n\n{_placeholder(missing)}"
     begin, end = _markers(name)
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     replacement = f"{begin}\n{text.strip()}\n{end}"

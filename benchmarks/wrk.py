@@ -24,6 +24,10 @@ class WrkUnavailable(Exception):
     """No wrk on PATH (and none could be installed): the HTTP benchmark cannot run."""
 
 
+class WrkFailed(Exception):
+    """wrk exited non-zero or printed no summary."""
+
+
 def find_wrk(install: bool) -> tuple[str, str]:
     """The path to wrk and a note for the report. Where wrk is missing and ``install`` is set
     and we run as root, ``apt-get install -y wrk`` is tried (and said)."""
@@ -64,7 +68,7 @@ class WrkRun:
 def run_wrk(wrk: str, port: int, connections: int, seconds: int,
             headers: list[tuple[str, str]], body: bytes) -> WrkRun:
     """One run: one wrk thread (the server gets the other core), ``connections`` kept busy for
-    ``seconds``, latency recorded. Raises RuntimeError when wrk fails or prints no summary."""
+    ``seconds``, latency recorded. Raises WrkFailed when wrk fails or prints no summary."""
     env = dict(os.environ, BENCH_BODY=body.decode(),
                BENCH_HEADERS="\n".join(f"{k}: {v}" for k, v in headers))
     done = subprocess.run(
@@ -73,7 +77,7 @@ def run_wrk(wrk: str, port: int, connections: int, seconds: int,
         capture_output=True, text=True, env=env, check=False, timeout=seconds + 60)
     line = next((x for x in done.stdout.splitlines() if x.startswith(MARKER)), None)
     if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed (exit {done.returncode}): {done.stdout[-500:]}"
+        raise WrkFailed(f"wrk failed (exit {done.returncode}): {done.stdout[-500:]}"
                            f"{done.stderr[-500:]}")
     data = json.loads(line[len(MARKER):])
     return WrkRun(int(data["requests"]), data["duration_us"] / 1e6, float(data["p50_us"]),

@@ -120,3 +120,17 @@ def test_http_load_skips_without_wrk() -> None:
                           env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("SKIPPED: wrk is not installed: install it"), done.stdout
+
+
+def test_results_update_keeps_sections_when_a_new_one_is_added(tmp_path: Path) -> None:
+    from benchmarks import results
+
+    path = tmp_path / "results.md"
+    older = "\n".join(line for line in results.skeleton().splitlines()
+                      if "http" not in line)  # a file written before the http section existed
+    path.write_text(older.replace("_Not run yet: `python benchmarks/hot_path.py`._",
+                                  "measured hot path"), encoding="utf-8")
+    results.update(path, "http", "measured over HTTP")
+    text = path.read_text(encoding="utf-8")
+    assert "<!-- begin hot-path -->\nmeasured hot path\n<!-- end hot-path -->" in text
+    assert text.rstrip().endswith("<!-- begin http -->\nmeasured over HTTP\n<!-- end http -->")
