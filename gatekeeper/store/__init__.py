@@ -1,4 +1,5 @@
-"""Stores by URL: ``memory://``, ``sqlite:///relative.db``, ``sqlite:////absolute.db``.
+"""Stores by URL: ``memory://``, ``sqlite:///relative.db``, ``sqlite:////absolute.db``,
+``redis://host:6379/0`` and ``rediss://`` (TLS; both keys and counters, ``store/redis.py``).
 
 A relative SQLite path is relative to the working directory here; a policy file makes the
 ones it names relative to its own directory (``resolve_store_url``), so the CLI and every
@@ -30,10 +31,21 @@ def store_from_url(url: str, field: str = "store", *, create: bool = True) -> St
             raise ConfigError(field, shown, "must look like sqlite:///relative.db or "
                                           "sqlite:////absolute/path.db")
         return SQLiteStore(rest[1:], url, create=create)
-    if sep and scheme in ("redis", "rediss", "redis+cluster"):
-        raise ConfigError(field, shown, "names the Redis store, which this version does not ship "
-                                      "yet; use sqlite:// or memory://")
-    raise ConfigError(field, shown, "is not a store URL (memory://, sqlite:///path.db)")
+    if sep and scheme in ("redis", "rediss"):
+        if not rest or rest.startswith("/"):
+            raise ConfigError(field, shown, "must name a host: redis://host:6379/0 or "
+                                          "rediss://user:password@host:6380/0")
+        from gatekeeper.store.redis import RedisStore  # redis.asyncio takes 0.3 s to import
+
+        try:
+            return RedisStore(url)
+        except ValueError as exc:  # redis-py's URL parser: a bad port, db or option
+            raise ConfigError(field, shown, f"is not a valid Redis URL ({exc})") from None
+    if sep and scheme == "redis+cluster":
+        raise ConfigError(field, shown, "names Redis Cluster, which this version does not ship "
+                                      "yet; use redis://, rediss://, sqlite:// or memory://")
+    raise ConfigError(field, shown, "is not a store URL (memory://, sqlite:///path.db, "
+                                    "redis://host:6379/0)")
 
 
 def resolve_store_url(url: str, directory: Path) -> str:

@@ -30,6 +30,8 @@ from gatekeeper import (
 )
 from gatekeeper.principal import KeyStatus
 from gatekeeper.store import DEFAULT_STORE_URL
+from gatekeeper.store.redis import RedisStore
+from tests.store.conftest import empty_redis_store
 
 pytestmark = pytest.mark.anyio
 
@@ -41,9 +43,13 @@ def record(tenant: str = "acme", created: float = NOW, **kwargs: object) -> KeyR
     return new_key(PEPPER, tenant, created, **kwargs)[1]  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "keys.db")
+    s: Store
+    if request.param == "redis":
+        s = await empty_redis_store(request.getfixturevalue("redis_port"))
+    else:
+        s = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "keys.db")
     try:
         yield s
     finally:
@@ -567,12 +573,30 @@ def test_bad_url_error_names_the_field_given() -> None:
 
 
 @pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://cache:6380",
-                                 "redis+cluster://a,b"])
-def test_redis_urls_say_not_shipped_yet(url: str) -> None:
+                                 "redis://:secret@cache/1?socket_timeout=0.5"])
+async def test_redis_urls_build_a_redis_store_without_connecting(url: str) -> None:
+    store = store_from_url(url)
+    assert isinstance(store, RedisStore) and store.url == url
+    assert "secret" not in repr(store)
+    await store.close()
+
+
+@pytest.mark.parametrize("url", ["redis://", "redis:///0", "redis://cache:port/0",
+                                 "rediss://:secret@cache/0?socket_timeout=soon"])
+def test_bad_redis_urls_raise_config_error_without_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        store_from_url(url, "--store")
+    assert info.value.field == "--store"
+    assert "secret" not in str(info.value)
+    assert "redis://" in str(info.value) or "rediss://" in str(info.value)
+
+
+def test_redis_cluster_urls_say_not_shipped_yet() -> None:
+    url = "redis+cluster://a,b"
     with pytest.raises(ConfigError) as info:
         store_from_url(url)
     message = str(info.value)
     assert url in message
-    assert "Redis" in message
+    assert "Redis Cluster" in message
     assert "not ship" in message
-    assert "sqlite://" in message  # and what to use instead
+    assert "redis://" in message  # and what to use instead
