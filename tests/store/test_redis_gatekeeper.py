@@ -1,0 +1,99 @@
+"""The Redis store behind real Gatekeeper instances: keys issued through one store reach
+every instance, and two instances ("replicas") sharing one Redis count one limit, exactly,
+with one EVALSHA per allowed request and one more to release a concurrency slot."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+from gatekeeper import Gatekeeper, key_admin
+from gatekeeper.policy.load import compile_policy
+from gatekeeper.principal import KeyStatus
+from gatekeeper.types import Receive, Scope, Send
+from tests.conftest import PEPPER, Recorder, asgi_request
+from tests.store.conftest import empty_redis_store
+from tests.store.test_redis_store import calls
+
+pytestmark = pytest.mark.anyio
+
+POLICY = {"routes": {"protect": ["/v1/*"]},
+          "keys": {"cache_ttl": 0.5},
+          "tenants": {"acme": {"limits": {"requests": "50/hour", "tokens": "100000/minute",
+                                          "concurrency": 60}}}}
+
+
+def auth(key: str) -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", b"Bearer " + key.encode())]
+
+
+async def test_two_replicas_on_one_redis_allow_exactly_50_of_200(redis_port: int) -> None:
+    policy = compile_policy(POLICY)
+    started = anyio.Event()
+
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        await started.wait()  # hold every allowed request (and its slot) until all decided
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    stores = [await empty_redis_store(redis_port, server_time=True) for _ in range(2)]
+    replicas = [Gatekeeper(slow, policy, store=s, counters=s, pepper=PEPPER) for s in stores]
+    key, _ = await key_admin.create_key(stores[0], PEPPER, policy, "acme", time.time())
+    codes: list[int] = []
+
+    async def one(gk: Gatekeeper) -> None:
+        codes.append(int((await asgi_request(gk, "/v1/models", auth(key)))[0]["status"]))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(200):
+                tg.start_soon(one, replicas[i % 2])
+            with anyio.fail_after(10):
+                while len(codes) < 150:
+                    await anyio.sleep(0.005)
+            started.set()
+        assert codes.count(200) == 50 and codes.count(429) == 150
+        # every slot was given back at the end of its response
+        assert await stores[0].redis.zcount("gk:{t:acme}:all:cc", "(0", "+inf") == 0
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_one_evalsha_per_allowed_request_and_one_per_release(redis_port: int) -> None:
+    policy = compile_policy(POLICY)
+    store = await empty_redis_store(redis_port, server_time=True)
+    gk = Gatekeeper(Recorder(), policy, store=store, counters=store, pepper=PEPPER)
+    key, _ = await key_admin.create_key(store, PEPPER, policy, "acme", time.time())
+    try:
+        await store.connect()
+        assert (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 200
+        await store.redis.config_resetstat()
+        for _ in range(10):
+            assert (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 200
+        # request, token and concurrency limits: one apply each, plus the slot's release
+        assert await calls(store, "evalsha") == 20
+        # the GETs are the two rate counters read inside each script; no key record was read
+        assert await calls(store, "get") == 20
+    finally:
+        await store.close()
+
+
+async def test_a_key_revoked_through_one_store_is_refused_by_the_other_replica(
+        redis_port: int) -> None:
+    policy = compile_policy(POLICY)
+    cli, server = (await empty_redis_store(redis_port), await empty_redis_store(redis_port))
+    gk = Gatekeeper(Recorder(), policy, store=server, counters=server, pepper=PEPPER)
+    key, record = await key_admin.create_key(cli, PEPPER, policy, "acme", time.time())
+    try:
+        assert (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 200
+        await key_admin.set_status(cli, record.key_id, KeyStatus.REVOKED, time.time())
+        with anyio.fail_after(3):  # within keys.cache_ttl (0.5 s) of the revoke
+            while (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 200:
+                await anyio.sleep(0.05)
+        assert (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 401
+    finally:
+        await cli.close()
+        await server.close()
