@@ -5,17 +5,19 @@ with one EVALSHA per allowed request and one more to release a concurrency slot.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import anyio
 import pytest
 
-from gatekeeper import Gatekeeper, key_admin
+from gatekeeper import Gatekeeper, key_admin, load_policy, store_from_url
 from gatekeeper.policy.load import compile_policy
 from gatekeeper.principal import KeyStatus
 from gatekeeper.types import Receive, Scope, Send
 from tests.conftest import PEPPER, Recorder, asgi_request
 from tests.store.conftest import empty_redis_store
 from tests.store.test_redis_store import calls
+from tests.test_cli import PEPPER_TEXT, POLICY_YAML, Cli, write_pepper
 
 pytestmark = pytest.mark.anyio
 
@@ -96,4 +98,29 @@ async def test_a_key_revoked_through_one_store_is_refused_by_the_other_replica(
         assert (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 401
     finally:
         await cli.close()
+        await server.close()
+
+
+async def test_the_cli_manages_keys_in_redis_that_a_server_reads(redis_port: int,
+                                                                tmp_path: Path) -> None:
+    """``gatekeeper keys ... --store redis://`` as a real subprocess; a server in this
+    process authenticates what it created and refuses what it revoked."""
+    await (await empty_redis_store(redis_port)).close()
+    pepper = write_pepper(tmp_path / "pepper")
+    (tmp_path / "policy.yaml").write_text(POLICY_YAML.format(pepper=pepper))
+    cli = Cli(tmp_path, tmp_path / "policy.yaml", f"redis://127.0.0.1:{redis_port}/0")
+    key, record = cli.create("globex")
+    assert [r["key_id"] for r in cli.keys("list", as_json=True).json()] == [record["key_id"]]
+    server = store_from_url(cli.store_url, create=False)
+    gk = Gatekeeper(Recorder(), load_policy(cli.policy), store=server,
+                    pepper=PEPPER_TEXT.encode())
+    try:
+        assert (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 200
+        assert cli.keys("revoke", record["key_id"]).code == 0
+        with anyio.fail_after(3):  # within the policy's keys.cache_ttl (1 s)
+            while (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 200:
+                await anyio.sleep(0.05)
+        assert (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 401
+        assert cli.keys("list", "--json").json()[0]["status"] == "revoked"
+    finally:
         await server.close()
