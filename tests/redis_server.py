@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import pytest
 
@@ -68,3 +68,34 @@ def redis_server(*extra: str) -> Iterator[int]:
         finally:
             proc.terminate()
             proc.wait(5)
+
+
+@contextmanager
+def redis_cluster(masters: int = 3) -> Iterator[list[int]]:
+    """A real Redis Cluster of ``masters`` primaries (no replicas) on free loopback ports,
+    made with ``redis-cli --cluster create``; yields the ports once every slot is served."""
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        require_redis_server()  # skip or fail the same way, naming the missing binary
+        pytest.skip("redis-cli is not on PATH: the Redis Cluster tests need it")
+    with ExitStack() as stack:
+        ports = [stack.enter_context(redis_server(
+            "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+            "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"))
+            for _ in range(masters)]
+        subprocess.run([cli, "--cluster", "create",
+                        *(f"127.0.0.1:{port}" for port in ports),
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=30)
+        deadline = time.monotonic() + 10
+        while not all(_cluster_ok(cli, port) for port in ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster on {ports} did not reach cluster_state:ok")
+            time.sleep(0.05)
+        yield ports
+
+
+def _cluster_ok(cli: str, port: int) -> bool:
+    out = subprocess.run([cli, "-p", str(port), "cluster", "info"], capture_output=True,
+                         text=True, timeout=5).stdout
+    return "cluster_state:ok" in out

@@ -1,5 +1,6 @@
 """Stores by URL: ``memory://``, ``sqlite:///relative.db``, ``sqlite:////absolute.db``,
-``redis://host:6379/0`` and ``rediss://`` (TLS; both keys and counters, ``store/redis.py``).
+``redis://host:6379/0`` and ``rediss://`` (TLS; both keys and counters, ``store/redis.py``),
+``redis+cluster://host:port,host:port`` (``store/redis_cluster.py``).
 
 A relative SQLite path is relative to the working directory here; a policy file makes the
 ones it names relative to its own directory (``resolve_store_url``), so the CLI and every
@@ -41,9 +42,14 @@ def store_from_url(url: str, field: str = "store", *, create: bool = True) -> St
             return RedisStore(url)
         except ValueError as exc:  # redis-py's URL parser: a bad port, db or option
             raise ConfigError(field, shown, f"is not a valid Redis URL ({exc})") from None
-    if sep and scheme == "redis+cluster":
-        raise ConfigError(field, shown, "names Redis Cluster, which this version does not ship "
-                                      "yet; use redis://, rediss://, sqlite:// or memory://")
+    if sep and scheme in ("redis+cluster", "rediss+cluster"):
+        from gatekeeper.store.redis_cluster import RedisClusterStore
+
+        try:
+            return RedisClusterStore(url)
+        except ValueError as exc:
+            raise ConfigError(field, shown, "is not a valid Redis Cluster URL "
+                                          f"(redis+cluster://host:port,host:port): {exc}") from None
     raise ConfigError(field, shown, "is not a store URL (memory://, sqlite:///path.db, "
                                     "redis://host:6379/0)")
 

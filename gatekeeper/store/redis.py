@@ -20,9 +20,10 @@ plan's keys), and one applied after its window ended on the server's clock is a 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, WatchError
@@ -36,7 +37,7 @@ from gatekeeper.store.base import decode_record as _decode
 from gatekeeper.store.base import encode_record as _encode
 from gatekeeper.store.counters import CounterStore, _cause
 from gatekeeper.store.redis_counters import answers, apply_args, reconcile_args, release_args
-from gatekeeper.store.redis_scripts import APPLY, RECONCILE, RELEASE, SCRIPTS
+from gatekeeper.store.redis_scripts import APPLY, RECONCILE, RELEASE, SCRIPTS, LuaScript
 
 SOCKET_TIMEOUT = 0.1
 CONNECT_TIMEOUT = 0.25
@@ -49,15 +50,17 @@ _FAILURES = (RedisError, OSError, TimeoutError)
 
 class RedisStore(Store, CounterStore):
     def __init__(self, url: str, *, server_time: bool = True,
-                 max_connections: int = MAX_CONNECTIONS, socket_timeout: float = SOCKET_TIMEOUT,
-                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+                 client: Redis | RedisCluster | None = None) -> None:
+        """``client``: one already made (``RedisClusterStore`` passes its cluster client)."""
         self.url = url
         self.server_time = server_time
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=connect_timeout,
-            socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 0), retry_on_error=[])
-        self.redis: Redis = Redis(connection_pool=pool)
+        if client is None:
+            pool = BlockingConnectionPool.from_url(
+                url, max_connections=MAX_CONNECTIONS, timeout=CONNECT_TIMEOUT,
+                socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
+                retry=Retry(NoBackoff(), 0), retry_on_error=[])
+            client = Redis(connection_pool=pool)
+        self.redis = client
 
     async def connect(self) -> None:
         """Load the scripts now (a server's startup), so no request pays for it."""
@@ -131,23 +134,27 @@ class RedisStore(Store, CounterStore):
 
     async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
         keys, args = apply_args(plan, self._now_us(now))
-        return answers(plan, await APPLY(self.redis, keys, args))
+        return answers(plan, await self._run(APPLY, keys, args))
 
     async def _release(self, leases: Sequence[Lease], now: float) -> int:
         if not leases:
             return 0
         keys, args = release_args(leases, self._now_us(now))
-        return int(await RELEASE(self.redis, keys, args))
+        return int(await self._run(RELEASE, keys, args))
 
     async def _reconcile(self, counter: Counter, reserved: int, actual: int,
                          now: float) -> None:
         args = reconcile_args(counter, reserved, actual, self._now_us(now))
         if args is not None:
-            await RECONCILE(self.redis, [counter.key], args)
+            await self._run(RECONCILE, [counter.key], args)
+
+    async def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
+        return await script(self.redis, keys, args)
 
     async def close(self) -> None:
         await self.redis.aclose()
-        await self.redis.connection_pool.disconnect()
+        if isinstance(self.redis, Redis):
+            await self.redis.connection_pool.disconnect()
 
 
 def _tenant_index(tenant: str) -> str:

@@ -12,6 +12,7 @@ from importlib.resources import files
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 
@@ -25,10 +26,10 @@ class LuaScript:
             (lua / f"{name}.lua").read_text("utf-8")
         self.sha = hashlib.sha1(self.text.encode(), usedforsecurity=False).hexdigest()
 
-    async def load(self, client: Redis) -> None:
+    async def load(self, client: Redis | RedisCluster) -> None:
         await client.script_load(self.text)
 
-    async def __call__(self, client: Redis, keys: list[str], args: list[Any]) -> Any:
+    async def __call__(self, client: Redis | RedisCluster, keys: list[str], args: list[Any]) -> Any:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:

@@ -1,5 +1,5 @@
-"""Store fixtures: one throwaway Redis server per test session (see ``tests/redis_server.py``),
-emptied before each test that uses it."""
+"""Store fixtures: one throwaway Redis server and one Redis Cluster per test session (see
+``tests/redis_server.py``), emptied before each test that uses them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from gatekeeper.store.redis import RedisStore
-from tests.redis_server import redis_server
+from gatekeeper.store.redis_cluster import RedisClusterStore
+from tests.redis_server import redis_cluster, redis_server
 
 
 @pytest.fixture(scope="session")
@@ -17,10 +18,18 @@ def redis_port() -> Iterator[int]:
         yield port
 
 
-async def empty_redis_store(port: int, *, server_time: bool = False) -> RedisStore:
-    """A RedisStore on the test server, emptied first. ``server_time=False`` by default: the
-    contract suites inject time."""
-    store = RedisStore(f"redis://127.0.0.1:{port}/0", server_time=server_time)
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A real three-primary Redis Cluster, seeded by two of its nodes."""
+    with redis_cluster() as ports:
+        yield f"redis+cluster://127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}"
+
+
+async def empty_redis_store(where: int | str, *, server_time: bool = False) -> RedisStore:
+    """A RedisStore on the test server (its port) or cluster (its URL), emptied first.
+    ``server_time=False`` by default: the contract suites inject time."""
+    store = RedisStore(f"redis://127.0.0.1:{where}/0", server_time=server_time) \
+        if isinstance(where, int) else RedisClusterStore(where, server_time=server_time)
     await store.redis.flushdb()
     return store
 

@@ -38,10 +38,11 @@ MONTH_END = 1_796_083_200.0
 """2026-12-01T00:00:00Z: a UTC month boundary."""
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def counters(request: pytest.FixtureRequest) -> AsyncIterator[CounterStore]:
     store: CounterStore = MemoryCounterStore() if request.param == "memory" else \
-        await empty_redis_store(request.getfixturevalue("redis_port"))
+        await empty_redis_store(request.getfixturevalue(
+            "redis_port" if request.param == "redis" else "redis_cluster_url"))
     try:
         yield store
     finally:

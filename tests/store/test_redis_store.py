@@ -115,7 +115,7 @@ async def test_two_replicas_200_concurrent_applies_against_50_allow_exactly_50(
     limited = {RATE: counter(RATE, "r", 50, 60.0),
                QUOTA: counter(QUOTA, "q", 50, 86_400.0, expires=now + 3600),
                CONCURRENCY: counter(CONCURRENCY, "c", 50, 60.0)}[kind]
-    plan = (counter(RATE, "tenant", 1000, 60.0), limited)
+    plan = (counter(RATE, "tenant", 1000, 3600.0), limited)  # server time runs: no refill
     try:
         results = await asyncio.gather(*(store.apply(plan, now)
                                          for _ in range(100) for store in (one, two)))

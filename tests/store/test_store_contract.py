@@ -31,6 +31,7 @@ from gatekeeper import (
 from gatekeeper.principal import KeyStatus
 from gatekeeper.store import DEFAULT_STORE_URL
 from gatekeeper.store.redis import RedisStore
+from gatekeeper.store.redis_cluster import RedisClusterStore
 from tests.store.conftest import empty_redis_store
 
 pytestmark = pytest.mark.anyio
@@ -43,11 +44,12 @@ def record(tenant: str = "acme", created: float = NOW, **kwargs: object) -> KeyR
     return new_key(PEPPER, tenant, created, **kwargs)[1]  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     s: Store
-    if request.param == "redis":
-        s = await empty_redis_store(request.getfixturevalue("redis_port"))
+    if request.param.startswith("redis"):
+        s = await empty_redis_store(request.getfixturevalue(
+            "redis_port" if request.param == "redis" else "redis_cluster_url"))
     else:
         s = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "keys.db")
     try:
@@ -591,12 +593,26 @@ def test_bad_redis_urls_raise_config_error_without_the_password(url: str) -> Non
     assert "redis://" in str(info.value) or "rediss://" in str(info.value)
 
 
-def test_redis_cluster_urls_say_not_shipped_yet() -> None:
-    url = "redis+cluster://a,b"
+@pytest.mark.parametrize("url", ["redis+cluster://a:7000,b:7001",
+                                 "rediss+cluster://:secret@10.0.0.1:7000/?socket_timeout=0.5",
+                                 "redis+cluster://[::1]:7000"])
+async def test_redis_cluster_urls_build_a_cluster_store_without_connecting(url: str) -> None:
+    store = store_from_url(url)
+    assert isinstance(store, RedisClusterStore) and store.url == url
+    assert "secret" not in repr(store)
+    await store.close()
+
+
+@pytest.mark.parametrize("url,says", [
+    ("redis+cluster://a,b", "seed 'a' is not host:port"),
+    ("redis+cluster://", "is not host:port"),
+    ("redis+cluster://a:7000,b:port", "seed 'b:port'"),
+    ("rediss+cluster://:secret@a:7000?socket_timeout=soon", "'socket_timeout' is not a number"),
+    ("redis+cluster://a:7000?db=2", "unknown option 'db'"),
+])
+def test_bad_redis_cluster_urls_say_what_is_wrong(url: str, says: str) -> None:
     with pytest.raises(ConfigError) as info:
         store_from_url(url)
     message = str(info.value)
-    assert url in message
-    assert "Redis Cluster" in message
-    assert "not ship" in message
-    assert "redis://" in message  # and what to use instead
+    assert "Redis Cluster" in message and says in message
+    assert "secret" not in message
