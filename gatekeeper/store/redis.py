@@ -7,7 +7,8 @@ redis-py URL option overrides the defaults here (``?socket_timeout=0.5``).
 
 Key records are JSON strings (``gk:{keys}:k:<id>``) with two creation-ordered indexes (all
 keys, one per tenant), all under one hash tag so a write is one MULTI on one node; a write is
-a WATCH compare-and-set applying ``checked_update``, the rule every backend shares.
+a WATCH compare-and-set applying ``checked_update``, the rule every backend shares, and is
+announced to every replica (``redis_changes.py``).
 
 Counters: one request's whole plan is one EVALSHA of ``lua/apply.lua`` (``redis_counters``
 packs it and reads the reply). With ``server_time=True`` (the default) the scripts read the
@@ -19,7 +20,8 @@ plan's keys), and one applied after its window ended on the server's clock is a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -36,6 +38,7 @@ from gatekeeper.store.base import Store, checked_update
 from gatekeeper.store.base import decode_record as _decode
 from gatekeeper.store.base import encode_record as _encode
 from gatekeeper.store.counters import CounterStore, _cause
+from gatekeeper.store.redis_changes import CHANNEL, key_changes
 from gatekeeper.store.redis_counters import answers, apply_args, reconcile_args, release_args
 from gatekeeper.store.redis_scripts import APPLY, RECONCILE, RELEASE, SCRIPTS, LuaScript
 
@@ -45,7 +48,10 @@ MAX_CONNECTIONS = 64
 PREFIX = "gk:{keys}:"
 """Every key record and index shares this hash tag: one slot, so a write is one MULTI."""
 _ALL = PREFIX + "all"
+VERSION = PREFIX + "version"
 _FAILURES = (RedisError, OSError, TimeoutError)
+
+log = logging.getLogger("gatekeeper")
 
 
 class RedisStore(Store, CounterStore):
@@ -119,13 +125,35 @@ class RedisStore(Store, CounterStore):
                             pipe.zrem(_tenant_index(current.tenant), key_id)
                         pipe.zadd(_tenant_index(stored.tenant), {key_id: stored.created_at})
                         pipe.zadd(_ALL, {key_id: stored.created_at})
+                        pipe.incr(VERSION)
                         await pipe.execute()
-                        return stored
+                        break
                     except WatchError:
                         continue
+            else:
+                raise StoreError(operation, "the record kept changing under three writes in a "
+                                            "row")
         except _FAILURES as exc:
             raise StoreError(operation, _cause(exc)) from exc
-        raise StoreError(operation, "the record kept changing under three writes in a row")
+        try:
+            await self.redis.publish(CHANNEL, key_id)
+        except _FAILURES as exc:  # written: the version counter and cache_ttl still cover it
+            log.warning("key %s written, but its change was not published: %s", key_id,
+                        _cause(exc))
+        return stored
+
+    async def keys_version(self) -> int:
+        """Moves on with every key record write: a replica that sees it change knows some
+        record changed, even if it missed the notification (``key_changes``)."""
+        try:
+            return int(await self.redis.get(VERSION) or 0)
+        except _FAILURES as exc:
+            raise StoreError("keys_version", _cause(exc)) from exc
+
+    def key_changes(self) -> AsyncGenerator[str, None]:
+        """Key ids as other processes change them (``redis_changes.key_changes``): a replica
+        forgets a changed key's cached verification at once; ``ALL``: forget every one."""
+        return key_changes(self.redis, _FAILURES)
 
     # --- counters ----------------------------------------------------------------------------
 
