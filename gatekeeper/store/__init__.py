@@ -9,6 +9,7 @@ server find the same file wherever they were started.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from gatekeeper.errors import ConfigError, redact_url
@@ -41,7 +42,7 @@ def store_from_url(url: str, field: str = "store", *, create: bool = True) -> St
         try:
             return RedisStore(url)
         except ValueError as exc:  # redis-py's URL parser: a bad port, db or option
-            raise ConfigError(field, shown, f"is not a valid Redis URL ({exc})") from None
+            raise ConfigError(field, shown, _redis_url_problem(exc)) from None
     if sep and scheme in ("redis+cluster", "rediss+cluster"):
         from gatekeeper.store.redis_cluster import RedisClusterStore
 
@@ -52,6 +53,17 @@ def store_from_url(url: str, field: str = "store", *, create: bool = True) -> St
                                           f"(redis+cluster://host:port,host:port): {exc}") from None
     raise ConfigError(field, shown, "is not a store URL (memory://, sqlite:///path.db, "
                                     "redis://host:6379/0)")
+
+
+def _redis_url_problem(exc: ValueError) -> str:
+    """What redis-py found wrong, without its text: it quotes URL parts, and a password with a
+    '/' in it is parsed as the port (and would be printed)."""
+    option = re.search(r"Invalid value for '(\w+)'", str(exc))
+    if option:
+        return f"is not a valid Redis URL: option {option.group(1)!r} has an invalid value"
+    if "Port" in str(exc):
+        return "is not a valid Redis URL: its port is not a number"
+    return "is not a valid Redis URL (redis://[user:password@]host:port/db)"
 
 
 def resolve_store_url(url: str, directory: Path) -> str:

@@ -40,6 +40,7 @@ from gatekeeper.store.base import encode_record as _encode
 from gatekeeper.store.counters import CounterStore, _cause
 from gatekeeper.store.redis_changes import CHANNEL, key_changes
 from gatekeeper.store.redis_counters import answers, apply_args, reconcile_args, release_args
+from gatekeeper.store.redis_health import findings
 from gatekeeper.store.redis_scripts import APPLY, RECONCILE, RELEASE, SCRIPTS, LuaScript
 
 SOCKET_TIMEOUT = 0.1
@@ -149,6 +150,18 @@ class RedisStore(Store, CounterStore):
             return int(await self.redis.get(VERSION) or 0)
         except _FAILURES as exc:
             raise StoreError("keys_version", _cause(exc)) from exc
+
+    async def describe(self) -> tuple[str, list[str]]:
+        """What the server says about itself, judged (``redis_health.findings``): for
+        ``gatekeeper check-config``."""
+        try:
+            if isinstance(self.redis, RedisCluster):
+                nodes = list((await self.redis.info(target_nodes=RedisCluster.PRIMARIES)).values())
+            else:
+                nodes = [await self.redis.info()]
+        except _FAILURES as exc:
+            raise StoreError("describe", _cause(exc)) from exc
+        return findings(nodes)
 
     def key_changes(self) -> AsyncGenerator[str, None]:
         """Key ids as other processes change them (``redis_changes.key_changes``): a replica

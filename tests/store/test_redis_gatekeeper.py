@@ -15,6 +15,7 @@ from gatekeeper.policy.load import compile_policy
 from gatekeeper.principal import KeyStatus
 from gatekeeper.types import Receive, Scope, Send
 from tests.conftest import PEPPER, Recorder, asgi_request
+from tests.redis_server import free_port
 from tests.store.conftest import empty_redis_store
 from tests.store.test_redis_store import calls
 from tests.test_cli import PEPPER_TEXT, POLICY_YAML, Cli, write_pepper
@@ -124,3 +125,26 @@ async def test_the_cli_manages_keys_in_redis_that_a_server_reads(redis_port: int
         assert cli.keys("list", "--json").json()[0]["status"] == "revoked"
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize("where", ["redis_port", "redis_cluster_url", "nothing"])
+def test_check_config_says_what_the_redis_store_is(request: pytest.FixtureRequest,
+                                                    tmp_path: Path, where: str) -> None:
+    if where == "nothing":
+        url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    else:
+        found = request.getfixturevalue(where)
+        url = f"redis://127.0.0.1:{found}/0" if where == "redis_port" else found
+    pepper = write_pepper(tmp_path / "pepper")
+    (tmp_path / "policy.yaml").write_text(
+        f'store: "{url}"\n' + POLICY_YAML.format(pepper=pepper))
+    result = Cli(tmp_path, tmp_path / "policy.yaml", url).run(
+        "check-config", str(tmp_path / "policy.yaml"))
+    assert result.code == 0 and "Traceback" not in result.text  # warnings only
+    if where == "nothing":
+        assert "warning: store describe failed" in result.err
+        assert "hunter2" not in result.text
+        return
+    kind = "one server" if where == "redis_port" else "cluster of 3 primaries"
+    assert "store answers: Redis " in result.out and kind in result.out
+    assert "warning: store: appendonly is off" in result.err  # the tests' servers persist nothing
