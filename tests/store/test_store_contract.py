@@ -584,7 +584,8 @@ async def test_redis_urls_build_a_redis_store_without_connecting(url: str) -> No
 
 
 @pytest.mark.parametrize("url", ["redis://", "redis:///0", "redis://cache:port/0",
-                                 "rediss://:secret@cache/0?socket_timeout=soon"])
+                                 "rediss://:secret@cache/0?socket_timeout=soon",
+                                 "redis://user:secret/x@cache/0"])  # parsed: port "secret"
 def test_bad_redis_urls_raise_config_error_without_the_password(url: str) -> None:
     with pytest.raises(ConfigError) as info:
         store_from_url(url, "--store")
