@@ -49,11 +49,12 @@ def _answers(port: int) -> bool:
 
 
 @contextmanager
-def redis_server(*extra: str) -> Iterator[int]:
-    """Start a server, yield its port, stop it (and remove its directory)."""
+def redis_server(*extra: str, port: int | None = None) -> Iterator[int]:
+    """Start a server (on ``port``, or a free one), yield its port, stop it (and remove its
+    directory)."""
     binary = require_redis_server()
     with tempfile.TemporaryDirectory(prefix="gk-redis-") as directory:
-        port = free_port()
+        port = port or free_port()
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", directory, "--loglevel", "warning", *extra],

@@ -174,6 +174,8 @@ class RedisStore(Store, CounterStore):
         return None if self.server_time else to_us(now)
 
     async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        if not plan:
+            return []
         keys, args = apply_args(plan, self._now_us(now))
         return answers(plan, await self._run(APPLY, keys, args))
 

@@ -17,7 +17,7 @@ from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, TOKENS, C
 from gatekeeper.principal import KeyStatus
 from gatekeeper.store.memory_counters import MemoryCounterStore
 from gatekeeper.store.redis import PREFIX, RedisStore
-from tests.redis_server import free_port
+from tests.redis_server import free_port, redis_server
 from tests.store.conftest import empty_redis_store
 
 pytestmark = pytest.mark.anyio
@@ -246,3 +246,25 @@ async def test_a_stale_quota_is_a_store_error_and_charges_nothing(
         await redis_store.apply((live, stale), START)
     assert "window ended" in str(info.value)
     assert (await redis_store.apply((live,), START))[0].remaining == 4
+
+
+async def test_a_restarted_server_is_used_again_without_help() -> None:
+    """Down: every call is a StoreError within milliseconds. Back (empty, scripts forgotten):
+    the next calls reconnect and reload the scripts by themselves."""
+    plan = (counter(RATE, "r", 5, 60.0),)
+    with redis_server() as port:
+        store = RedisStore(f"redis://127.0.0.1:{port}/0")
+        await store.connect()
+        assert (await store.apply(plan, START))[0].allowed
+    try:
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(StoreError):
+                await store.apply(plan, START)
+            assert time.monotonic() - started < 0.5
+        with redis_server(port=port):
+            answers = await store.apply(plan, START)
+            assert answers[0].allowed and answers[0].remaining == 4  # counters start afresh
+            assert await store.get_key("AnyKeyId0001") is None
+    finally:
+        await store.close()
