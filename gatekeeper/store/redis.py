@@ -39,7 +39,13 @@ from gatekeeper.store.base import decode_record as _decode
 from gatekeeper.store.base import encode_record as _encode
 from gatekeeper.store.counters import CounterStore, _cause
 from gatekeeper.store.redis_changes import CHANNEL, key_changes
-from gatekeeper.store.redis_counters import answers, apply_args, reconcile_args, release_args
+from gatekeeper.store.redis_counters import (
+    answers,
+    apply_args,
+    now_arg,
+    reconcile_args,
+    release_args,
+)
 from gatekeeper.store.redis_health import findings
 from gatekeeper.store.redis_scripts import APPLY, RECONCILE, RELEASE, SCRIPTS, LuaScript
 
@@ -57,14 +63,17 @@ log = logging.getLogger("gatekeeper")
 
 class RedisStore(Store, CounterStore):
     def __init__(self, url: str, *, server_time: bool = True,
-                 client: Redis | RedisCluster | None = None) -> None:
-        """``client``: one already made (``RedisClusterStore`` passes its cluster client)."""
+                 client: Redis | RedisCluster | None = None,
+                 socket_timeout: float = SOCKET_TIMEOUT,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        """``client``: one already made (``RedisClusterStore`` passes its cluster client).
+        ``connect_timeout`` also bounds the wait for a free connection of the pool."""
         self.url = url
         self.server_time = server_time
         if client is None:
             pool = BlockingConnectionPool.from_url(
-                url, max_connections=MAX_CONNECTIONS, timeout=CONNECT_TIMEOUT,
-                socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
+                url, max_connections=MAX_CONNECTIONS, timeout=connect_timeout,
+                socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
                 retry=Retry(NoBackoff(), 0), retry_on_error=[])
             client = Redis(connection_pool=pool)
         self.redis = client
@@ -176,8 +185,8 @@ class RedisStore(Store, CounterStore):
     async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
         if not plan:
             return []
-        keys, args = apply_args(plan, self._now_us(now))
-        return answers(plan, await self._run(APPLY, keys, args))
+        keys, specs = apply_args(plan)
+        return answers(plan, await self._run(APPLY, keys, [now_arg(self._now_us(now)), specs]))
 
     async def _release(self, leases: Sequence[Lease], now: float) -> int:
         if not leases:

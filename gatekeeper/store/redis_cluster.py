@@ -35,8 +35,11 @@ _OPTIONS = {"socket_timeout": float, "socket_connect_timeout": float, "max_conne
 
 
 class RedisClusterStore(RedisStore):
-    def __init__(self, url: str, *, server_time: bool = True) -> None:
-        super().__init__(url, server_time=server_time, client=cluster_client(url))
+    def __init__(self, url: str, *, server_time: bool = True,
+                 socket_timeout: float = SOCKET_TIMEOUT,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        super().__init__(url, server_time=server_time,
+                         client=cluster_client(url, socket_timeout, connect_timeout))
         self._in_flight = asyncio.Semaphore(IN_FLIGHT)
         self._ready = False
         self._ready_lock = asyncio.Lock()
@@ -118,7 +121,8 @@ class RedisClusterStore(RedisStore):
         return await super()._release(leases, now)
 
 
-def cluster_client(url: str) -> RedisCluster:
+def cluster_client(url: str, socket_timeout: float = SOCKET_TIMEOUT,
+                   connect_timeout: float = CONNECT_TIMEOUT) -> RedisCluster:
     """A RedisCluster for ``url``; a malformed one raises ValueError saying what is wrong."""
     scheme, _, rest = url.partition("://")
     rest, _, query = rest.partition("?")
@@ -126,8 +130,8 @@ def cluster_client(url: str) -> RedisCluster:
     userinfo, at, hosts = rest.rpartition("@")
     username, _, password = userinfo.partition(":") if at else ("", "", "")
     nodes = [_node(seed) for seed in hosts.split(",")]
-    options: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT,
-                               "socket_connect_timeout": CONNECT_TIMEOUT,
+    options: dict[str, Any] = {"socket_timeout": socket_timeout,
+                               "socket_connect_timeout": connect_timeout,
                                "max_connections": IN_FLIGHT + 8}
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name not in _OPTIONS:

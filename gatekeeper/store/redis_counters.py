@@ -24,10 +24,11 @@ so the script's arithmetic stays exact."""
 _KIND = {RATE: "r", QUOTA: "q", CONCURRENCY: "c"}
 
 
-def apply_args(plan: Plan, now_us: int | None) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of ``apply.lua``; ``now_us`` None: the script reads the server's clock."""
+def apply_args(plan: Plan) -> tuple[list[str], str]:
+    """KEYS of ``apply.lua`` and its ARGV[2], every counter's values in one string (ARGV[1] is
+    the time: ``now_arg``)."""
     keys: list[str] = []
-    args: list[Any] = ["" if now_us is None else now_us]
+    specs: list[str] = []
     for c in plan:
         kind = _KIND.get(c.kind)
         if kind is None:
@@ -37,8 +38,14 @@ def apply_args(plan: Plan, now_us: int | None) -> tuple[list[str], list[Any]]:
         period_us = round(c.period * US)
         add_us, add_rem = divmod(c.cost * period_us, c.limit) if c.cost <= c.limit else (-1, 0)
         keys.append(c.key)
-        args += (kind, c.limit, period_us, c.cost, add_us, add_rem, round(c.expires * US))
-    return keys, args
+        specs.append(f"{kind} {c.limit} {period_us} {c.cost} {add_us} {add_rem} "
+                     f"{round(c.expires * US)}")
+    return keys, " ".join(specs)
+
+
+def now_arg(now_us: int | None) -> str | int:
+    """ARGV[1] of every script: the caller's time, or '' for the server's (``TIME``)."""
+    return "" if now_us is None else now_us
 
 
 def answers(plan: Plan, reply: Sequence[int]) -> list[CounterAnswer]:
@@ -81,10 +88,9 @@ def reconcile_args(counter: Counter, reserved: int, actual: int,
     d_us, d_rem = divmod(abs(delta) * period_us, counter.limit)
     if d_us >= FAR_US:
         d_us, d_rem = FAR_US, 0
-    return ["" if now_us is None else now_us, _KIND[counter.kind], counter.limit, delta,
+    return [now_arg(now_us), _KIND[counter.kind], counter.limit, delta,
             d_us, d_rem, round(counter.expires * US), period_us]
 
 
 def release_args(leases: Sequence[Lease], now_us: int | None) -> tuple[list[str], list[Any]]:
-    return [lease.key for lease in leases], ["" if now_us is None else now_us,
-                                             *(lease.id for lease in leases)]
+    return [lease.key for lease in leases], [now_arg(now_us), *(lease.id for lease in leases)]

@@ -4,12 +4,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import TypedDict
 
 import pytest
 
 from gatekeeper.store.redis import RedisStore
 from gatekeeper.store.redis_cluster import RedisClusterStore
 from tests.redis_server import redis_cluster, redis_server
+
+
+class Timeouts(TypedDict):
+    socket_timeout: float
+    connect_timeout: float
+
+
+SLACK: Timeouts = {"socket_timeout": 5.0, "connect_timeout": 5.0}
 
 
 @pytest.fixture(scope="session")
@@ -27,9 +36,11 @@ def redis_cluster_url() -> Iterator[str]:
 
 async def empty_redis_store(where: int | str, *, server_time: bool = False) -> RedisStore:
     """A RedisStore on the test server (its port) or cluster (its URL), emptied first.
-    ``server_time=False`` by default: the contract suites inject time."""
-    store = RedisStore(f"redis://127.0.0.1:{where}/0", server_time=server_time) \
-        if isinstance(where, int) else RedisClusterStore(where, server_time=server_time)
+    ``server_time=False`` by default: the contract suites inject time. Timeouts of seconds,
+    not the defaults' milliseconds: these tests are about what is counted, on a shared machine
+    whose load can starve the event loop (the timeout tests use the defaults)."""
+    store = RedisStore(f"redis://127.0.0.1:{where}/0", server_time=server_time, **SLACK) \
+        if isinstance(where, int) else RedisClusterStore(where, server_time=server_time, **SLACK)
     await store.redis.flushdb()
     return store
 

@@ -12,7 +12,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, Counter
 from gatekeeper.store.redis_cluster import RedisClusterStore
-from tests.store.conftest import empty_redis_store
+from tests.store.conftest import SLACK, empty_redis_store
 
 pytestmark = pytest.mark.anyio
 
@@ -73,7 +73,7 @@ async def test_a_refusal_in_one_slot_gives_back_what_the_other_slot_charged(
 async def test_two_replicas_on_the_cluster_allow_exactly_50_of_200(redis_cluster_url: str,
                                                                    kind: str) -> None:
     one = await empty_redis_store(redis_cluster_url, server_time=True)
-    two = RedisClusterStore(redis_cluster_url)
+    two = RedisClusterStore(redis_cluster_url, **SLACK)
     plan = (counter(RATE, TENANT, "tenant", 1000, 3600.0),
             counter(kind, TENANT, "limited", 50, 3600.0), counter(RATE, CLIENT, "ip", 1000, 3600.0))
     now = time.time()

@@ -18,7 +18,7 @@ from gatekeeper.principal import KeyStatus
 from gatekeeper.store.memory_counters import MemoryCounterStore
 from gatekeeper.store.redis import PREFIX, RedisStore
 from tests.redis_server import free_port, redis_server
-from tests.store.conftest import empty_redis_store
+from tests.store.conftest import SLACK, empty_redis_store
 
 pytestmark = pytest.mark.anyio
 
@@ -110,7 +110,7 @@ async def test_a_flushed_script_is_loaded_again_once(redis_store: RedisStore) ->
 async def test_two_replicas_200_concurrent_applies_against_50_allow_exactly_50(
         redis_port: int, kind: str) -> None:
     one = await empty_redis_store(redis_port, server_time=True)
-    two = RedisStore(f"redis://127.0.0.1:{redis_port}/0")
+    two = RedisStore(f"redis://127.0.0.1:{redis_port}/0", **SLACK)
     now = time.time()
     limited = {RATE: counter(RATE, "r", 50, 60.0),
                QUOTA: counter(QUOTA, "q", 50, 86_400.0, expires=now + 3600),
@@ -129,7 +129,7 @@ async def test_two_replicas_200_concurrent_applies_against_50_allow_exactly_50(
 
 async def test_replicas_with_skewed_clocks_agree_on_the_servers_time(redis_port: int) -> None:
     behind = await empty_redis_store(redis_port, server_time=True)
-    ahead = RedisStore(f"redis://127.0.0.1:{redis_port}/0")
+    ahead = RedisStore(f"redis://127.0.0.1:{redis_port}/0", **SLACK)
     plan = (counter(RATE, "skew", 10, 60.0),)
     now = time.time()
     try:
@@ -180,7 +180,7 @@ async def test_rate_answers_equal_the_memory_stores_to_the_microsecond(
 
 async def test_a_second_store_sees_writes_live_and_cas_holds_across_them(
         redis_store: RedisStore) -> None:
-    other = RedisStore(redis_store.url)
+    other = RedisStore(redis_store.url, **SLACK)
     try:
         rec = new_key(b"pepper-0123456789abcdef0123456789", "acme", START)[1]
         await redis_store.create_key(rec)
@@ -200,7 +200,7 @@ async def test_a_second_store_sees_writes_live_and_cas_holds_across_them(
 async def test_concurrent_updates_from_one_read_exactly_one_wins(redis_store: RedisStore) -> None:
     rec = new_key(b"pepper-0123456789abcdef0123456789", "acme", START)[1]
     await redis_store.create_key(rec)
-    stores = [RedisStore(redis_store.url) for _ in range(8)]
+    stores = [RedisStore(redis_store.url, **SLACK) for _ in range(8)]
     try:
         results = await asyncio.gather(
             *(s.update_key(rec.with_changes(labels={"by": str(i)}), 0)

@@ -1,7 +1,9 @@
 -- Charge every counter of one request's plan, all or nothing, in one call (EVALSHA).
 --
 -- KEYS: the counters' storage keys, in plan order.
--- ARGV[1]: now (prelude.lua). Then 7 values per counter:
+-- ARGV[1]: now (prelude.lua). ARGV[2]: every counter's 7 values, space-separated, one
+-- counter after another (one argument: each argument costs the client more than the parsing
+-- here costs the server):
 --   kind ('r' rate, 'q' quota, 'c' concurrency), limit, period_us, cost,
 --   add_us, add_rem   rate: divmod(cost * period_us, limit), computed exactly by the caller
 --                     (-1 when cost > limit: it can never pass),
@@ -15,15 +17,16 @@
 --         refused or the new lease id when the plan passed.
 -- Nothing is written unless every counter allows.
 
-local n = (#ARGV - 1) / 7
 local out = {now, 1}
 local staged, order = {}, {}
 local passed = true
+local i = 0
 
-for i = 1, n do
-  local o = 1 + (i - 1) * 7
-  local kind, key = ARGV[o + 1], KEYS[i]
-  local limit, period, cost = tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
+for kind, limit, period, cost, add_us, add_rem, ends in
+    string.gmatch(ARGV[2], '(%a) (%d+) (%d+) (%d+) (%-?%d+) (%d+) (%d+)') do
+  i = i + 1
+  local key = KEYS[i]
+  limit, period, cost = tonumber(limit), tonumber(period), tonumber(cost)
   local s = staged[key]
   local ok, a, b = 0, 0, 0
   if kind == 'r' then
@@ -37,7 +40,7 @@ for i = 1, n do
     end
     if s.tat < now then s.tat, s.rem = now, 0 end  -- tat < now * limit, in two parts
     a, b = s.tat, s.rem
-    local add_us, add_rem = tonumber(ARGV[o + 5]), tonumber(ARGV[o + 6])
+    add_us, add_rem = tonumber(add_us), tonumber(add_rem)
     if add_us >= 0 then
       local t2, r2 = s.tat + add_us, s.rem + add_rem
       if r2 >= limit then t2, r2 = t2 + 1, r2 - limit end
@@ -49,7 +52,7 @@ for i = 1, n do
       end
     end
   elseif kind == 'q' then
-    local ends = tonumber(ARGV[o + 7])
+    ends = tonumber(ends)
     if ends == 0 then ends = window_end(now, period) end
     if ends <= now then
       return redis.error_reply('a quota counter applied after its window ended: build the '
