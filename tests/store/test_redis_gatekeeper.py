@@ -13,9 +13,10 @@ import pytest
 from gatekeeper import Gatekeeper, key_admin, load_policy, store_from_url
 from gatekeeper.policy.load import compile_policy
 from gatekeeper.principal import KeyStatus
+from gatekeeper.store.redis import RedisStore
 from gatekeeper.types import Receive, Scope, Send
 from tests.conftest import PEPPER, Recorder, asgi_request
-from tests.redis_server import free_port
+from tests.redis_server import free_port, redis_server
 from tests.store.conftest import empty_redis_store
 from tests.store.test_redis_store import calls
 from tests.test_cli import PEPPER_TEXT, POLICY_YAML, Cli, write_pepper
@@ -148,3 +149,30 @@ def test_check_config_says_what_the_redis_store_is(request: pytest.FixtureReques
     kind = "one server" if where == "redis_port" else "cluster of 3 primaries"
     assert "store answers: Redis " in result.out and kind in result.out
     assert "warning: store: appendonly is off" in result.err  # the tests' servers persist nothing
+
+
+async def test_redis_down_refuses_503_without_reaching_the_app_then_recovers() -> None:
+    """fail_closed end to end: while Redis is down every request is a quick 503 and none
+    reaches the app; when it is back (empty: the key is issued again) requests pass again."""
+    policy = compile_policy(POLICY)
+    app = Recorder()
+    with redis_server() as port:
+        store = RedisStore(f"redis://127.0.0.1:{port}/0")
+        gk = Gatekeeper(app, policy, store=store, counters=store, pepper=PEPPER)
+        key, record = await key_admin.create_key(store, PEPPER, policy, "acme", time.time())
+        assert (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 200
+    try:
+        for _ in range(5):
+            started = time.monotonic()
+            sent = await asgi_request(gk, "/v1/models", auth(key))
+            assert sent[0]["status"] == 503
+            assert b"store_unavailable" in sent[-1]["body"]
+            assert time.monotonic() - started < 0.5
+        assert app.paths == ["/v1/models"]  # only the request made while Redis was up
+        with redis_server(port=port):
+            await store.create_key(record)  # a real restart would have kept it (AOF)
+            with anyio.fail_after(3):
+                while (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] != 200:
+                    await anyio.sleep(0.05)
+    finally:
+        await store.close()
