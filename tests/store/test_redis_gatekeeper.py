@@ -4,10 +4,14 @@ with one EVALSHA per allowed request and one more to release a concurrency slot.
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from gatekeeper import Gatekeeper, key_admin, load_policy, store_from_url
@@ -17,9 +21,12 @@ from gatekeeper.store.redis import RedisStore
 from gatekeeper.types import Receive, Scope, Send
 from tests.conftest import PEPPER, Recorder, asgi_request
 from tests.redis_server import free_port, redis_server
+from tests.serving import wait_until_up
 from tests.store.conftest import empty_redis_store
 from tests.store.test_redis_store import calls
-from tests.test_cli import PEPPER_TEXT, POLICY_YAML, Cli, write_pepper
+from tests.test_cli import PEPPER_TEXT, POLICY_YAML, Cli, clean_env, write_pepper
+
+ROOT = Path(__file__).parent.parent.parent
 
 pytestmark = pytest.mark.anyio
 
@@ -176,3 +183,36 @@ async def test_redis_down_refuses_503_without_reaching_the_app_then_recovers() -
                     await anyio.sleep(0.05)
     finally:
         await store.close()
+
+
+async def test_two_replica_processes_on_one_redis_allow_exactly_50_of_200(
+        redis_port: int, tmp_path: Path) -> None:
+    """Two uvicorn processes, one Redis: 200 concurrent requests through both, a limit of 50
+    per hour on the key, exactly 50 pass (each process counting alone would pass 100)."""
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    await (await empty_redis_store(redis_port)).close()
+    pepper = write_pepper(tmp_path / "pepper")
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(POLICY_YAML.format(pepper=pepper).replace(
+        "  globex: {}\n", "  globex:\n    limits:\n      requests: 50/hour\n"))
+    key, _ = Cli(tmp_path, policy_file, url).create("globex")
+    ports = [free_port(), free_port()]
+    replicas = [subprocess.Popen([sys.executable, "-m", "tests.store.redis_replica", str(port),
+                                  url, str(policy_file)], cwd=ROOT, env=clean_env(),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for port in ports]
+    try:
+        bases = [f"http://127.0.0.1:{port}" for port in ports]
+        for base, process in zip(bases, replicas, strict=True):
+            await anyio.to_thread.run_sync(wait_until_up, base, process)
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+            replies = await asyncio.gather(*(
+                client.get(f"{bases[i % 2]}/v1/models", headers={"authorization": f"Bearer {key}"})
+                for i in range(200)))
+        codes = [r.status_code for r in replies]
+        assert codes.count(200) == 50 and codes.count(429) == 150, sorted(set(codes))
+    finally:
+        for process in replicas:
+            process.terminate()
+            process.communicate(timeout=10)
