@@ -5,20 +5,23 @@ and cluster."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncGenerator
 
 import anyio
 import pytest
 
-from gatekeeper import new_key
+from gatekeeper import Gatekeeper, compile_policy, key_admin, new_key
 from gatekeeper.principal import KeyStatus
 from gatekeeper.store.redis import RedisStore
 from gatekeeper.store.redis_changes import ALL
+from tests.conftest import Recorder, asgi_request
 from tests.store.conftest import empty_redis_store
+from tests.store.test_redis_gatekeeper import auth
 
 pytestmark = pytest.mark.anyio
 
-PEPPER = b"changes-pepper-0123456789abcdef0123"
+PEPPER = b"changes-pepper-0123456789abcdef0123456789"
 
 
 async def next_change(changes: AsyncGenerator[str, None]) -> str:
@@ -64,3 +67,34 @@ async def test_a_lost_subscription_comes_back_saying_all(
         assert await next_change(changes) == rec.key_id
     finally:
         await changes.aclose()
+
+
+async def test_a_replica_following_changes_refuses_a_revoked_key_within_a_second(
+        redis_port: int) -> None:
+    """How the middleware is to follow changes: per key id, ``authenticator.forget`` and drop
+    the reused decisions. With a cache_ttl of a minute, the revoke still lands at once."""
+    cli, server = await empty_redis_store(redis_port), await empty_redis_store(redis_port)
+    policy = compile_policy({"routes": {"protect": ["/v1/*"]}, "keys": {"cache_ttl": 60},
+                             "tenants": {"acme": {}}})
+    gk = Gatekeeper(Recorder(), policy, store=server, counters=server, pepper=PEPPER)
+    key, record = await key_admin.create_key(cli, PEPPER, policy, "acme", time.time())
+
+    async def follow() -> None:
+        async for key_id in server.key_changes():
+            gk.runtime.authenticator.forget(None if key_id == ALL else key_id)
+            gk.runtime.decisions.clear()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            assert (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 200
+            await key_admin.set_status(cli, record.key_id, KeyStatus.REVOKED, time.time())
+            started = time.monotonic()
+            with anyio.fail_after(1):
+                while (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 200:
+                    await anyio.sleep(0.01)
+            assert time.monotonic() - started < 1.0
+            tg.cancel_scope.cancel()
+    finally:
+        await cli.close()
+        await server.close()
