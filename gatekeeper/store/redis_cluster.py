@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -87,19 +87,19 @@ class RedisClusterStore(RedisStore):
         if len(groups) == 1:
             return await super()._apply(plan, now)
         parts = [tuple(plan[i] for i in indexes) for indexes in groups]
-        replies = await asyncio.gather(*(super(RedisClusterStore, self)._apply(part, now)
-                                         for part in parts))
-        out = list(plan)  # placeholders, each replaced by its counter's answer
-        answers_by_index: list[CounterAnswer] = cast("list[CounterAnswer]", out)
-        for indexes, answers in zip(groups, replies, strict=True):
-            for i, answer in zip(indexes, answers, strict=True):
-                answers_by_index[i] = answer
-        passed = [all(a.allowed for a in answers) for answers in replies]
-        if all(passed):
-            return answers_by_index
+        results = await asyncio.gather(*(super(RedisClusterStore, self)._apply(part, now)
+                                         for part in parts), return_exceptions=True)
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        replies = [[] if isinstance(r, BaseException) else r for r in results]
+        passed = [bool(r) and all(a.allowed for a in r) for r in replies]
+        if failed is None and all(passed):
+            return _in_plan_order(groups, replies)
         await asyncio.gather(*(self._undo(part, answers, now) for part, answers, ok
                                in zip(parts, replies, passed, strict=True) if ok))
-        return [a._replace(lease=None) if a.lease else a for a in answers_by_index]
+        if failed is not None:
+            raise failed  # after giving back what the groups that passed had charged
+        return [a._replace(lease=None) if a.lease else a
+                for a in _in_plan_order(groups, replies)]
 
     async def _undo(self, group: Plan, answers: list[CounterAnswer], now: float) -> None:
         """Give back what an allowing group charged: its slots and its costs."""
@@ -158,6 +158,13 @@ def _tag(key: str) -> str:
     start = key.find("{")
     end = key.find("}", start + 1)
     return key[start + 1:end] if start >= 0 and end > start + 1 else key
+
+
+def _in_plan_order(groups: list[list[int]],
+                   replies: list[list[CounterAnswer]]) -> list[CounterAnswer]:
+    pairs = sorted((i, answer) for indexes, answers in zip(groups, replies, strict=True)
+                   for i, answer in zip(indexes, answers, strict=True))
+    return [answer for _, answer in pairs]
 
 
 def _by_tag(plan: Plan) -> list[list[int]]:

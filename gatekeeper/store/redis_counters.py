@@ -16,8 +16,9 @@ from typing import Any
 from gatekeeper.limits.gcra import US, gcra
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, Counter, CounterAnswer, Lease, Plan
 
-EXACT = 2**53
-"""Integers a Lua number holds exactly: limits, costs and times must stay below."""
+EXACT = 2**52
+"""Limits and costs stay below, so that the script's sums of two of them (a remainder plus a
+remainder) stay below 2^53, the integers a Lua number holds exactly."""
 FAR_US = 2**50
 """A rate charged this far ahead (about 35 years) is as good as closed: larger debts are capped
 so the script's arithmetic stays exact."""
@@ -34,7 +35,7 @@ def apply_args(plan: Plan) -> tuple[list[str], str]:
         if kind is None:
             raise ValueError(f"unknown counter kind {c.kind!r}")
         if not 0 < c.limit < EXACT or not 0 <= c.cost < EXACT:
-            raise ValueError(f"counter {c.key}: limit and cost must be below 2^53")
+            raise ValueError(f"counter {c.key}: limit and cost must be below 2^52")
         period_us = round(c.period * US)
         add_us, add_rem = divmod(c.cost * period_us, c.limit) if c.cost <= c.limit else (-1, 0)
         keys.append(c.key)

@@ -10,6 +10,7 @@ import time
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
+from gatekeeper.errors import StoreError
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, Counter
 from gatekeeper.store.redis_cluster import RedisClusterStore
 from tests.store.conftest import SLACK, empty_redis_store
@@ -97,5 +98,31 @@ async def test_a_flushed_script_is_loaded_again_on_the_cluster(redis_cluster_url
         await store.redis.script_flush()  # on every primary
         answers = await store.apply(plan, START)
         assert [a.remaining for a in answers] == [3, 3]
+    finally:
+        await store.close()
+
+
+async def test_a_failing_slot_gives_back_what_the_other_slot_charged(
+        redis_cluster_url: str) -> None:
+    store = await empty_redis_store(redis_cluster_url)
+    try:
+        client = counter(RATE, CLIENT, "ip", 5)
+        stale = counter(QUOTA, TENANT, "q", 100, 86_400.0, START - 1)  # its window has ended
+        with pytest.raises(StoreError) as info:
+            await store.apply((stale, client), START)
+        assert "window ended" in str(info.value)
+        assert (await store.apply((client,), START))[0].remaining == 4  # charged once only
+    finally:
+        await store.close()
+
+
+async def test_limits_and_costs_at_2_52_are_refused_before_they_lose_precision(
+        redis_cluster_url: str) -> None:
+    store = await empty_redis_store(redis_cluster_url)
+    try:
+        with pytest.raises(StoreError) as info:
+            await store.apply((counter(RATE, TENANT, "huge", 2**52),), START)
+        assert "2^52" in str(info.value)
+        assert (await store.apply((counter(RATE, TENANT, "big", 2**52 - 1),), START))[0].allowed
     finally:
         await store.close()
