@@ -59,6 +59,10 @@ class Store(ABC):
     async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
         """Records ordered by creation time, optionally of one tenant."""
 
+    async def connect(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Get ready before the first request (Redis: load its scripts); a failure is a
+        StoreError. Called at startup; every backend also works without it."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections."""
 

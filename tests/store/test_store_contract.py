@@ -201,6 +201,14 @@ async def test_repr_names_the_backend_and_url(store: Store) -> None:
     assert store.url in repr(store)
 
 
+async def test_connect_is_optional_and_may_be_called_again(store: Store) -> None:
+    rec = record()
+    await store.create_key(rec)
+    await store.connect()
+    await store.connect()
+    assert await store.get_key(rec.key_id) == rec
+
+
 async def test_close_is_idempotent(store: Store) -> None:
     await store.create_key(record())
     await store.close()
