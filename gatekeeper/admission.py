@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 
 from gatekeeper import reasons
+from gatekeeper.charge import Charge
 from gatekeeper.clock import Clock
 from gatekeeper.decision import BLOCK, Decision
 from gatekeeper.errors import StoreError
@@ -29,12 +30,12 @@ from gatekeeper.limits.plan import (
     EMPTY_PLAN,
     QUOTA,
     REQUESTS,
+    TOKENS,
     Counter,
-    Lease,
+    CounterAnswer,
     Plan,
     build_plan,
     credential_part,
-    settled_cost,
 )
 from gatekeeper.limits.spend import NO_PRICES, Prices, spend_of
 from gatekeeper.networks import IPAddr
@@ -43,7 +44,7 @@ from gatekeeper.policy.model import Policy
 from gatekeeper.policy.request_policy import NO_REQUEST_RULES, RequestPolicy
 from gatekeeper.reasons import Reason, Refusal
 from gatekeeper.request_body import BodyFacts, quick_read, read_request, with_include_usage
-from gatekeeper.responder import Responder, Usage
+from gatekeeper.responder import Responder
 from gatekeeper.store.counters import CounterStore, EmbeddedCounterStore
 from gatekeeper.token_estimate import path_completes
 from gatekeeper.types import Receive, Scope, Send
@@ -53,10 +54,10 @@ log = logging.getLogger("gatekeeper")
 
 class Admission:
     """One credential's limits from one client, compiled for its decision record. The record
-    key fixes the client address, so the plan of a request that charges no tokens or spend is
-    built once and reused until its first quota window ends."""
+    key fixes the client address, so the plan is built once and reused until its first quota
+    window ends; a request only puts its own token and spend estimates in."""
 
-    __slots__ = ("client", "credential", "fixed", "limits", "plan", "plan_until", "prices",
+    __slots__ = ("client", "credential", "limits", "plan", "plan_until", "priced", "prices",
                  "quick_estimate", "reads_body", "reserves", "rules", "tenant")
 
     def __init__(self, tenant: str, credential: str, client: IPAddr | None,
@@ -75,19 +76,29 @@ class Admission:
         self.quick_estimate = limits.charges_tokens and not limits.charges_spend and \
             not rules.needs_json
         """Only a token estimate is wanted: a small body need not be parsed for it."""
-        self.fixed = not self.reserves
         self.plan: Plan = EMPTY_PLAN
+        """Built once per quota window, every cost at its request-count (tokens and spend at 0)."""
         self.plan_until = -math.inf
+        self.priced: tuple[int, ...] = ()
+        """Where the plan's token and spend counters are: their cost is this request's."""
 
     def plan_for(self, now: float, estimate: int = 0, spend: int = 0) -> Plan:
-        if now < self.plan_until:
-            return self.plan
-        plan = build_plan(self.tenant, self.credential, self.client, self.limits, estimate,
-                          now=now, spend=spend)
-        if self.fixed:
+        if now >= self.plan_until:
+            plan = build_plan(self.tenant, self.credential, self.client, self.limits, 0,
+                              now=now, spend=0)
             self.plan = plan
             self.plan_until = min((c.expires for c in plan if c.expires), default=math.inf)
-        return plan
+            self.priced = tuple(i for i, c in enumerate(plan) if c.unit != REQUESTS)
+        if not self.priced:
+            return self.plan
+        priced = list(self.plan)
+        for i in self.priced:
+            c = priced[i]
+            priced[i] = _new(Counter, (*c[:5], estimate if c[6] == TOKENS else spend, *c[6:]))
+        return tuple(priced)
+
+
+_new = tuple.__new__
 
 
 def admission_for(policy: Policy, decision: Decision, facts: RequestFacts) -> Admission | None:
@@ -102,53 +113,6 @@ def admission_for(policy: Policy, decision: Decision, facts: RequestFacts) -> Ad
         return None
     return Admission(principal.tenant, credential_part(principal.kind, principal.key_id),
                      facts.client, limits, policy.prices, tenant.request)
-
-
-class Charge:
-    """What one admitted request took from the store, given back or corrected exactly once by
-    ``settle`` (the Responder calls it once, however the exchange ends)."""
-
-    __slots__ = ("clock", "counters", "leases", "model", "plan", "prices")
-
-    def __init__(self, counters: CounterStore, clock: Clock, plan: Plan,
-                 leases: Sequence[Lease], prices: Prices | None = None, model: str = "") -> None:
-        """``prices``: None when no counter counts spend."""
-        self.counters = counters
-        self.clock = clock
-        self.plan = plan
-        self.leases = leases
-        self.prices = prices
-        self.model = model
-
-    def settle(self, responder: Responder | None) -> Awaitable[None] | None:
-        """The Responder's settle (``responder`` is None for a websocket, which only gives its
-        slots back). An in-process store settles at once and returns None; another returns
-        the coroutine for the Responder to await, shielded and bounded."""
-        usage = None if responder is None else responder.usage
-        counters, now = self.counters, self.clock.now()
-        if not isinstance(counters, EmbeddedCounterStore):
-            return self.finish(usage, now)
-        if self.leases:
-            counters.release_now(self.leases, now)
-        for counter, actual in self._corrections(usage):
-            counters.reconcile_now(counter, counter.cost, actual, now)
-        return None
-
-    async def finish(self, usage: Usage | None, now: float) -> None:
-        """Release the slots; correct the token and spend reservations when the real usage is
-        known (unknown usage keeps them: the estimate is what the request cost)."""
-        if self.leases:
-            await self.counters.release(self.leases, now)
-        for counter, actual in self._corrections(usage):
-            await self.counters.reconcile(counter, counter.cost, actual, now)
-
-    def _corrections(self, usage: Usage | None) -> list[tuple[Counter, int]]:
-        if usage is None:
-            return []
-        spend = 0 if self.prices is None else \
-            spend_of(self.prices, self.model, usage.prompt_tokens, usage.completion_tokens)
-        return [(c, settled_cost(c, usage.total_tokens, spend)) for c in self.plan
-                if c.unit != REQUESTS and c.kind != CONCURRENCY]
 
 
 async def admit_request(counters: CounterStore, clock: Clock, admission: Admission,
@@ -217,28 +181,71 @@ def _refused(decision: Decision, reason: Reason, detail: str) -> Decision:
     return decision._replace(reason=reason, action=BLOCK, detail=detail, headers=())
 
 
+def admit_plain(counters: CounterStore, clock: Clock, admission: Admission,
+                decision: Decision, receive: Receive, send: Send, now: float,
+                http: bool) -> tuple[Decision, Responder | None, Charge | None]:
+    """``admit_request`` for the common case, with no coroutine: the body is not needed and
+    the counter store answers without I/O (``counters.embedded``)."""
+    charge = None
+    if not admission.limits.empty:
+        assert isinstance(counters, EmbeddedCounterStore)
+        decision, charge = admit_now(counters, clock, admission, decision, now)
+        if not decision.allowed:
+            return decision, None, None
+    if http and charge is not None:
+        return decision, Responder(receive, send, headers=decision.headers,
+                                   watch_usage=admission.reserves, settle=charge.settle), charge
+    return decision, None, charge
+
+
+def admit_now(counters: EmbeddedCounterStore, clock: Clock, admission: Admission,
+              decision: Decision, now: float, estimate: int = 0,
+              model: str = "") -> tuple[Decision, Charge | None]:
+    """``admit`` on a store that answers without I/O."""
+    plan = _plan(admission, now, estimate, model)
+    try:
+        answers = counters.apply_now(plan, now)
+    except Exception as exc:
+        return _store_failed(decision, exc), None
+    return _conclude(counters, clock, admission, decision, plan, answers, model)
+
+
 async def admit(counters: CounterStore, clock: Clock, admission: Admission, decision: Decision,
                 now: float, estimate: int = 0, model: str = "") -> tuple[Decision, Charge | None]:
     """The final decision after the limits (with its rate-limit headers) and the charge to
     settle when the response ends (None when there is nothing to give back or correct).
     ``estimate`` is the tokens reserved; ``model`` prices the spend reserved and settled."""
+    if counters.embedded:
+        assert isinstance(counters, EmbeddedCounterStore)
+        return admit_now(counters, clock, admission, decision, now, estimate, model)
+    plan = _plan(admission, now, estimate, model)
+    try:
+        answers = await counters.apply(plan, now)
+    except Exception as exc:
+        return _store_failed(decision, exc), None
+    return _conclude(counters, clock, admission, decision, plan, answers, model)
+
+
+def _plan(admission: Admission, now: float, estimate: int, model: str) -> Plan:
     spend = spend_of(admission.prices, model, estimate, 0) if admission.limits.charges_spend \
         else 0
-    plan = admission.plan_for(now, estimate, spend)
-    try:
-        if isinstance(counters, EmbeddedCounterStore):  # no I/O: no second coroutine
-            answers = counters.apply_now(plan, now)
-        else:
-            answers = await counters.apply(plan, now)
-    except Exception as exc:
-        log.error("limits not checked, refusing (fail closed): %s", _cause(exc))
-        return _refused(decision, reasons.STORE_UNAVAILABLE, "counter store unavailable"), None
+    return admission.plan_for(now, estimate, spend)
+
+
+def _store_failed(decision: Decision, exc: Exception) -> Decision:
+    log.error("limits not checked, refusing (fail closed): %s", _cause(exc))
+    return _refused(decision, reasons.STORE_UNAVAILABLE, "counter store unavailable")
+
+
+def _conclude(counters: CounterStore, clock: Clock, admission: Admission, decision: Decision,
+              plan: Plan, answers: Sequence[CounterAnswer],
+              model: str) -> tuple[Decision, Charge | None]:
     result = outcome(plan, answers)
     if not result.allowed:
         assert result.refused is not None
         return decision._replace(reason=result.reason, action=BLOCK, headers=result.headers,
                                  detail=describe(result.refused)), None
-    allowed = decision._replace(headers=result.headers) if result.headers else decision
+    allowed = decision.with_headers(result.headers) if result.headers else decision
     if result.leases or admission.reserves:
         prices = admission.prices if admission.limits.charges_spend else None
         return allowed, Charge(counters, clock, plan, result.leases, prices, model)

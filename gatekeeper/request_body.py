@@ -109,9 +109,12 @@ def read_request(body: bytes, content_type: str | None, rules: RequestPolicy, *,
 
 QUICK_LIMIT = 4096
 """Bodies up to this size may be estimated without parsing (``quick_read``)."""
-_LARGEST = {name: re.compile(rb'"(?:' + "|".join(names).encode() + rb')"\s*:\s*(\d{1,12})\b')
-            for name, names in (("tokens", MAX_TOKEN_FIELDS), ("n", CHOICE_FIELDS))}
+_DECLARED = re.compile(
+    rb'"(' + b"|".join(name.encode() for name in (*MAX_TOKEN_FIELDS, *CHOICE_FIELDS)) +
+    rb')"\s*:\s*(\d{1,12})\b')
+_CHOICES = frozenset(name.encode() for name in CHOICE_FIELDS)
 _STREAMS = re.compile(rb'"stream"\s*:\s*true\b')
+_new = tuple.__new__
 
 
 def quick_read(body: bytes, default_max_tokens: int, completes: bool) -> BodyFacts | None:
@@ -126,14 +129,18 @@ def quick_read(body: bytes, default_max_tokens: int, completes: bool) -> BodyFac
     """
     if len(body) > QUICK_LIMIT or b"\\u" in body:
         return None
-    tokens = [int(v) for v in _LARGEST["tokens"].findall(body)]
-    choices = [int(v) for v in _LARGEST["n"].findall(body)]
-    n = max(1, max(choices, default=1))
-    completion = completion_tokens(max(tokens) if tokens else None, default_max_tokens, n) \
-        if completes else 0
-    return BodyFacts(None, max(tokens) if tokens else None, n,
-                     _STREAMS.search(body) is not None, False, None,
-                     -(-len(body) // CHARS_PER_TOKEN), completion)
+    max_tokens: int | None = None
+    n = 1
+    for found in _DECLARED.finditer(body):
+        value = int(found.group(2))
+        if found.group(1) in _CHOICES:
+            n = value if value > n else n
+        elif max_tokens is None or value > max_tokens:
+            max_tokens = value
+    completion = completion_tokens(max_tokens, default_max_tokens, n) if completes else 0
+    streams = b'"stream"' in body and _STREAMS.search(body) is not None
+    return _new(BodyFacts, (None, max_tokens, n, streams, False, None,
+                            -(-len(body) // CHARS_PER_TOKEN), completion, None))
 
 
 def parse_json_object(body: bytes) -> tuple[dict[str, Any] | None, str]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -179,11 +180,7 @@ class Responder:
             message = {**message, "headers": headers}
         if self._watch_usage:
             self._watch = _watch_mode(headers)
-        if not self._headers:
-            return message
-        ours = {name for name, _ in self._headers}
-        kept = [h for h in headers if bytes(h[0]).lower() not in ours]
-        return {**message, "headers": [*kept, *self._headers]}
+        return with_headers(message, headers, self._headers) if self._headers else message
 
     def _observe(self, body: bytes, more: bool) -> None:
         if not more and self._watch == _JSON and not self._buffer:
@@ -269,6 +266,31 @@ class Responder:
             log.error("settle gave up after %.3g s (outcome %s)", self._settle_timeout, outcome)
 
 
+def with_headers(message: Message, headers: Iterable[Any],
+                 ours: Sequence[tuple[bytes, bytes]]) -> Message:
+    """``message`` (an ``http.response.start``) with ``ours`` added; an app header of the same
+    name is dropped, so a client never sees two answers."""
+    names = {name for name, _ in ours}
+    kept = [h for h in headers if bytes(h[0]).lower() not in names]
+    return {**message, "headers": [*kept, *ours]}
+
+
+class HeaderSend:
+    """The cheapest wrap, for a response that only gets headers (rate limits): no body
+    replay, no usage, no settle, so no Responder."""
+
+    __slots__ = ("_headers", "_send")
+
+    def __init__(self, send: Send, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        self._send = send
+        self._headers = headers
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = with_headers(message, message.get("headers") or (), self._headers)
+        await self._send(message)
+
+
 def parse_usage(document: object) -> Usage | None:
     """The ``usage`` of an OpenAI response or stream chunk, or ``None`` unless all three counts
     are ints in ``0..MAX_TOKENS``."""
@@ -287,6 +309,10 @@ def parse_usage(document: object) -> Usage | None:
 
 
 _DECODER = json.JSONDecoder()
+_USUAL = re.compile(rb'"usage"\s*:\s*\{\s*"prompt_tokens"\s*:\s*(\d{1,10})\s*,\s*'
+                    rb'"completion_tokens"\s*:\s*(\d{1,10})\s*,\s*"total_tokens"\s*:\s*'
+                    rb'(\d{1,10})\s*[,}]')
+_new = tuple.__new__
 
 
 def _usage_at(raw: bytes | bytearray, at: int) -> Usage | None:
@@ -295,6 +321,12 @@ def _usage_at(raw: bytes | bytearray, at: int) -> Usage | None:
     key cannot sit inside a string (a quote there is escaped), so the last ``"usage"`` is the
     top-level one in OpenAI's shapes; anything else answers None and the caller parses it all.
     """
+    found = _USUAL.match(raw, at)
+    if found is not None:  # OpenAI's own order and spacing: no decoder needed
+        prompt, completion, total = (int(n) for n in found.groups())
+        if prompt <= MAX_TOKENS and completion <= MAX_TOKENS and total <= MAX_TOKENS:
+            return _new(Usage, (prompt, completion, total))
+        return None
     tail = raw[at + 7:at + 7 + 4096].lstrip()
     if tail[:1] != b":":
         return None

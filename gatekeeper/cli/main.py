@@ -9,7 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from gatekeeper.cli import geo, keys, limits
-from gatekeeper.errors import GatekeeperError, PolicyError, redact_url
+from gatekeeper.cli.diff import run_diff
+from gatekeeper.errors import ConfigError, GatekeeperError, PolicyError, redact_url
 from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.policy.keys import load_pepper
 from gatekeeper.policy.load import load_policy
@@ -24,8 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser(commands)
     geo.add_parser(commands)
     limits.add_parser(commands)
-    check = commands.add_parser("check-config", help="validate a policy file")
-    check.add_argument("policy")
+    check = commands.add_parser(
+        "check-config", help="validate a policy file, or show what a reload would change",
+        description="Validate POLICY. With --diff OLD NEW: print what reloading NEW over OLD "
+                    "would change; exit 0 nothing, 1 changes a reload applies, 2 an invalid "
+                    "policy, 3 changes only a restart applies (store, pepper).")
+    check.add_argument("policy", metavar="POLICY|OLD")
+    check.add_argument("new", nargs="?", metavar="NEW", help="with --diff: the new policy")
+    check.add_argument("--diff", action="store_true",
+                       help="compare OLD and NEW instead of validating one policy")
     demo = commands.add_parser("demo", help="run a mock OpenAI endpoint behind gatekeeper")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
@@ -45,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "geo":
             return geo.run(args)
         if args.command == "check-config":
+            if args.diff or args.new is not None:
+                return _diff(args.policy, args.new, args.diff)
             return check_config(args.policy)
         if args.command == "pepper":
             print(secrets.token_urlsafe(48))
@@ -60,6 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _diff(old: str, new: str | None, asked: bool) -> int:
+    if not asked:
+        raise ConfigError("check-config", new, "takes one policy; compare two with --diff OLD NEW")
+    if new is None:
+        raise ConfigError("--diff", old, "needs two policies: --diff OLD NEW")
+    return run_diff(old, new)
 
 
 def check_config(path: str) -> int:

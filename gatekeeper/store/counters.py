@@ -31,6 +31,10 @@ __all__ = ["CounterAnswer", "CounterStore", "EmbeddedCounterStore", "Lease"]
 
 
 class CounterStore(ABC):
+    embedded = False
+    """Answers without I/O (``EmbeddedCounterStore``): callers may use its ``*_now`` methods.
+    A plain class attribute: an ``isinstance`` against an ABC costs more on every request."""
+
     async def apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
         """One answer per counter, in plan order; charged only if all allow."""
         try:
@@ -78,6 +82,8 @@ class CounterStore(ABC):
 class EmbeddedCounterStore(CounterStore):
     """A backend that answers without I/O (memory): it writes plain methods, and its async
     calls are one coroutine each instead of two (this runs on every limited request)."""
+
+    embedded = True
 
     async def apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
         try:

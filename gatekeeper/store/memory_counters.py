@@ -12,6 +12,7 @@ through sooner; ``evicted_live`` counts it so an operator can size the bound.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -54,10 +55,21 @@ class MemoryCounterStore(EmbeddedCounterStore):
                 if entry is not None and entry[0] <= now_us:
                     entry = None  # expired: as if never charged
             if kind == RATE:
-                allowed, tat, remaining, reset, retry = gcra(
-                    0 if entry is None else entry[1], now_us, limit, round(period * US),
-                    limit, cost)
-                answer = _new(CounterAnswer, (allowed, remaining, reset, retry, None))
+                # gcra() inlined, with burst = limit (``gcra.py`` is the reference and says why)
+                period_us = round(period * US)
+                t_now = now_us * limit
+                tat = t_now if entry is None or entry[1] < t_now else entry[1]
+                allow_at = tat + (cost - limit) * period_us
+                scale = limit * US
+                if t_now < allow_at:
+                    retry = math.inf if cost > limit else (allow_at - t_now) / scale
+                    left = (limit * period_us - (tat - t_now)) // period_us
+                    answer = _new(CounterAnswer, (False, left if left > 0 else 0,
+                                                  (tat - t_now) / scale, retry, None))
+                else:
+                    tat += cost * period_us
+                    answer = _new(CounterAnswer, (True, (t_now - allow_at) // period_us,
+                                                  (tat - t_now) / scale, 0.0, None))
                 entry = [tat // limit + 1, tat]
             elif kind == QUOTA:
                 answer, entry = _quota(c, entry, now_us)
@@ -151,11 +163,12 @@ class MemoryCounterStore(EmbeddedCounterStore):
         and the store never keeps more than its bound."""
         entries = self._entries
         self._writes += 1
-        for _ in range(0 if self._writes & 7 else 16):
-            oldest = next(iter(entries.values()))
-            if oldest[0] > now_us:
-                break
-            entries.popitem(last=False)
+        if not self._writes & 7:
+            for _ in range(min(16, len(entries))):
+                oldest = next(iter(entries.values()))
+                if oldest[0] > now_us:
+                    break
+                entries.popitem(last=False)
         while len(entries) > self.max_counters:
             if entries.popitem(last=False)[1][0] > now_us:
                 self.evicted_live += 1
@@ -183,9 +196,9 @@ def _quota(c: Counter, entry: Entry | None, now_us: int) -> tuple[CounterAnswer,
     reset = (end - now_us) / US
     if used + c.cost > c.limit:
         retry = float("inf") if c.cost > c.limit else reset
-        return CounterAnswer(False, c.limit - used, reset, retry), [end, used]
+        return _new(CounterAnswer, (False, c.limit - used, reset, retry, None)), [end, used]
     used += c.cost
-    return CounterAnswer(True, c.limit - used, reset, 0.0), [end, used]
+    return _new(CounterAnswer, (True, c.limit - used, reset, 0.0, None)), [end, used]
 
 
 def _slot(c: Counter, entry: Entry | None, now_us: int,
@@ -194,9 +207,10 @@ def _slot(c: Counter, entry: Entry | None, now_us: int,
         {k: v for k, v in entry[1].items() if v > now_us}
     if len(held) >= c.limit:
         soonest = (min(held.values()) - now_us) / US
-        return CounterAnswer(False, 0, soonest, min(1.0, soonest)), [entry[0] if entry else 0,
-                                                                       held]
+        return (_new(CounterAnswer, (False, 0, soonest, min(1.0, soonest), None)),
+                [entry[0] if entry else 0, held])
     expires = now_us + round(c.period * US)
     held[lease_id] = expires
-    return (CounterAnswer(True, c.limit - len(held), 0.0, 0.0, Lease(c.key, lease_id)),
+    return (_new(CounterAnswer, (True, c.limit - len(held), 0.0, 0.0,
+                                 _new(Lease, (c.key, lease_id)))),
             [max(expires, entry[0] if entry else 0), held])

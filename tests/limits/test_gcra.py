@@ -39,3 +39,25 @@ def test_refund_never_leaves_credit_beyond_the_burst() -> None:
     charged = gcra(0, NOW, 10, US, 10, 4).tat
     assert refund(charged, NOW, 10, US, 100) == NOW * 10
     assert refund(0, NOW, 10, US, -3) == NOW * 10 + 3 * US  # an extra charge on a fresh one
+
+
+def test_the_memory_stores_inlined_gcra_answers_exactly_as_gcra() -> None:
+    """``MemoryCounterStore.apply_now`` inlines ``gcra`` (it runs on every limited request):
+    a seeded random walk of costs and times gets the same answers from both."""
+    import random
+
+    from gatekeeper.limits.plan import RATE, REQUESTS, Counter
+    from gatekeeper.store.memory_counters import MemoryCounterStore
+
+    rng = random.Random(20261130)
+    for limit, period in ((1, 1.0), (7, 60.0), (90_000, 60.0), (10**9, 86_400.0)):
+        store, tat, now = MemoryCounterStore(), 0, 1_700_000_000.0
+        for _ in range(300):
+            now += rng.choice((0.0, 0.000001, 0.01, 0.5, period / 3))
+            cost = rng.choice((0, 1, 2, limit, limit + 1, rng.randint(0, limit)))
+            counter = Counter(RATE, "k", "{t}", limit, period, cost, REQUESTS)
+            got = store.apply_now((counter,), now)[0]
+            want = gcra(tat, to_us(now), limit, round(period * US), limit, cost)
+            assert (got.allowed, got.remaining, got.reset_after, got.retry_after) == \
+                (want.allowed, want.remaining, want.reset_after, want.retry_after)
+            tat = want.tat
