@@ -14,7 +14,7 @@ from gatekeeper.errors import ConfigError, GatekeeperError, PolicyError, redact_
 from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.policy.keys import load_pepper
 from gatekeeper.policy.load import load_policy
-from gatekeeper.store import DEFAULT_STORE_URL
+from gatekeeper.store import DEFAULT_STORE_URL, store_from_url
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +85,16 @@ def check_config(path: str) -> int:
     print(f"{path}: ok ({len(policy.tenants)} tenants, {len(policy.issuers)} JWT issuers, "
           f"protecting {', '.join(policy.routes.protect)})")
     print(f"store: {redact_url(policy.store or DEFAULT_STORE_URL)}")
+    if (policy.store or "").startswith(("redis://", "rediss://", "redis+", "rediss+")):
+        # reachable from here, perhaps not from where the server runs: warn only
+        try:
+            summary, warnings = asyncio.run(_describe(policy.store or ""))
+            print(f"store answers: {summary}")
+            for warning in warnings:
+                print(f"warning: store: {warning}", file=sys.stderr)
+        except GatekeeperError as exc:
+            print(f"warning: {exc} (the store must answer where the server runs)",
+                  file=sys.stderr)
     # Secrets come from the environment, which may differ where the server runs: warn only.
     try:
         load_pepper(policy.keys)
@@ -95,6 +105,17 @@ def check_config(path: str) -> int:
     except GatekeeperError as exc:
         print(f"warning: {exc} (needed to verify JWTs)", file=sys.stderr)
     return 0
+
+
+async def _describe(url: str) -> tuple[str, list[str]]:
+    from gatekeeper.store.redis import RedisStore
+
+    store = store_from_url(url)
+    try:
+        assert isinstance(store, RedisStore)
+        return await store.describe()
+    finally:
+        await store.close()
 
 
 if __name__ == "__main__":
