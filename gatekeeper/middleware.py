@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -38,6 +38,7 @@ from gatekeeper.runtime import Runtime
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
 from gatekeeper.store.counters import CounterStore
 from gatekeeper.store.locations import LocationStore, MemoryLocationStore
+from gatekeeper.store.redis_changes import ALL as ALL_KEYS
 from gatekeeper.types import ASGIApp, Message, Receive, Scope, Send
 from gatekeeper.workers import declared_workers
 
@@ -104,6 +105,7 @@ class Gatekeeper:
         self._started = False
         self._start_lock = anyio.Lock()
         self._flusher: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
         self.metrics.policy_loaded(compiled, self.clock.now())
         self.reloader: PolicyReloader | None = None
         if isinstance(policy, str | os.PathLike):
@@ -197,6 +199,7 @@ class Gatekeeper:
         async with self._start_lock:
             if self._started:
                 return
+            await self.store.connect()
             count = len(await self.store.list_keys())
             log.info("policy %s (%d tenants), key store %s holds %d keys",
                      self.policy.source, len(self.policy.tenants), self.store.safe_url, count)
@@ -212,9 +215,22 @@ class Gatekeeper:
                             self.audit.logger.name)
             if self.reloader is not None:
                 self.reloader.start()
+            changes = getattr(self.store, "key_changes", None)
+            if changes is not None and self._follower is None:
+                self._follower = asyncio.get_running_loop().create_task(
+                    self._follow_key_changes(changes()))
             if self.metrics.shared is not None and self._flusher is None:
                 self._flusher = asyncio.get_running_loop().create_task(self.metrics.shared.run())
             self._started = True
+
+    async def _follow_key_changes(self, changes: AsyncIterator[str]) -> None:
+        """A store that announces key changes (Redis): a revoke, suspend or limit change made
+        anywhere is applied here at once, not after ``keys.cache_ttl``. ``ALL`` (after a
+        reconnection: notices may have been lost) forgets every cached key."""
+        async for key_id in changes:
+            rt = self.runtime
+            rt.authenticator.forget(None if key_id == ALL_KEYS else key_id)
+            rt.decisions.clear()
 
     async def reload_policy(self) -> bool:
         """Re-read the policy file and swap it in; False when it does not load (logged, and
@@ -234,6 +250,11 @@ class Gatekeeper:
 
     async def shutdown(self) -> None:
         self.audit.stop()
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
         if self.reloader is not None:
             await self.reloader.stop()
         if self._flusher is not None:

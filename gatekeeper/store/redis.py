@@ -70,6 +70,7 @@ class RedisStore(Store, CounterStore):
         ``connect_timeout`` also bounds the wait for a free connection of the pool."""
         self.url = url
         self.server_time = server_time
+        self._closed = False
         if client is None:
             pool = BlockingConnectionPool.from_url(
                 url, max_connections=MAX_CONNECTIONS, timeout=connect_timeout,
@@ -175,7 +176,7 @@ class RedisStore(Store, CounterStore):
     def key_changes(self) -> AsyncGenerator[str, None]:
         """Key ids as other processes change them (``redis_changes.key_changes``): a replica
         forgets a changed key's cached verification at once; ``ALL``: forget every one."""
-        return key_changes(self.redis, _FAILURES)
+        return key_changes(self.redis, _FAILURES, lambda: self._closed)
 
     # --- counters ----------------------------------------------------------------------------
 
@@ -204,6 +205,7 @@ class RedisStore(Store, CounterStore):
         return await script(self.redis, keys, args)
 
     async def close(self) -> None:
+        self._closed = True
         await self.redis.aclose()
         if isinstance(self.redis, Redis):
             await self.redis.connection_pool.disconnect()

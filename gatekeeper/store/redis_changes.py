@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 CHANNEL = "gk:keys:changed"
@@ -26,11 +26,13 @@ _POLL = 1.0
 log = logging.getLogger("gatekeeper")
 
 
-async def key_changes(client: Any, failures: tuple[type[BaseException], ...]
+async def key_changes(client: Any, failures: tuple[type[BaseException], ...],
+                      closed: Callable[[], bool] = lambda: False
                       ) -> AsyncGenerator[str, None]:
     """Key ids as they change, for as long as the caller iterates; ``ALL`` first and after every
-    reconnection. Never raises for a Redis failure: it logs, waits and subscribes again."""
-    while True:
+    reconnection. Never raises for a Redis failure: it logs, waits and subscribes again, until
+    ``closed()`` says the store was closed (then it ends: a closed store announces nothing)."""
+    while not closed():
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(CHANNEL)
@@ -41,6 +43,8 @@ async def key_changes(client: Any, failures: tuple[type[BaseException], ...]
                 if message is not None and message["type"] == "message":
                     yield message["data"].decode()
         except failures as exc:
+            if closed():
+                return
             log.warning("key change notifications lost, subscribing again: %s: %s",
                         type(exc).__name__, exc)
         finally:
