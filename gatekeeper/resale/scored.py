@@ -1,0 +1,114 @@
+"""Replay with the resale score: every decided request also feeds its key's state, and the
+score drives the graduated action exactly as the hot path will, one request late.
+
+For each request of a known key (allowed or refused: a key checker's 400s count too), the
+action comes from the key's state *before* the request (what the previous answer returned:
+no extra round trip on the hot path), scored at the request's time; then the request is
+counted. Requests that name no known key feed nothing: a flood of forged keys costs no state.
+
+Under ``mode: enforce`` an allowed request is flagged (passes, marked), throttled (passes;
+tighter limits are the hot path's), blocked (403 ``resale_suspected``) or suspends its key
+(403 ``key_suspended`` for this and every later request of the replay; the store is never
+written). ``shadow`` and ``off`` change nothing: the score and what it would do are reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import replace
+from typing import NamedTuple
+
+from gatekeeper import reasons
+from gatekeeper.clock import ManualClock
+from gatekeeper.decision import ALLOW, BLOCK, FLAG, SUSPEND, THROTTLE, Decision
+from gatekeeper.geo.location import UNKNOWN, Location
+from gatekeeper.networks import parse_ip
+from gatekeeper.policy.model import Policy
+from gatekeeper.policy.resale import OFF, SHADOW, ResaleSettings
+from gatekeeper.replay import RequestRecord, replay_each
+from gatekeeper.resale.event import event_for
+from gatekeeper.resale.score import ZERO, Score, action_for, score
+from gatekeeper.resale.state import ResaleTracker
+from gatekeeper.store.base import Store
+
+Locate = Callable[[RequestRecord], Location]
+_RANK = {ALLOW: 0, FLAG: 1, THROTTLE: 2, BLOCK: 3, SUSPEND: 4}
+
+
+class Scored(NamedTuple):
+    record: RequestRecord
+    decision: Decision
+    action: str
+    """What was done: the pipeline's refusal, else the score's action under ``enforce``."""
+    status: int
+    reason: str
+    score: Score
+    """The score the action came from (the key's state before this request)."""
+    would: str
+    """What the score asks for, whatever the mode."""
+
+
+def policy_locator(policy: Policy) -> Locate:
+    """Where a record's client is, by the policy's geo chain (files, else the embedded
+    default); opened on first use."""
+    from gatekeeper.geo.resolver import resolver_from_policy
+
+    resolver = None
+
+    def locate(record: RequestRecord) -> Location:
+        nonlocal resolver
+        addr = parse_ip(record.client_ip) if record.client_ip else None
+        if addr is None:
+            return UNKNOWN
+        if resolver is None:
+            resolver = resolver_from_policy(policy.geo)
+        return resolver.lookup(addr)
+
+    return locate
+
+
+def scoring(settings: ResaleSettings) -> ResaleSettings:
+    """Replay scores even where the policy has the score off: it reports, never acts."""
+    return settings if settings.mode != OFF else replace(settings, mode=SHADOW)
+
+
+async def replay_scored(records: Iterable[RequestRecord], policy: Policy, store: Store,
+                        pepper: bytes, clock: ManualClock | None = None,
+                        locate: Locate | None = None) -> AsyncIterator[Scored]:
+    """Every protected request of ``records``, decided by ``replay`` and scored."""
+    locate = locate or policy_locator(policy)
+    tracker = ResaleTracker(policy.resale.max_keys)
+    suspended: set[str] = set()
+    tenants: dict[str | None, ResaleSettings] = {}
+    async for record, decision in replay_each(records, policy, store, pepper, clock):
+        key_id = decision.key_id
+        if key_id is None or decision.principal is None:
+            yield Scored(record, decision, decision.action, decision.reason.status,
+                         decision.reason.code, ZERO, ALLOW)
+            continue
+        settings = tenants.get(decision.tenant)
+        if settings is None:
+            settings = tenants[decision.tenant] = scoring(policy.resale_for(decision.tenant))
+        state = tracker.get(key_id)
+        before = ZERO if state is None else score(state, settings, record.ts)
+        would = action_for(before.total, settings)
+        action, status, reason = decision.action, decision.reason.status, decision.reason.code
+        if decision.allowed and settings.acts:
+            if key_id in suspended or would == SUSPEND:
+                suspended.add(key_id)
+                action, status, reason = SUSPEND, reasons.KEY_SUSPENDED.status, \
+                    reasons.KEY_SUSPENDED.code
+            elif would == BLOCK:
+                action, status = BLOCK, reasons.RESALE_SUSPECTED.status
+                reason = reasons.RESALE_SUSPECTED.code
+            elif _RANK[would] > _RANK[action]:
+                action = would
+        headers = dict(record.headers)
+        agent = headers.get(b"user-agent")
+        event = event_for(settings, record.ts, key_id,
+                          parse_ip(record.client_ip) if record.client_ip else None,
+                          locate(record), record.method, record.path,
+                          None if agent is None else agent.decode("latin-1"), record.body,
+                          decision.reason.code, (record.duration_ms or 0) / 1000)
+        tracker.observe(event, settings)
+        yield Scored(record, decision, action, status, reason, before, would)
