@@ -13,8 +13,9 @@ The score is the sum; its contributions, largest first, are its explanation ("ne
   window while active, at least ``MIN_BASELINE``); ``concurrency``: requests in flight over
   the baseline of its peaks (at least ``MIN_PEAK``); both only once the key has learned;
 - ``duty_cycle``: hours of the last 24 with any use (a person sleeps; a resold key does not);
-- ``new_networks``, ``new_countries``, ``new_user_agents``: first uses in the short window
-  by a key that has learned (never a declared network or country);
+- ``new_networks``, ``new_countries``, ``new_user_agents``: values first used in the long
+  window by a key that had learned, and still in use in the short window (never a declared
+  network or country): a thief's network keeps counting while the thief keeps using it;
 - ``dormant_wake``: requests in the short window after waking from ``dormant_after`` idle;
 - ``model_listings``, ``tiny_probes``, ``invalid``: such requests in the short window;
 - ``impossible_travel``: hops in the short window faster than ``travel.max_kmh``.
@@ -82,8 +83,9 @@ def signal_values(state: KeyState, settings: ResaleSettings, now: float) -> dict
     values["duty_cycle"] = float(active_hours(state, now))
     for name in NEW_SIGNALS.values():
         values[name] = 0.0
-    for dim, at in state.news:
-        if at >= since:
+    first_since = now - settings.long_window
+    for dim, value, at in state.news:
+        if at >= first_since and state.seen[dim].get(value, first_since) >= since:
             values[NEW_SIGNALS[dim]] += 1
     values["dormant_wake"] = float(state.woke_count) \
         if state.woke_at is not None and state.woke_at >= since else 0.0

@@ -29,8 +29,11 @@ EVENT_CAP = 64
 RING = 10
 """The short window is counted in this many slots: a count is exact to a tenth of it."""
 IN_FLIGHT_CAP = 1024
-BASELINE_WEIGHT = 0.2
-"""How much one finished short window moves the baseline (an exponential average)."""
+LEARN_WEIGHT, BASELINE_WEIGHT = 0.2, 0.05
+"""How much one finished short window moves the baseline (an exponential average): quickly
+while the key learns, slowly after, and by at most ``BASELINE_STEP`` times the baseline, so
+a resold key's flood takes hours to become its normal, not minutes."""
+BASELINE_STEP = 2.0
 _DAY_MASK = (1 << 24) - 1
 
 
@@ -46,7 +49,7 @@ class KeyState:
         self.first_seen = self.last_seen = ts
         self.requests = 0
         self.seen: tuple[dict[str, float], ...] = ({}, {}, {}, {}, {}, {})
-        self.news: deque[tuple[int, float]] = deque(maxlen=EVENT_CAP)
+        self.news: deque[tuple[int, str, float]] = deque(maxlen=EVENT_CAP)
         self.listings: deque[float] = deque(maxlen=EVENT_CAP)
         self.tiny: deque[float] = deque(maxlen=EVENT_CAP)
         self.invalid: deque[float] = deque(maxlen=EVENT_CAP)
@@ -81,6 +84,7 @@ def observe(state: KeyState, event: Event, settings: ResaleSettings) -> KeyState
         state.woke_count += 1
     learned = state.learned(settings, ts)
 
+    fresh = learned and _fresh_country(state, event, settings)
     values = (event.address, event.network, event.country, event.user_agent,
               None if event.shared else event.end_user, event.model)
     for dim, value in enumerate(values):
@@ -91,7 +95,7 @@ def observe(state: KeyState, event: Event, settings: ResaleSettings) -> KeyState
             del seen[value]  # re-inserted at the end: the map is kept in order of last use
         else:
             if learned and dim in NEW_SIGNALS and not _known(event, dim, settings):
-                state.news.append((dim, ts))
+                state.news.append((dim, value, ts))
             if len(seen) >= DISTINCT_CAP:
                 del seen[next(iter(seen))]  # small maps: the dead-slot scan stays short
         seen[value] = ts
@@ -103,11 +107,11 @@ def observe(state: KeyState, event: Event, settings: ResaleSettings) -> KeyState
     if event.invalid:
         state.invalid.append(ts)
     if event.place is not None:
-        if impossible(state.last_place, event.place, settings.travel) is not None:
+        if fresh and impossible(state.last_place, event.place, settings.travel) is not None:
             state.travel.append(ts)
         state.last_place = event.place
 
-    _count(state, ts, short)
+    _count(state, ts, short, learned)
     in_flight = state.in_flight
     while in_flight and in_flight[0] <= ts:
         heapq.heappop(in_flight)
@@ -127,6 +131,20 @@ def observe(state: KeyState, event: Event, settings: ResaleSettings) -> KeyState
     return state
 
 
+def _fresh_country(state: KeyState, event: Event, settings: ResaleSettings) -> bool:
+    """Whether the event's country is new to the key (first used in the long window, not
+    declared). Travel only counts towards such a place: a SaaS backend hopping between its
+    three regions all day is fast, not impossible."""
+    country = event.country
+    if country is None or country in settings.known.countries:
+        return False
+    if country not in state.seen[COUNTRY]:
+        return True
+    since = event.ts - settings.long_window
+    return any(dim == COUNTRY and value == country and at >= since
+               for dim, value, at in state.news)
+
+
 def _known(event: Event, dim: int, settings: ResaleSettings) -> bool:
     if dim == NETWORK:
         return event.known_network
@@ -135,16 +153,12 @@ def _known(event: Event, dim: int, settings: ResaleSettings) -> bool:
     return False
 
 
-def _count(state: KeyState, ts: float, short: float) -> None:
+def _count(state: KeyState, ts: float, short: float, learned: bool) -> None:
     """The request into the ring of short-window slots and the baseline's current bucket."""
     if ts - state.bucket_start >= short:
         if state.bucket_count:
-            w = BASELINE_WEIGHT
-            count, peak = float(state.bucket_count), float(state.bucket_peak)
-            state.baseline = count if state.baseline is None else \
-                state.baseline + w * (count - state.baseline)
-            state.peak_baseline = peak if state.peak_baseline is None else \
-                state.peak_baseline + w * (peak - state.peak_baseline)
+            state.baseline = _fold(state.baseline, state.bucket_count, learned)
+            state.peak_baseline = _fold(state.peak_baseline, state.bucket_peak, learned)
         state.bucket_start, state.bucket_count, state.bucket_peak = ts, 0, 0
     state.bucket_count += 1
     slot = int(ts // (short / RING))
@@ -154,6 +168,14 @@ def _count(state: KeyState, ts: float, short: float) -> None:
             ring[i % RING] = 0
         state.ring_at = slot
     state.ring[min(slot, state.ring_at) % RING] += 1
+
+
+def _fold(baseline: float | None, value: int, learned: bool) -> float:
+    if baseline is None:
+        return float(value)
+    if not learned:
+        return baseline + LEARN_WEIGHT * (value - baseline)
+    return baseline + BASELINE_WEIGHT * (min(value, BASELINE_STEP * max(baseline, 1.0)) - baseline)
 
 
 def recent_requests(state: KeyState, now: float, short: float) -> int:

@@ -62,12 +62,21 @@ def test_actions_by_threshold_and_a_missing_threshold_is_skipped() -> None:
     assert [action_for(t, with_block) for t in (60, 85, 95, 500)] == [FLAG, FLAG, BLOCK, BLOCK]
 
 
-def test_impossible_travel_from_geo_points() -> None:
+def test_impossible_travel_counts_towards_a_new_place_only() -> None:
     from gatekeeper.geo.travel import Sighting
 
+    eager = replace(SETTINGS, learn_requests=0, learn_seconds=0)
+    frankfurt = Sighting("DE", 50.11, 8.68, T0)
+    sao_paulo = Sighting("BR", -23.55, -46.63, T0)
     state = KeyState(T0)
-    observe(state, Event(T0, "k", place=Sighting("DE", 50.11, 8.68, T0)), SETTINGS)
-    observe(state, Event(T0 + 300, "k", place=Sighting("BR", -23.55, -46.63, T0 + 300)),
-            SETTINGS)
-    found = score(state, SETTINGS, T0 + 301)
+    observe(state, Event(T0, "k", country="DE", place=frankfurt), eager)
+    observe(state, Event(T0 + 300, "k", country="BR", place=sao_paulo), eager)
+    found = score(state, eager, T0 + 301)
     assert found.contributions[0].signal == "impossible_travel" and found.total >= 60
+    # a backend that has served both regions for days hops between them all day: not travel
+    later = T0 + 2 * eager.long_window
+    for i in range(10):
+        here = ("DE", frankfurt) if i % 2 else ("BR", sao_paulo)
+        observe(state, Event(later + i * 60, "k", country=here[0], place=here[1]), eager)
+    assert "impossible_travel" not in {c.signal for c in
+                                       score(state, eager, later + 600).contributions}
