@@ -8,7 +8,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from gatekeeper.cli import geo, keys, limits
+from gatekeeper.cli import geo, keys, limits, replay, simulate
 from gatekeeper.errors import GatekeeperError, PolicyError, redact_url
 from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.policy.keys import load_pepper
@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser(commands)
     geo.add_parser(commands)
     limits.add_parser(commands)
+    replay.add_parser(commands)
+    simulate.add_parser(commands)
     check = commands.add_parser("check-config", help="validate a policy file")
     check.add_argument("policy")
     demo = commands.add_parser("demo", help="run a mock OpenAI endpoint behind gatekeeper")
@@ -44,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(limits.run(args))
         if args.command == "geo":
             return geo.run(args)
+        if args.command == "replay":
+            return replay.run(args)
+        if args.command == "simulate":
+            return simulate.run(args)
         if args.command == "check-config":
             return check_config(args.policy)
         if args.command == "pepper":

@@ -2,8 +2,9 @@
 shapes the score exists for. Pure: a seed gives the same traffic every time.
 
 Addresses are documentation ranges only (RFC 5737 for IPv4, RFC 3849's 2001:db8::/32 for
-IPv6, one /48 per synthetic network) and ASNs are private-use (64496-64511, 65000+): none of
-it is anyone's real network. Where an address is comes from the ``World`` the scenarios
+IPv6, one /48 per synthetic network) and ASNs are for documentation (64496-64511, RFC 5398)
+or private use (64512-65534 and from 4200000000, RFC 6996): none of it is anyone's real
+network. Where an address is comes from the ``World`` the scenarios
 build (country and ASN per network), not from a geo file.
 
 Every key has two days of traffic: the first is its owner's history (the score learns), the
@@ -26,6 +27,7 @@ START = 1_800_000_000.0 - 1_800_000_000.0 % DAY
 LEGIT, ABUSE = "legit", "abuse"
 SDK = "OpenAI/Python 1.54.3"
 CHAT = "/v1/chat/completions"
+PRIVATE_ASN = 4_200_000_000
 
 
 @dataclass
@@ -197,7 +199,7 @@ def fan_out(rng: random.Random, world: World, n: int) -> Traffic:
     t = Traffic("fan-out-resale", "fanout", True)
     _owner(t, rng, world, "FR", 64520 + n)
     begin = _attack_start(rng)
-    buyers = [(_host(world.network(rng.choice(BUYER_COUNTRIES), 65000 + 200 * n + i), rng),
+    buyers = [(_host(world.network(rng.choice(BUYER_COUNTRIES), PRIVATE_ASN + 200 * n + i), rng),
                rng.choice(BUYER_AGENTS)) for i in range(200)]
     for ts in arrivals(rng, begin, begin + 3600, 3000):
         ip, agent = rng.choice(buyers)
@@ -225,7 +227,7 @@ def key_checker(rng: random.Random, world: World, n: int) -> Traffic:
     ``max_tokens: 1``, send invalid requests expecting 400s; about 30 requests in a minute."""
     t = Traffic("key-checker", "checker", True)
     _owner(t, rng, world, "DE", 64540 + n)
-    vps = _host(world.network("US", 65500 + n), rng)
+    vps = _host(world.network("US", PRIVATE_ASN + 10_000 + n), rng)
     ts = _attack_start(rng)
     agent = "python-requests/2.31"
     for _ in range(3):
@@ -252,7 +254,7 @@ def stolen_new_country(rng: random.Random, world: World, n: int) -> Traffic:
     while the owner sleeps (no other signal: one address, ordinary requests)."""
     t = Traffic("stolen-new-country", "stolen", True)
     _owner(t, rng, world, "GB", 64550 + n)
-    thief = _host(world.network("BR", 65600 + n), rng)
+    thief = _host(world.network("BR", PRIVATE_ASN + 20_000 + n), rng)
     begin = START + DAY + rng.uniform(20, 22) * 3600
     for ts in arrivals(rng, begin, begin + 3600, 120):
         t.add(ts, thief, ABUSE, agent="OpenAI/Node 4.20.1", model="gpt-4o",
@@ -265,7 +267,7 @@ def impossible_travel(rng: random.Random, world: World, n: int) -> Traffic:
     with the same SDK: only geography gives it away."""
     t = Traffic("impossible-travel", "travel", True)
     _owner(t, rng, world, "DE", 64560 + n, per_hour=30)
-    thief = _host(world.network("JP", 65700 + n), rng)
+    thief = _host(world.network("JP", PRIVATE_ASN + 30_000 + n), rng)
     begin = _attack_start(rng)
     for ts in arrivals(rng, begin, begin + 1800, 60):
         t.add(ts, thief, ABUSE, duration=rng.uniform(1, 5))

@@ -24,6 +24,7 @@ from gatekeeper.policy.model import Policy
 from gatekeeper.replay import RequestRecord
 from gatekeeper.resale.scenarios import ABUSE, START, Traffic, World, generate
 from gatekeeper.resale.scored import Scored, replay_scored
+from gatekeeper.store.base import Store
 from gatekeeper.store.memory import MemoryStore
 
 PEPPER = b"gatekeeper-simulate-pepper-not-a-secret-0123456789"
@@ -74,13 +75,13 @@ class Outcome:
         return statistics.median(times)
 
 
-async def prepare(seed: int, keys_per_scenario: int = 3
-                  ) -> tuple[list[Traffic], World, Policy, MemoryStore]:
-    """The traffic, its world, its policy and a store holding one key per traffic (each
-    record's credential header filled in)."""
+async def prepare(seed: int, keys_per_scenario: int = 3, store: Store | None = None
+                  ) -> tuple[list[Traffic], World, Policy, Store]:
+    """The traffic, its world, its policy and a store (memory unless given) holding one key
+    per traffic, each record's credential header filled in."""
     traffic, world = generate(seed, keys_per_scenario)
     policy = compile_policy(simulation_policy(traffic))
-    store = MemoryStore()
+    store = store if store is not None else MemoryStore()
     for t in traffic:
         key, _ = await create_key(store, PEPPER, policy, t.tenant, START - 3600)
         for record, _label in t.requests:
@@ -109,6 +110,12 @@ def locator(world: World) -> Any:
 async def run(seed: int, keys_per_scenario: int = 3) -> tuple[list[Outcome], int]:
     """Generate, replay with the score, measure: (outcomes per scenario, requests)."""
     traffic, world, policy, store = await prepare(seed, keys_per_scenario)
+    return await measure(traffic, world, policy, store)
+
+
+async def measure(traffic: list[Traffic], world: World, policy: Policy, store: Store
+                  ) -> tuple[list[Outcome], int]:
+    """Replay prepared traffic with the score and measure it per scenario."""
     records = ordered(traffic)
     outcomes = {t.scenario: Outcome(t.scenario, t.abusive) for t in traffic}
     starts: dict[str | None, float] = {}
