@@ -18,26 +18,26 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 from typing import NamedTuple
 
-from gatekeeper import reasons
 from gatekeeper.clock import ManualClock
-from gatekeeper.decision import ALLOW, BLOCK, FLAG, SUSPEND, THROTTLE, Decision
+from gatekeeper.decision import ALLOW, SUSPEND, Decision
 from gatekeeper.geo.location import UNKNOWN, Location
 from gatekeeper.networks import parse_ip
 from gatekeeper.policy.model import Policy
 from gatekeeper.policy.resale import OFF, SHADOW, ResaleSettings
 from gatekeeper.replay import RequestRecord, replay_each
+from gatekeeper.resale.act import act
 from gatekeeper.resale.event import event_for
 from gatekeeper.resale.score import ZERO, Score, action_for, score
 from gatekeeper.resale.state import ResaleTracker
 from gatekeeper.store.base import Store
 
 Locate = Callable[[RequestRecord], Location]
-_RANK = {ALLOW: 0, FLAG: 1, THROTTLE: 2, BLOCK: 3, SUSPEND: 4}
 
 
 class Scored(NamedTuple):
     record: RequestRecord
     decision: Decision
+    """The decision after the score (``act``)."""
     action: str
     """What was done: the pipeline's refusal, else the score's action under ``enforce``."""
     status: int
@@ -92,17 +92,9 @@ async def replay_scored(records: Iterable[RequestRecord], policy: Policy, store:
         state = tracker.get(key_id)
         before = ZERO if state is None else score(state, settings, record.ts)
         would = action_for(before.total, settings)
-        action, status, reason = decision.action, decision.reason.status, decision.reason.code
-        if decision.allowed and settings.acts:
-            if key_id in suspended or would == SUSPEND:
-                suspended.add(key_id)
-                action, status, reason = SUSPEND, reasons.KEY_SUSPENDED.status, \
-                    reasons.KEY_SUSPENDED.code
-            elif would == BLOCK:
-                action, status = BLOCK, reasons.RESALE_SUSPECTED.status
-                reason = reasons.RESALE_SUSPECTED.code
-            elif _RANK[would] > _RANK[action]:
-                action = would
+        acted = act(decision, before, settings, key_id in suspended)
+        if acted.action == SUSPEND:
+            suspended.add(key_id)
         headers = dict(record.headers)
         agent = headers.get(b"user-agent")
         event = event_for(settings, record.ts, key_id,
@@ -111,4 +103,5 @@ async def replay_scored(records: Iterable[RequestRecord], policy: Policy, store:
                           None if agent is None else agent.decode("latin-1"), record.body,
                           decision.reason.code, (record.duration_ms or 0) / 1000)
         tracker.observe(event, settings)
-        yield Scored(record, decision, action, status, reason, before, would)
+        yield Scored(record, acted, acted.action, acted.reason.status, acted.reason.code,
+                     before, would)
