@@ -11,7 +11,7 @@ tenant's known-legitimate shape, at the top level (defaults) and per tenant (ove
         networks: [203.0.113.0/24, AS64500]   # regions, CI fleets: each entry one network
         countries: [DE, US]            # never "new"
         nat_egress: [192.0.2.10/32]    # many people behind one address: no end-user signal
-      max_keys: 100000                 # top level only: the keys held in memory
+      max_keys: 50000                  # top level only: the keys held in memory
     tenants:
       acme:
         resale: {mode: enforce, known: {countries: [DE]}}   # fields override the defaults
@@ -52,7 +52,7 @@ class SignalRule:
 
 SIGNALS: dict[str, SignalRule] = {
     # fan-out: distinct values in the short window
-    "addresses": SignalRule(16, 1, 20),
+    "addresses": SignalRule(8, 2, 20),
     "networks": SignalRule(4, 5, 60),
     "countries": SignalRule(2, 15, 45),
     "user_agents": SignalRule(4, 5, 30),
@@ -106,7 +106,7 @@ class ResaleSettings:
     no baseline, and nothing it does is "new" (everything is)."""
     dormant_after: float = 7 * 86_400.0
     travel: TravelRule = field(default_factory=TravelRule)
-    max_keys: int = 100_000
+    max_keys: int = 50_000
     """Keys whose state is held in memory; the least recently used is forgotten first."""
 
     @property

@@ -23,7 +23,6 @@ The score is the sum; its contributions, largest first, are its explanation ("ne
 
 from __future__ import annotations
 
-from collections import deque
 from typing import NamedTuple
 
 from gatekeeper.decision import ALLOW, BLOCK, FLAG, SUSPEND, THROTTLE
@@ -84,7 +83,7 @@ def signal_values(state: KeyState, settings: ResaleSettings, now: float) -> dict
     for name in NEW_SIGNALS.values():
         values[name] = 0.0
     first_since = now - settings.long_window
-    for dim, value, at in state.news:
+    for dim, value, at in state.news or ():
         if at >= first_since and state.seen[dim].get(value, first_since) >= since:
             values[NEW_SIGNALS[dim]] += 1
     values["dormant_wake"] = float(state.woke_count) \
@@ -119,5 +118,5 @@ def action_for(total: float, settings: ResaleSettings) -> str:
     return action
 
 
-def _since(times: deque[float], since: float) -> float:
-    return float(sum(1 for t in times if t >= since))
+def _since(times: list[float] | None, since: float) -> float:
+    return 0.0 if times is None else float(sum(1 for t in times if t >= since))

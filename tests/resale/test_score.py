@@ -30,7 +30,7 @@ def test_fan_out_scores_with_its_reasons_largest_first() -> None:
     assert signals[0] == "networks" and found.contributions[0].points == 60
     assert set(signals) == {"networks", "countries", "addresses", "user_agents"}
     assert found.total == sum(c.points for c in found.contributions) == 60 + 30 + 20 + 15
-    assert found.reasons(2) == ["networks=40 (+60)", "countries=4 (+30)"]
+    assert found.reasons(2) == ["networks=24 (+60)", "countries=4 (+30)"]  # 24: the cap
     assert action_for(found.total, SETTINGS) == SUSPEND
 
 

@@ -26,11 +26,11 @@ def _learned(clock: ManualClock, key: str = "k") -> KeyState:
 def test_distinct_values_count_only_inside_the_short_window() -> None:
     clock = ManualClock(T0)
     state = KeyState(T0)
-    for i in range(30):
+    for i in range(20):
         observe(state, Event(clock.now(), "k", f"2001:db8:{i}::1", f"AS{64500 + i}"), SETTINGS)
         clock.advance(10)
     values = signal_values(state, SETTINGS, clock.now())
-    assert values["addresses"] == 30 and values["networks"] == 30
+    assert values["addresses"] == 20 and values["networks"] == 20
     clock.advance(600)
     values = signal_values(state, SETTINGS, clock.now())
     assert values["addresses"] == 0 and values["networks"] == 0
@@ -109,3 +109,27 @@ def test_a_million_distinct_keys_stay_under_the_bound_fast() -> None:
     assert len(tracker) == 50_000
     assert tracker.get("key0") is None and tracker.get("key999999") is not None
     assert elapsed < 60, elapsed
+
+
+def test_bytes_per_key_stay_under_the_stated_bound() -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        tracker = ResaleTracker(max_keys=2_000)
+        for i in range(2_000):
+            tracker.observe(Event(T0 + i, f"key{i:08d}", "192.0.2.1", "AS64500", "DE",
+                                  "sdk/1", None, "gpt-4o-mini"), SETTINGS)
+        typical = tracemalloc.get_traced_memory()[0] / 2_000
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        full = KeyState(T0)
+        for i in range(2_000):  # every map, list and the in-flight heap at its cap
+            observe(full, Event(T0 + i, "k", f"2001:db8:{i:x}::1", f"AS{i}", f"C{i}",
+                                f"ua{i}", f"user{i}", f"m{i}", True, True, True, 900.0),
+                    SETTINGS)
+        worst = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert typical < 2_500, typical
+    assert worst < 40_000, worst
