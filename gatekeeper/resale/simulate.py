@@ -189,7 +189,7 @@ def verdict(outcomes: list[Outcome]) -> list[str]:
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
+    return "-" if value is None else f"{value:.2%}"
 
 
 __all__ = ["Outcome", "Scored", "prepare", "run", "table", "verdict"]
