@@ -70,7 +70,7 @@ def signal_values(state: KeyState, settings: ResaleSettings, now: float) -> dict
     since = now - settings.short_window
     values: dict[str, float] = {}
     for dim, name in enumerate(DIMENSIONS):
-        values[name] = float(sum(1 for t in state.seen[dim].values() if t >= since))
+        values[name] = _recent(state.seen[dim], since)
     values["end_users"] = values.pop(DIMENSIONS[END_USER]) / max(1.0, values[DIMENSIONS[ADDRESS]])
     learned = state.learned(settings, now)
     recent = recent_requests(state, now, settings.short_window)
@@ -101,10 +101,12 @@ def score(state: KeyState, settings: ResaleSettings, now: float) -> Score:
     found = []
     total = 0.0
     for name, value in signal_values(state, settings, now).items():
-        points = rules[name].points(value)
-        if points > 0:
-            found.append(Contribution(name, value, points))
-            total += points
+        rule = rules[name]
+        if value > rule.allow:  # SignalRule.points, inlined: most signals are below allow
+            points = min(rule.cap, (value - rule.allow) * rule.weight)
+            if points > 0:
+                found.append(Contribution(name, value, points))
+                total += points
     found.sort(key=lambda c: -c.points)
     return Score(total, tuple(found))
 
@@ -116,6 +118,17 @@ def action_for(total: float, settings: ResaleSettings) -> str:
         if threshold is not None and total >= threshold:
             action = name
     return action
+
+
+def _recent(seen: dict[str, float], since: float) -> float:
+    """Values last seen at or after ``since``: a suffix of the map, which ``observe`` keeps
+    in order of last use, so only the recent ones are looked at."""
+    n = 0
+    for at in reversed(seen.values()):
+        if at < since:
+            break
+        n += 1
+    return float(n)
 
 
 def _since(times: list[float] | None, since: float) -> float:

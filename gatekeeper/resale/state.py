@@ -199,6 +199,8 @@ def _fold(baseline: float | None, value: int, learned: bool) -> float:
 def recent_requests(state: KeyState, now: float, short: float) -> int:
     """Requests in the short window ending at ``now`` (to a tenth of the window)."""
     lag = int(now // (short / RING)) - state.ring_at
+    if lag <= 0:
+        return sum(state.ring)
     if lag >= RING:
         return 0
     ring, at = state.ring, state.ring_at
