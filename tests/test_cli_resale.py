@@ -38,10 +38,13 @@ def test_simulate_writes_traffic_that_replay_scores_the_same(tmp_path: Path) -> 
                  "t.jsonl.geo.mmdb"):
         assert (tmp_path / name).exists(), name
     replayed = _run(tmp_path, "replay", "t.jsonl", "--policy", "t.jsonl.policy.yaml",
-                    "--out", "d.jsonl")
+                    "--out", "d.jsonl", "--report", "r.html")
     assert replayed.code == 0, replayed.err
     assert "replayed" in replayed.err and "| action | requests |" in replayed.out
     assert "| suspend |" in replayed.out and "| key id | tenant | highest score" in replayed.out
+    page = (tmp_path / "r.html").read_text()
+    assert "<h2>Highest scores</h2>" in page and "<svg" in page
+    assert "first flag" in page or "first throttle" in page or "first suspend" in page
     lines = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
     assert set(lines[0]) >= {"ts", "key_id", "tenant", "action", "status", "reason", "score"}
     assert [(d["ts"], d["action"], d["score"]) for d in lines] == _simulated(3)

@@ -19,12 +19,14 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import IO, Any
 
+from gatekeeper.decision import ALLOW
 from gatekeeper.errors import MISSING, ConfigError
 from gatekeeper.policy.keys import load_pepper
 from gatekeeper.policy.load import load_policy
 from gatekeeper.policy.model import Policy
 from gatekeeper.policy.resale import OFF
 from gatekeeper.replay import RequestRecord, read_records
+from gatekeeper.resale.report import Timelines, markdown, render, write_report
 from gatekeeper.resale.scored import Locate, Scored, replay_scored
 from gatekeeper.store import DEFAULT_STORE_URL, store_from_url
 from gatekeeper.store.base import Store
@@ -44,6 +46,9 @@ def add_parser(commands: Any) -> None:
     replay.add_argument("--store", help="store URL, overriding the policy's")
     replay.add_argument("--out", help="write one decision per request here (JSON lines)")
     replay.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    replay.add_argument("--report", metavar="FILE.html",
+                        help="write a self-contained HTML page: the summary and the highest "
+                             "scoring keys' scores over time, their first flag marked")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,13 +66,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115
         summary = asyncio.run(replay_file(read_records(source), policy, store, pepper, out,
-                                          None if args.quiet else sys.stderr))
+                                          None if args.quiet else sys.stderr,
+                                          timelines=Timelines() if args.report else None))
     except OSError as exc:
         raise ConfigError("--out", args.out, f"cannot be written: {exc.strerror}") from None
     finally:
         source.close()
         if out is not None:
             out.close()
+    if summary.timelines is not None:
+        write_report(args.report, render(f"gatekeeper replay {args.file}", summary.tables(),
+                                         summary.timelines, [summary.heading(policy)]))
     print("\n".join(summary.lines(policy)))
     return 0
 
@@ -75,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
 class Summary:
     """What ``replay`` prints at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, timelines: Timelines | None = None) -> None:
+        self.timelines = timelines
+        """Every known key's scores, for the report."""
         self.requests = 0
         self.actions: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
@@ -89,25 +100,40 @@ class Summary:
         self.reasons[scored.reason] += 1
         key = scored.decision.key_id
         total = scored.score.total
+        if self.timelines is not None and key is not None and scored.decision.principal:
+            self.timelines.add(key, scored.decision.tenant or "-", scored.record.ts, total,
+                               scored.action)
+            if scored.would != ALLOW or scored.action != ALLOW:
+                self.timelines.mark(key, scored.record.ts, f"first {scored.would}")
         if key is not None and total > 0 and total > self.top.get(key, (0.0,))[0]:
             self.top[key] = (total, scored.decision.tenant or "-", scored.would,
                              scored.score.reasons())
 
-    def lines(self, policy: Policy, keys: int = 10) -> list[str]:
+    def heading(self, policy: Policy) -> str:
         rate = self.requests / self.seconds if self.seconds else 0.0
         mode = policy.resale.mode
-        out = [f"{self.requests} requests in {self.seconds:.1f} s ({rate:,.0f}/s); resale "
-               f"score {mode if mode != OFF else 'off in the policy: scored in shadow'}", "",
-               "| action | requests |", "| --- | --- |"]
-        out += [f"| {name} | {n} |" for name, n in self.actions.most_common()]
-        out += ["", "| reason | requests |", "| --- | --- |"]
-        out += [f"| {name} | {n} |" for name, n in self.reasons.most_common()]
+        return (f"{self.requests} requests in {self.seconds:.1f} s ({rate:,.0f}/s); resale "
+                f"score {mode if mode != OFF else 'off in the policy: scored in shadow'}")
+
+    def tables(self, keys: int = 10) -> list[tuple[str, list[list[str]]]]:
+        """(heading, rows with a header row first): by action, by reason, top keys."""
         ranked = sorted(self.top.items(), key=lambda item: -item[1][0])[:keys]
+        found = [
+            ("Actions", [["action", "requests"]] +
+             [[name, str(n)] for name, n in self.actions.most_common()]),
+            ("Reasons", [["reason", "requests"]] +
+             [[name, str(n)] for name, n in self.reasons.most_common()])]
         if ranked:
-            out += ["", "| key id | tenant | highest score | would | top reasons |",
-                    "| --- | --- | --- | --- | --- |"]
-            out += [f"| {key} | {tenant} | {total:.0f} | {would} | {', '.join(reasons)} |"
-                    for key, (total, tenant, would, reasons) in ranked]
+            found.append(("Highest scores", [
+                ["key id", "tenant", "highest score", "would", "top reasons"]] + [
+                [key, tenant, f"{total:.0f}", would, ", ".join(reasons)]
+                for key, (total, tenant, would, reasons) in ranked]))
+        return found
+
+    def lines(self, policy: Policy, keys: int = 10) -> list[str]:
+        out = [self.heading(policy)]
+        for _, rows in self.tables(keys):
+            out += ["", *markdown(rows)]
         return out
 
 
@@ -123,8 +149,9 @@ def decision_line(scored: Scored) -> str:
 
 async def replay_file(records: Iterable[RequestRecord], policy: Policy, store: Store,
                       pepper: bytes, out: IO[str] | None, progress: IO[str] | None,
-                      locate: Locate | None = None) -> Summary:
-    summary = Summary()
+                      locate: Locate | None = None,
+                      timelines: Timelines | None = None) -> Summary:
+    summary = Summary(timelines)
     started = last = time.perf_counter()
     try:
         async for scored in replay_scored(records, policy, store, pepper, locate=locate):

@@ -20,12 +20,14 @@ from typing import Any
 import yaml
 
 from gatekeeper.errors import ConfigError
+from gatekeeper.resale.report import Timelines, render, write_report
 from gatekeeper.resale.scenarios import World
 from gatekeeper.resale.simulate import (
     PEPPER,
     measure,
     ordered,
     prepare,
+    rows,
     simulation_policy,
     table,
     verdict,
@@ -42,14 +44,23 @@ def add_parser(commands: Any) -> None:
                           metavar="1..20", help="keys per scenario (default 3)")
     simulate.add_argument("--write", metavar="FILE",
                           help="also write the traffic and a policy and key store to replay it")
+    simulate.add_argument("--report", metavar="FILE.html",
+                          help="write a self-contained HTML page: the table and every key's "
+                               "score over time, its first abuse marked")
 
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    outcomes, requests = asyncio.run(_simulate(args.seed, args.keys, args.write))
+    timelines = Timelines() if args.report else None
+    outcomes, requests = asyncio.run(_simulate(args.seed, args.keys, args.write, timelines))
     seconds = time.perf_counter() - started
-    print(f"{requests} requests, seed {args.seed}, {args.keys} keys per scenario, "
-          f"simulated and scored in {seconds:.1f} s")
+    heading = (f"{requests} requests, seed {args.seed}, {args.keys} keys per scenario, "
+               f"simulated and scored in {seconds:.1f} s")
+    if timelines is not None:
+        page = render("gatekeeper simulate", [("Scenarios", rows(outcomes))], timelines,
+                      [heading, *verdict(outcomes)], most=len(timelines.keys))
+        write_report(args.report, page)
+    print(heading)
     print()
     print("\n".join(table(outcomes)))
     print()
@@ -57,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _simulate(seed: int, keys: int, write: str | None) -> tuple[Any, int]:
+async def _simulate(seed: int, keys: int, write: str | None,
+                    timelines: Timelines | None) -> tuple[Any, int]:
     store: Store | None = None
     if write is not None:
         target = Path(write)
@@ -68,7 +80,7 @@ async def _simulate(seed: int, keys: int, write: str | None) -> tuple[Any, int]:
     try:
         if write is not None:
             _write(Path(write), ordered(traffic), world, simulation_policy(traffic))
-        return await measure(traffic, world, policy, store)
+        return await measure(traffic, world, policy, store, timelines)
     finally:
         await store.close()
 

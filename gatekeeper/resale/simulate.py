@@ -22,6 +22,7 @@ from gatekeeper.networks import parse_ip
 from gatekeeper.policy.load import compile_policy
 from gatekeeper.policy.model import Policy
 from gatekeeper.replay import RequestRecord
+from gatekeeper.resale.report import Timelines, markdown
 from gatekeeper.resale.scenarios import ABUSE, START, Traffic, World, generate
 from gatekeeper.resale.scored import Scored, replay_scored
 from gatekeeper.store.base import Store
@@ -113,9 +114,10 @@ async def run(seed: int, keys_per_scenario: int = 3) -> tuple[list[Outcome], int
     return await measure(traffic, world, policy, store)
 
 
-async def measure(traffic: list[Traffic], world: World, policy: Policy, store: Store
-                  ) -> tuple[list[Outcome], int]:
-    """Replay prepared traffic with the score and measure it per scenario."""
+async def measure(traffic: list[Traffic], world: World, policy: Policy, store: Store,
+                  timelines: Timelines | None = None) -> tuple[list[Outcome], int]:
+    """Replay prepared traffic with the score and measure it per scenario; ``timelines``
+    collects every key's scores for the report."""
     records = ordered(traffic)
     outcomes = {t.scenario: Outcome(t.scenario, t.abusive) for t in traffic}
     starts: dict[str | None, float] = {}
@@ -128,6 +130,10 @@ async def measure(traffic: list[Traffic], world: World, policy: Policy, store: S
         out = outcomes[scenario]
         flagged = result.action != ALLOW
         key = result.decision.key_id
+        if timelines is not None and key is not None:
+            timelines.add(key, scenario, result.record.ts, result.score.total, result.action)
+            if label == ABUSE:
+                timelines.mark(key, result.record.ts, "first abuse")
         if label == ABUSE:
             out.abuse += 1
             out.abuse_flagged += flagged
@@ -154,20 +160,23 @@ def _labels(records: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
         yield record["scenario"], record["label"]
 
 
-def table(outcomes: list[Outcome]) -> list[str]:
-    """The per-scenario table, as Markdown rows."""
-    rows = ["| scenario | kind | keys | requests | abuse | precision | recall | FP rate | "
-            "median time to detect | legit blocked/suspended |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+def rows(outcomes: list[Outcome]) -> list[list[str]]:
+    """The per-scenario table: a header row, then one row per scenario."""
+    out = [["scenario", "kind", "keys", "requests", "abuse", "precision", "recall", "FP rate",
+            "median time to detect", "legit blocked/suspended"]]
     for o in outcomes:
         detect = o.median_detect
-        rows.append(
-            f"| {o.scenario} | {'abuse' if o.abusive else 'legitimate'} | {o.keys} | "
-            f"{o.legit + o.abuse} | {o.abuse} | {_pct(o.precision)} | {_pct(o.recall)} | "
-            f"{_pct(o.false_positive_rate)} | "
-            f"{'-' if detect is None else 'never' if detect == float('inf') else f'{detect:.0f} s'}"
-            f" | {o.legit_refused} |")
-    return rows
+        out.append([o.scenario, "abuse" if o.abusive else "legitimate", str(o.keys),
+                    str(o.legit + o.abuse), str(o.abuse), _pct(o.precision), _pct(o.recall),
+                    _pct(o.false_positive_rate),
+                    "-" if detect is None else "never" if detect == float("inf")
+                    else f"{detect:.0f} s", str(o.legit_refused)])
+    return out
+
+
+def table(outcomes: list[Outcome]) -> list[str]:
+    """The per-scenario table, as Markdown rows."""
+    return markdown(rows(outcomes))
 
 
 def verdict(outcomes: list[Outcome]) -> list[str]:
