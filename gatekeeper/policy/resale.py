@@ -98,7 +98,9 @@ class ResaleSettings:
     thresholds: tuple[float | None, ...] = (50.0, 80.0, None, 120.0)
     """flag, throttle, block, suspend; None: that action is never taken."""
     signals: MappingProxyType[str, SignalRule] = field(
-        default_factory=lambda: MappingProxyType(dict(SIGNALS)))
+        default_factory=lambda: MappingProxyType(dict(SIGNALS)), hash=False)
+    """Left out of the hash (a mapping has none), so settings and the tenant holding them
+    stay hashable like every other piece of the compiled policy."""
     known: KnownShape = field(default_factory=KnownShape)
     learn_requests: int = 20
     learn_seconds: float = 3600.0

@@ -57,3 +57,10 @@ def test_errors_name_their_fields() -> None:
                      "resale.max_keys", "resale.surprise", "tenants.a.resale.max_keys"):
         assert expected in text, (expected, text)
     assert "did you mean GB" in text
+
+
+def test_tenants_with_resale_settings_stay_hashable() -> None:
+    policy = compile_policy({"resale": {"signals": {"models": {"cap": 10}}},
+                             "tenants": {"a": {"resale": {"mode": "enforce"}}}})
+    assert hash(policy.tenants["a"]) == hash(policy.tenants["a"])
+    assert policy.resale_for("a").signals["models"].cap == 10
