@@ -8,27 +8,24 @@ counted. Requests that name no known key feed nothing: a flood of forged keys co
 
 Under ``mode: enforce`` an allowed request is flagged (passes, marked), throttled (passes;
 tighter limits are the hot path's), blocked (403 ``resale_suspected``) or suspends its key
-(403 ``key_suspended`` for this and every later request of the replay; the store is never
+(401 ``key_suspended`` for this and every later request of the replay; the store is never
 written). ``shadow`` and ``off`` change nothing: the score and what it would do are reported.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import replace
 from typing import NamedTuple
 
 from gatekeeper.clock import ManualClock
-from gatekeeper.decision import ALLOW, SUSPEND, Decision
+from gatekeeper.decision import Decision
 from gatekeeper.geo.location import UNKNOWN, Location
 from gatekeeper.networks import parse_ip
 from gatekeeper.policy.model import Policy
-from gatekeeper.policy.resale import OFF, SHADOW, ResaleSettings
 from gatekeeper.replay import RequestRecord, replay_each
-from gatekeeper.resale.act import act
 from gatekeeper.resale.event import event_for
-from gatekeeper.resale.score import ZERO, Score, action_for, score
-from gatekeeper.resale.state import ResaleTracker
+from gatekeeper.resale.score import Score
+from gatekeeper.resale.scorer import Scorer
 from gatekeeper.store.base import Store
 
 Locate = Callable[[RequestRecord], Location]
@@ -67,41 +64,22 @@ def policy_locator(policy: Policy) -> Locate:
     return locate
 
 
-def scoring(settings: ResaleSettings) -> ResaleSettings:
-    """Replay scores even where the policy has the score off: it reports, never acts."""
-    return settings if settings.mode != OFF else replace(settings, mode=SHADOW)
-
-
 async def replay_scored(records: Iterable[RequestRecord], policy: Policy, store: Store,
                         pepper: bytes, clock: ManualClock | None = None,
                         locate: Locate | None = None) -> AsyncIterator[Scored]:
     """Every protected request of ``records``, decided by ``replay`` and scored."""
     locate = locate or policy_locator(policy)
-    tracker = ResaleTracker(policy.resale.max_keys)
-    suspended: set[str] = set()
-    tenants: dict[str | None, ResaleSettings] = {}
+    scorer = Scorer(policy, force_shadow=True)
     async for record, decision in replay_each(records, policy, store, pepper, clock):
-        key_id = decision.key_id
-        if key_id is None or decision.principal is None:
-            yield Scored(record, decision, decision.action, decision.reason.status,
-                         decision.reason.code, ZERO, ALLOW)
-            continue
-        settings = tenants.get(decision.tenant)
-        if settings is None:
-            settings = tenants[decision.tenant] = scoring(policy.resale_for(decision.tenant))
-        state = tracker.get(key_id)
-        before = ZERO if state is None else score(state, settings, record.ts)
-        would = action_for(before.total, settings)
-        acted = act(decision, before, settings, key_id in suspended)
-        if acted.action == SUSPEND:
-            suspended.add(key_id)
-        headers = dict(record.headers)
-        agent = headers.get(b"user-agent")
-        event = event_for(settings, record.ts, key_id,
-                          parse_ip(record.client_ip) if record.client_ip else None,
-                          locate(record), record.method, record.path,
-                          None if agent is None else agent.decode("latin-1"), record.body,
-                          decision.reason.code, (record.duration_ms or 0) / 1000)
-        tracker.observe(event, settings)
+        acted, before, would = scorer.judge(decision, record.ts)
+        if decision.key_id is not None and decision.principal is not None:
+            agent = dict(record.headers).get(b"user-agent")
+            scorer.count(event_for(scorer.settings(decision.tenant), record.ts,
+                                   decision.key_id,
+                                   parse_ip(record.client_ip) if record.client_ip else None,
+                                   locate(record), record.method, record.path,
+                                   None if agent is None else agent.decode("latin-1"),
+                                   record.body, decision.reason.code,
+                                   (record.duration_ms or 0) / 1000), decision.tenant)
         yield Scored(record, acted, acted.action, acted.reason.status, acted.reason.code,
                      before, would)

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from gatekeeper import MemoryStore, build_key, compile_policy, key_admin
-from gatekeeper.decision import ALLOW, FLAG, SUSPEND
+from gatekeeper.decision import ALLOW, FLAG, SUSPEND, Decision
 from gatekeeper.geo.location import Location
 from gatekeeper.replay import RequestRecord
 from gatekeeper.resale.scored import Scored, replay_scored
@@ -78,3 +78,20 @@ def test_shadow_scores_identically_and_refuses_nothing() -> None:
     assert SUSPEND in {s.would for s in shadow}
     known = shadow[:-1]
     assert {s.action for s in known} == {ALLOW} and {s.status for s in known} == {200}
+
+
+def test_a_scorer_whose_policy_has_no_resale_section_costs_nothing() -> None:
+    from gatekeeper import CredentialKind, Principal, reasons
+    from gatekeeper.resale import Event
+    from gatekeeper.resale.score import ZERO
+    from gatekeeper.resale.scorer import Scorer
+
+    policy = compile_policy({"tenants": {"acme": {}}})
+    principal = Principal(CredentialKind.API_KEY, "k1", "acme")
+    allowed = Decision(reasons.OK, principal, "k1", "acme", action=ALLOW)
+    off = Scorer(policy)
+    off.count(Event(T0, "k1"), "acme")
+    assert off.judge(allowed, T0) == (allowed, ZERO, ALLOW) and len(off.tracker) == 0
+    shadow = Scorer(policy, force_shadow=True)
+    shadow.count(Event(T0, "k1"), "acme")
+    assert len(shadow.tracker) == 1 and shadow.judge(allowed, T0)[0] is allowed
