@@ -24,7 +24,7 @@ from gatekeeper.policy.model import Policy
 from gatekeeper.replay import RequestRecord
 from gatekeeper.resale.report import Timelines, markdown
 from gatekeeper.resale.scenarios import ABUSE, START, Traffic, World, generate
-from gatekeeper.resale.scored import Scored, replay_scored
+from gatekeeper.resale.scored import replay_scored
 from gatekeeper.store.base import Store
 from gatekeeper.store.memory import MemoryStore
 
@@ -200,5 +200,3 @@ def verdict(outcomes: list[Outcome]) -> list[str]:
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
-
-__all__ = ["Outcome", "Scored", "prepare", "run", "table", "verdict"]
