@@ -29,6 +29,7 @@ lint: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/hot_path.py
+	$(BIN)/python benchmarks/http_load.py
 
 clean:
 	rm -rf $(VENV) $(VENV).lock .gatekeeper-demo

@@ -59,7 +59,29 @@ def own_cost(scenarios: list[Scenario]) -> list[str]:
         f"{verdict(gk_star.added, half)} |",
         f"| slowapi, one in-memory limit | bare Starlette | {slow.added_cell()} | "
         f"{slow.range_cell()} | - | - |",
+        *_limit_rows(scenarios, half),
     ]
+
+
+_LIMIT_ROWS = (
+    ("gk-one-limit", "gatekeeper, one per-key request limit (slowapi's one limit)"),
+    ("gk-limits", "gatekeeper, per-key request + token limits (body estimated, usage "
+                  "reconciled)"),
+    ("gk-limits-concurrency", "**gatekeeper, request + token + concurrency limits**"),
+)
+
+
+def _limit_rows(scenarios: list[Scenario], half: float) -> list[str]:
+    """The limits issue's bar: all of gatekeeper's limits against half of slowapi's one."""
+    names = {s.name for s in scenarios}
+    rows = []
+    for name, label in _LIMIT_ROWS:
+        if name in names:
+            paired = against(scenarios, name, "bare")
+            rows.append(f"| {label} | bare Starlette | {paired.added_cell()} | "
+                        f"{paired.range_cell()} | {half:.2f} (half of slowapi's) | "
+                        f"{verdict(paired.added, half)} |")
+    return rows
 
 
 def stage_table(timer: StageTimer, own: Paired) -> list[str]:

@@ -1,4 +1,4 @@
-"""benchmarks/RESULTS.md, written by three scripts: each owns one section between markers and
+"""benchmarks/RESULTS.md, written by four scripts: each owns one section between markers and
 rewrites only that, so running one never erases what the others measured."""
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ SECTIONS = {
     "before-after": "python benchmarks/before_after.py --tree before=/path/to/old "
                     "--tree after=.",
     "hot-path": "python benchmarks/hot_path.py",
+    "http": "python benchmarks/http_load.py",
 }
 """Section name -> the command that writes it, in the order they appear."""
 
 INTRO = """\
-Three scripts write this file, each into its own section (see `benchmarks/README.md`):
+Four scripts write this file, each into its own section (see `benchmarks/README.md`):
 `instructions.py` (instructions per request under cachegrind, before and after), `before_after.py`
-(the same workload timed in two checkouts, interleaved) and `hot_path.py` (this tree: every
-scenario, gatekeeper's own cost, the per-stage table).
+(the same workload timed in two checkouts, interleaved), `hot_path.py` (this tree: every
+scenario, gatekeeper's own cost, the per-stage table) and `http_load.py` (over HTTP: uvicorn
+driven by wrk on loopback).
 
 **The machine is shared and noisy** (2 cores, other jobs running): in-process timings wander by
 up to ±30% between rounds and between runs. Every timed number below is the median of paired
@@ -39,23 +41,28 @@ def _markers(name: str) -> tuple[str, str]:
     return f"<!-- begin {name} -->", f"<!-- end {name} -->"
 
 
+def _placeholder(name: str) -> str:
+    begin, end = _markers(name)
+    return f"{begin}\n_Not run yet: `{SECTIONS[name]}`._\n{end}\n"
+
+
 def skeleton() -> str:
-    parts = [TITLE, "", INTRO]
-    for name, command in SECTIONS.items():
-        begin, end = _markers(name)
-        parts += [begin, f"_Not run yet: `{command}`._", end, ""]
-    return "\n".join(parts)
+    return "\n".join([TITLE, "", INTRO, *map(_placeholder, SECTIONS)])
 
 
 def update(path: Path, name: str, text: str) -> None:
-    """Replace section ``name`` of ``path`` with ``text`` (the file is created, or rebuilt
-    when it lacks any section marker)."""
+    """Replace section ``name`` of ``path`` with ``text``. The file is created when missing
+    or foreign, and rebuilt when a section has one marker without the other; a section that
+    has neither (one added since the file was written) is appended, so the others are kept."""
     if name not in SECTIONS:
         raise ValueError(f"unknown section {name!r}")
     current = path.read_text(encoding="utf-8") if path.exists() else ""
     if not current.startswith(TITLE) or any(
-            m not in current for n in SECTIONS for m in _markers(n)):
+            (begin in current) != (end in current) for begin, end in map(_markers, SECTIONS)):
         current = skeleton()
+    for missing in SECTIONS:
+        if _markers(missing)[0] not in current:
+            current = f"{current.rstrip()}\n\n{_placeholder(missing)}"
     begin, end = _markers(name)
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     replacement = f"{begin}\n{text.strip()}\n{end}"

@@ -173,6 +173,9 @@ async def build_scenarios() -> list[Scenario]:
               "remote address", make_slowapi_app(c[2]), c[2], "bare"),
         await gatekeeper_scenario("gk-api-key", f"gatekeeper, {valid}"),
         await gatekeeper_scenario(
+            "gk-one-limit", "gk-api-key with one per-key request limit (what slowapi has): "
+            "x-ratelimit headers added", limits={"requests": HIGH}),
+        await gatekeeper_scenario(
             "gk-limits", "gk-api-key with per-key request and token limits charged (memory "
             "store), x-ratelimit headers added, tokens reconciled from the JSON usage",
             limits=LIMITS_RT),

@@ -69,8 +69,8 @@ LIMITS = "limits"
 GROUPS = {
     CACHED: "Allowed request, decision record fresh (every request of a known client): "
             "the foundation path",
-    LIMITS: "Limits (the engine alone, not yet wired into requests): added on top of the "
-            "foundation path for a key with limits",
+    LIMITS: "Limits, the engine alone (the gk-*limit* scenarios time them through "
+            "requests): added on top of the foundation path for a key with limits",
     MISS_PATH: "Decision-record miss (once per credential and client per keys.cache_ttl, "
                "1 s by default)",
     REFUSAL: "Refusal path (every refused request: refusals are never recorded)",

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 
 from gatekeeper import reasons
+from gatekeeper.charge import Charge
 from gatekeeper.clock import Clock
 from gatekeeper.decision import BLOCK, Decision
 from gatekeeper.errors import StoreError
@@ -29,13 +30,12 @@ from gatekeeper.limits.plan import (
     EMPTY_PLAN,
     QUOTA,
     REQUESTS,
+    TOKENS,
     Counter,
     CounterAnswer,
-    Lease,
     Plan,
     build_plan,
     credential_part,
-    settled_cost,
 )
 from gatekeeper.limits.spend import NO_PRICES, Prices, spend_of
 from gatekeeper.networks import IPAddr
@@ -44,7 +44,7 @@ from gatekeeper.policy.model import Policy
 from gatekeeper.policy.request_policy import NO_REQUEST_RULES, RequestPolicy
 from gatekeeper.reasons import Reason, Refusal
 from gatekeeper.request_body import BodyFacts, quick_read, read_request, with_include_usage
-from gatekeeper.responder import Responder, Usage
+from gatekeeper.responder import Responder
 from gatekeeper.store.counters import CounterStore, EmbeddedCounterStore
 from gatekeeper.token_estimate import path_completes
 from gatekeeper.types import Receive, Scope, Send
@@ -54,10 +54,10 @@ log = logging.getLogger("gatekeeper")
 
 class Admission:
     """One credential's limits from one client, compiled for its decision record. The record
-    key fixes the client address, so the plan of a request that charges no tokens or spend is
-    built once and reused until its first quota window ends."""
+    key fixes the client address, so the plan is built once and reused until its first quota
+    window ends; a request only puts its own token and spend estimates in."""
 
-    __slots__ = ("client", "credential", "fixed", "limits", "plan", "plan_until", "prices",
+    __slots__ = ("client", "credential", "limits", "plan", "plan_until", "priced", "prices",
                  "quick_estimate", "reads_body", "reserves", "rules", "tenant")
 
     def __init__(self, tenant: str, credential: str, client: IPAddr | None,
@@ -76,19 +76,29 @@ class Admission:
         self.quick_estimate = limits.charges_tokens and not limits.charges_spend and \
             not rules.needs_json
         """Only a token estimate is wanted: a small body need not be parsed for it."""
-        self.fixed = not self.reserves
         self.plan: Plan = EMPTY_PLAN
+        """Built once per quota window, every cost at its request-count (tokens and spend at 0)."""
         self.plan_until = -math.inf
+        self.priced: tuple[int, ...] = ()
+        """Where the plan's token and spend counters are: their cost is this request's."""
 
     def plan_for(self, now: float, estimate: int = 0, spend: int = 0) -> Plan:
-        if now < self.plan_until:
-            return self.plan
-        plan = build_plan(self.tenant, self.credential, self.client, self.limits, estimate,
-                          now=now, spend=spend)
-        if self.fixed:
+        if now >= self.plan_until:
+            plan = build_plan(self.tenant, self.credential, self.client, self.limits, 0,
+                              now=now, spend=0)
             self.plan = plan
             self.plan_until = min((c.expires for c in plan if c.expires), default=math.inf)
-        return plan
+            self.priced = tuple(i for i, c in enumerate(plan) if c.unit != REQUESTS)
+        if not self.priced:
+            return self.plan
+        priced = list(self.plan)
+        for i in self.priced:
+            c = priced[i]
+            priced[i] = _new(Counter, (*c[:5], estimate if c[6] == TOKENS else spend, *c[6:]))
+        return tuple(priced)
+
+
+_new = tuple.__new__
 
 
 def admission_for(policy: Policy, decision: Decision, facts: RequestFacts) -> Admission | None:
@@ -103,54 +113,6 @@ def admission_for(policy: Policy, decision: Decision, facts: RequestFacts) -> Ad
         return None
     return Admission(principal.tenant, credential_part(principal.kind, principal.key_id),
                      facts.client, limits, policy.prices, tenant.request)
-
-
-class Charge:
-    """What one admitted request took from the store, given back or corrected exactly once by
-    ``settle`` (the Responder calls it once, however the exchange ends)."""
-
-    __slots__ = ("clock", "counters", "leases", "model", "plan", "prices")
-
-    def __init__(self, counters: CounterStore, clock: Clock, plan: Plan,
-                 leases: Sequence[Lease], prices: Prices | None = None, model: str = "") -> None:
-        """``prices``: None when no counter counts spend."""
-        self.counters = counters
-        self.clock = clock
-        self.plan = plan
-        self.leases = leases
-        self.prices = prices
-        self.model = model
-
-    def settle(self, responder: Responder | None) -> Awaitable[None] | None:
-        """The Responder's settle (``responder`` is None for a websocket, which only gives its
-        slots back). An in-process store settles at once and returns None; another returns
-        the coroutine for the Responder to await, shielded and bounded."""
-        usage = None if responder is None else responder.usage
-        counters, now = self.counters, self.clock.now()
-        if not counters.embedded:
-            return self.finish(usage, now)
-        assert isinstance(counters, EmbeddedCounterStore)
-        if self.leases:
-            counters.release_now(self.leases, now)
-        for counter, actual in self._corrections(usage):
-            counters.reconcile_now(counter, counter.cost, actual, now)
-        return None
-
-    async def finish(self, usage: Usage | None, now: float) -> None:
-        """Release the slots; correct the token and spend reservations when the real usage is
-        known (unknown usage keeps them: the estimate is what the request cost)."""
-        if self.leases:
-            await self.counters.release(self.leases, now)
-        for counter, actual in self._corrections(usage):
-            await self.counters.reconcile(counter, counter.cost, actual, now)
-
-    def _corrections(self, usage: Usage | None) -> list[tuple[Counter, int]]:
-        if usage is None:
-            return []
-        spend = 0 if self.prices is None else \
-            spend_of(self.prices, self.model, usage.prompt_tokens, usage.completion_tokens)
-        return [(c, settled_cost(c, usage.total_tokens, spend)) for c in self.plan
-                if c.unit != REQUESTS and c.kind != CONCURRENCY]
 
 
 async def admit_request(counters: CounterStore, clock: Clock, admission: Admission,
@@ -283,7 +245,7 @@ def _conclude(counters: CounterStore, clock: Clock, admission: Admission, decisi
         assert result.refused is not None
         return decision._replace(reason=result.reason, action=BLOCK, headers=result.headers,
                                  detail=describe(result.refused)), None
-    allowed = decision._replace(headers=result.headers) if result.headers else decision
+    allowed = decision.with_headers(result.headers) if result.headers else decision
     if result.leases or admission.reserves:
         prices = admission.prices if admission.limits.charges_spend else None
         return allowed, Charge(counters, clock, plan, result.leases, prices, model)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _quote
+from logging.handlers import QueueHandler, QueueListener
+from queue import SimpleQueue
 
 from gatekeeper.decision import Decision
 from gatekeeper.facts import RequestFacts
@@ -28,16 +30,57 @@ def _q(value: str | None) -> str:
 
 
 class AuditLog:
+    """Audit lines on a logger. ``start``/``stop`` (the middleware's lifespan) move the audit
+    logger's own handlers behind a queue: a slow handler (a file on a busy disk, a remote
+    syslog) then runs in a thread and never holds the event loop during a refusal flood."""
+
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger(AUDIT_LOGGER)
         self._second = -1
         self._second_text = ""
+        self._listener: QueueListener | None = None
+        self._handlers: list[logging.Handler] = []
+
+    def start(self) -> None:
+        """Queue the logger's own handlers (those on ``gatekeeper.audit`` itself; handlers of
+        ancestors it propagates to stay as they are). Idempotent."""
+        if self._listener is not None or not self.logger.handlers:
+            return
+        self._handlers = list(self.logger.handlers)
+        lines: SimpleQueue[logging.LogRecord] = SimpleQueue()
+        self._listener = QueueListener(lines, *self._handlers, respect_handler_level=True)
+        for handler in self._handlers:
+            self.logger.removeHandler(handler)
+        self.logger.addHandler(QueueHandler(lines))
+        self._listener.start()
+
+    def stop(self) -> None:
+        """Write what is queued, then give the handlers back."""
+        if self._listener is None:
+            return
+        self._listener.stop()
+        for handler in list(self.logger.handlers):
+            if isinstance(handler, QueueHandler):
+                self.logger.removeHandler(handler)
+        for handler in self._handlers:
+            self.logger.addHandler(handler)
+        self._listener, self._handlers = None, []
 
     def refused(self, decision: Decision, facts: RequestFacts | None, now: float,
                 scope: Scope | None = None) -> None:
         """``scope`` names the request when it was refused before its facts were read."""
-        if not self.logger.isEnabledFor(logging.INFO):
-            return
+        if self.logger.isEnabledFor(logging.INFO):
+            self.logger.info(self._line("refused", decision, facts, now, scope))
+
+    def flagged(self, decision: Decision, facts: RequestFacts | None, now: float,
+                scope: Scope | None = None) -> None:
+        """An allowed request marked by a signal (``action: flag``): once per decision record,
+        not on every request it serves."""
+        if self.logger.isEnabledFor(logging.INFO):
+            self.logger.info(self._line("flagged", decision, facts, now, scope))
+
+    def _line(self, event: str, decision: Decision, facts: RequestFacts | None, now: float,
+              scope: Scope | None) -> str:
         reason = decision.reason
         if facts is not None:
             client = facts.client.text if facts.client is not None else None
@@ -53,10 +96,12 @@ class AuditLog:
                        f',"path":{_q(str(scope.get("path", ""))[:_PATH])}')
         else:
             request = ""
-        self.logger.info(
-            f'{{"ts":"{self._timestamp(now)}","event":"refused","reason":"{reason.code}",'
-            f'"status":{reason.status},"key_id":{_q(decision.key_id)},'
-            f'"tenant":{_q(decision.tenant)}{request},"detail":{_q(decision.detail)}}}')
+        signals = "" if not decision.signals else \
+            ',"signals":[' + ",".join(_q(s) for s in decision.signals) + "]"
+        return (f'{{"ts":"{self._timestamp(now)}","event":"{event}","reason":"{reason.code}",'
+                f'"status":{reason.status},"key_id":{_q(decision.key_id)},'
+                f'"tenant":{_q(decision.tenant)}{request},"detail":{_q(decision.detail)}'
+                f'{signals}}}')
 
     def _timestamp(self, now: float) -> str:
         """``datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")``, faster."""

@@ -100,6 +100,19 @@ class Authenticator:
                 clock)
         return principal
 
+    def forget(self, key_id: str | None) -> None:
+        """Drop what is cached about ``key_id`` (None: about every key), so its next request
+        reads the store again: for a change pushed by the store (a revoke, a limit change)
+        instead of waiting out ``cache_ttl``. A scan, but changes are rare."""
+        if key_id is None:
+            self._cache.clear()
+            self._unknown.clear()
+            return
+        for token in [t for t, hit in self._cache.items() if hit[2].key_id == key_id]:
+            del self._cache[token]
+        for token in [t for t, miss in self._unknown.items() if miss[0].key_id == key_id]:
+            del self._unknown[token]
+
     async def aclose(self) -> None:
         if self._jwt is not None:
             await self._jwt.aclose()

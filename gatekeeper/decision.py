@@ -45,7 +45,13 @@ class Decision(NamedTuple):
     def allowed(self) -> bool:
         return self.action == ALLOW or self.action == FLAG
 
+    def with_headers(self, headers: tuple[tuple[bytes, bytes], ...]) -> Decision:
+        """This decision carrying ``headers``: ``_replace`` without its keyword parsing (it
+        runs on every limited request)."""
+        return _new(Decision, (*self[:6], headers, self[7]))
 
+
+_new = tuple.__new__
 _MISSING = Decision(reasons.CREDENTIAL_MISSING, detail="no credential header")
 
 

@@ -5,17 +5,35 @@ microsecond); a collector turns them into Prometheus families only when ``/metri
 scraped. prometheus_client's own Counter and Histogram take a lock per call and cost several
 microseconds per decision. Recording happens on the event loop thread, so no lock is needed.
 Each Gatekeeper gets its own registry unless given one, so instances never collide.
+
+Names follow Prometheus' conventions: base units (seconds), ``_total`` on counters, ``_info``
+on info metrics, labels from closed sets (outcome, reason code). The policy metrics are set
+off the hot path, at load and reload, through ``policy_loaded`` / ``policy_reloaded`` /
+``policy_reload_failed``: an SRE sees which policy each process runs (its fingerprint), when
+it last changed, and whether a reload was refused.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CollectorRegistry, Gauge, make_asgi_app
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Info,
+    generate_latest,
+    make_asgi_app,
+)
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gatekeeper.metrics_shared import SharedExport, shared_directory
+from gatekeeper.policy.canonical import fingerprint
+from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import OK, REFUSALS, Reason
 from gatekeeper.types import ASGIApp, Receive, Scope, Send
 
@@ -36,6 +54,30 @@ class Metrics:
         self.registry.register(_DecisionCollector(self))
         self.policy_tenants = Gauge(
             "gatekeeper_policy_tenants", "Tenants in the active policy.", registry=self.registry)
+        self.policy_info = Info(
+            "gatekeeper_policy", "The active policy's fingerprint (16 hex digits of SHA-256 "
+            "over the compiled policy): equal on every process that runs the same policy.",
+            registry=self.registry)
+        self.policy_reloads = Counter(
+            "gatekeeper_policy_reloads", "Policy reloads that were swapped in.",
+            registry=self.registry)
+        self.policy_reload_errors = Counter(
+            "gatekeeper_policy_reload_errors",
+            "Policy reloads refused (invalid policy, or a change that needs a restart); the "
+            "previous policy kept running.", registry=self.registry)
+        self.policy_last_reload_successful = Gauge(
+            "gatekeeper_policy_last_reload_successful",
+            "1 when the last load or reload of the policy succeeded, 0 when it was refused.",
+            registry=self.registry)
+        self.policy_last_reload_success = Gauge(
+            "gatekeeper_policy_last_reload_success_timestamp_seconds",
+            "Unix time the running policy was loaded or last reloaded.", registry=self.registry)
+        Info("gatekeeper_build", "The gatekeeper version serving.", registry=self.registry).info(
+            {"version": _version()})
+        directory = shared_directory()
+        self.shared = None if directory is None else SharedExport(
+            self.decisions, self.latency, self.latency_sum, LATENCY_BUCKETS, directory)
+        """Set under ``PROMETHEUS_MULTIPROC_DIR``: every worker's counts in one scrape."""
 
     def record(self, reason: Reason, seconds: float) -> None:
         self.decisions[reason.index] += 1
@@ -43,8 +85,28 @@ class Metrics:
         self.latency[outcome][bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum[outcome] += seconds
 
+    def policy_loaded(self, policy: Policy, now: float) -> None:
+        """At startup: which policy runs and since when."""
+        self.policy_tenants.set(len(policy.tenants))
+        self.policy_info.info({"fingerprint": fingerprint(policy)})
+        self.policy_last_reload_success.set(now)
+        self.policy_last_reload_successful.set(1)
+
+    def policy_reloaded(self, policy: Policy, now: float) -> None:
+        """After a reload swapped ``policy`` in."""
+        self.policy_loaded(policy, now)
+        self.policy_reloads.inc()
+
+    def policy_reload_failed(self) -> None:
+        """After a reload was refused; the running policy's metrics stay as they were."""
+        self.policy_reload_errors.inc()
+        self.policy_last_reload_successful.set(0)
+
     def asgi_app(self) -> ASGIApp:
-        """An ASGI app serving this registry, for ``Route("/metrics", metrics.asgi_app())``."""
+        """An ASGI app serving this registry, for ``Route("/metrics", metrics.asgi_app())``;
+        under ``PROMETHEUS_MULTIPROC_DIR``, every worker's metrics whichever one answers."""
+        if self.shared is not None:
+            return _MetricsApp(_SharedApp(self.shared, self.registry))
         return _MetricsApp(make_asgi_app(self.registry))
 
 
@@ -58,6 +120,31 @@ class _MetricsApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)
+
+
+class _SharedApp:
+    """``/metrics`` in multiprocess mode: the shared files, plus this process's info metrics
+    (prometheus_client keeps ``Info`` in process memory only)."""
+
+    def __init__(self, shared: SharedExport, registry: CollectorRegistry) -> None:
+        self._shared = shared
+        self._registry = registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        infos = [m for m in self._registry.collect() if m.type == "info"]
+        body = self._shared.exposition() + b"".join(
+            generate_latest(_Fixed(m)) for m in infos)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _Fixed(Collector):
+    def __init__(self, metric: Metric) -> None:
+        self._metric = metric
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._metric
 
 
 class _DecisionCollector(Collector):
@@ -84,3 +171,10 @@ class _DecisionCollector(Collector):
                 buckets.append((bound, cumulative))
             latency.add_metric((outcome,), buckets, total)
         yield latency
+
+
+def _version() -> str:
+    try:
+        return version("gatekeeper")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"

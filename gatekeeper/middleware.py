@@ -9,10 +9,13 @@ shared with ``replay``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from time import perf_counter
 from typing import Any
 
@@ -21,7 +24,7 @@ import anyio
 from gatekeeper.admission import admit_plain, admit_request
 from gatekeeper.audit import AuditLog
 from gatekeeper.clock import Clock, SystemClock
-from gatekeeper.decision import Decision
+from gatekeeper.decision import FLAG, Decision
 from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.metrics import Metrics
 from gatekeeper.pipeline import INVALID_TARGET, MISS, evaluate, prepare, route
@@ -29,6 +32,7 @@ from gatekeeper.policy.keys import load_pepper
 from gatekeeper.policy.load import load_policy
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import Reason
+from gatekeeper.reloader import PolicyReloader
 from gatekeeper.responder import ClientDisconnected, HeaderSend
 from gatekeeper.runtime import Runtime
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
@@ -65,8 +69,12 @@ class Gatekeeper:
         observer: Observer | None = None,
         counters: CounterStore | None = None,
         locations: LocationStore | None = None,
+        watch_policy: float | None = None,
     ) -> None:
-        """``locations``: impossible travel's last sighting per key (default: in memory)."""
+        """``counters``: where limits count (default: this process's memory); ``locations``:
+        impossible travel's last sighting per key (default: in memory); ``watch_policy``:
+        seconds between checks of the policy file for changes (a path ``policy`` only; SIGHUP
+        and ``reload_policy()`` reload it either way)."""
         self.app = app
         self.locations = MemoryLocationStore() if locations is None else locations
         try:
@@ -76,6 +84,8 @@ class Gatekeeper:
                 # naming its absolute path, not 'key_unknown' for every key
                 store = store_from_url(store or compiled.store or DEFAULT_STORE_URL,
                                        create=False)
+            if counters is None and isinstance(store, CounterStore):
+                counters = store  # a store with both capabilities (Redis) counts limits too
             self._pepper = pepper if pepper is not None else load_pepper(compiled.keys)
             self.clock = clock or SystemClock()
             self.runtime = Runtime(compiled, store, self._pepper, self.clock, counters,
@@ -93,7 +103,13 @@ class Gatekeeper:
         self._mono = self.clock.monotonic
         self._started = False
         self._start_lock = anyio.Lock()
-        self.metrics.policy_tenants.set(len(compiled.tenants))
+        self._flusher: asyncio.Task[None] | None = None
+        self.metrics.policy_loaded(compiled, self.clock.now())
+        self.reloader: PolicyReloader | None = None
+        if isinstance(policy, str | os.PathLike):
+            self.reloader = PolicyReloader(self, Path(policy), watch_policy)
+        elif watch_policy is not None:
+            raise ConfigError("watch_policy", watch_policy, "needs the policy as a file path")
 
     @property
     def policy(self) -> Policy:
@@ -126,6 +142,8 @@ class Gatekeeper:
             if record is None:
                 decision, facts, admission = await evaluate(
                     rt, scan, key, scope.get("method", "GET"), path, below, peer, now, mono)
+                if decision.action == FLAG:  # once per record, not per request it serves
+                    self.audit.flagged(decision, facts, now, scope)
             else:
                 decision, admission = record.decision, record.admission
             if admission is None:
@@ -187,11 +205,23 @@ class Gatekeeper:
                 log.warning("%d worker processes each count limits alone in their own memory, "
                             "so every limit is multiplied by %d; shared limits need the Redis "
                             "store (README 'Limits')", workers, workers)
+            self.audit.start()
             if not self.audit.logger.hasHandlers():
                 log.warning("the %s logger has no handler, so refusals are not "
                             "recorded anywhere; see README 'Metrics and audit'",
                             self.audit.logger.name)
+            if self.reloader is not None:
+                self.reloader.start()
+            if self.metrics.shared is not None and self._flusher is None:
+                self._flusher = asyncio.get_running_loop().create_task(self.metrics.shared.run())
             self._started = True
+
+    async def reload_policy(self) -> bool:
+        """Re-read the policy file and swap it in; False when it does not load (logged, and
+        the running policy stays)."""
+        if self.reloader is None:
+            raise ConfigError("policy", "(not a file)", "reload_policy needs a policy file path")
+        return await self.reloader.reload()
 
     async def _start_lazily(self) -> None:
         """For an app without lifespan support: a failed start is logged, and requests then
@@ -203,10 +233,22 @@ class Gatekeeper:
             self._started = True
 
     async def shutdown(self) -> None:
+        self.audit.stop()
+        if self.reloader is not None:
+            await self.reloader.stop()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+            assert self.metrics.shared is not None
+            self.metrics.shared.process_ended()
         await self.runtime.authenticator.aclose()
         await self.locations.close()
         await self.store.close()
-        await self.runtime.counters.close()
+        counters: object = self.runtime.counters
+        if counters is not self.store:  # one object with both capabilities closes once
+            await self.runtime.counters.close()
         self._started = False
 
     async def aclose(self) -> None:
@@ -214,19 +256,24 @@ class Gatekeeper:
 
     def reload(self, policy: PolicySource) -> Runtime:
         """Compile ``policy`` fully, then swap it in with one assignment. The store and the
-        pepper are fixed for the process: a policy that changes them is refused."""
-        compiled = _compile(policy)
-        current = self.runtime.policy
-        if compiled.store != current.store:
-            raise ConfigError("store", "(changed)", "cannot change on reload; restart instead")
-        if compiled.keys.pepper_env != current.keys.pepper_env or \
-                compiled.keys.pepper_file != current.keys.pepper_file:
-            raise ConfigError("keys.pepper_env", "(changed)",
-                              "the pepper cannot change on reload; restart instead")
-        runtime = Runtime(compiled, self.store, self._pepper, self.clock, self.runtime.counters,
-                          self.locations)
+        pepper are fixed for the process: a policy that changes them is refused (and counted
+        in ``gatekeeper_policy_reload_errors_total``, the running policy staying)."""
+        try:
+            compiled = _compile(policy)
+            current = self.runtime.policy
+            if compiled.store != current.store:
+                raise ConfigError("store", "(changed)", "cannot change on reload; restart instead")
+            if compiled.keys.pepper_env != current.keys.pepper_env or \
+                    compiled.keys.pepper_file != current.keys.pepper_file:
+                raise ConfigError("keys.pepper_env", "(changed)",
+                                  "the pepper cannot change on reload; restart instead")
+            runtime = Runtime(compiled, self.store, self._pepper, self.clock,
+                              self.runtime.counters, self.locations)
+        except GatekeeperError:
+            self.metrics.policy_reload_failed()
+            raise
         self.runtime = runtime
-        self.metrics.policy_tenants.set(len(compiled.tenants))
+        self.metrics.policy_reloaded(compiled, self.clock.now())
         return runtime
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -16,7 +16,8 @@ import math
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
-from gatekeeper.admission import Charge, admit, body_facts
+from gatekeeper.admission import admit, body_facts
+from gatekeeper.charge import Charge
 from gatekeeper.clock import ManualClock
 from gatekeeper.decision import BLOCK, Decision
 from gatekeeper.errors import ConfigError

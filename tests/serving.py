@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -76,3 +79,41 @@ def wait_until_up(base: str, process: subprocess.Popen[str] | None = None,
                 assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, what
             time.sleep(0.1)
+
+
+class UvicornProcess:
+    """``uvicorn served:app`` in its own process, from a ``served.py`` written into ``directory``;
+    its output is read line by line, and a timer kills it so a read can never hang."""
+
+    def __init__(self, directory: Path, source: str, *args: str, limit: float = 60,
+                 env: dict[str, str] | None = None) -> None:
+        (directory / "served.py").write_text(source)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        environ = {**os.environ, **(env or {}),
+                   "PYTHONPATH": f"{directory}:{Path(__file__).resolve().parent.parent}"}
+        environ.pop("WEB_CONCURRENCY", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "served:app", "--port", str(self.port), *args],
+            cwd=directory, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._guard = threading.Timer(limit, self.process.kill)
+        self._guard.start()
+        self.output = ""
+
+    def read_until(self, done: Callable[[str], bool]) -> str:
+        """Output lines until ``done(all output so far)``; fails if the process ends first."""
+        assert self.process.stdout is not None
+        while not done(self.output):
+            line = self.process.stdout.readline()
+            assert line, f"uvicorn exited (or was stopped by its time limit): {self.output}"
+            self.output += line
+        return self.output
+
+    def __enter__(self) -> UvicornProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._guard.cancel()
+        self.process.terminate()
+        self.process.communicate(timeout=15)

@@ -73,3 +73,70 @@ def test_a_huge_method_is_cut_in_the_audit_line() -> None:
     facts = RequestFacts("X" * 5000, "/v1/x", parse_ip("203.0.113.5"), None, None, None, None)
     audit.refused(Decision(r.KEY_REVOKED), facts, 1.0)
     assert json.loads(capture.lines[-1])["method"] == "X" * 16
+
+
+def test_a_slow_audit_handler_runs_behind_a_queue_not_on_the_loop() -> None:
+    import asyncio
+    import time
+
+    from gatekeeper import Gatekeeper, MemoryStore
+    from tests.conftest import PEPPER, Recorder, asgi_request
+
+    class Slow(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            time.sleep(0.05)  # a remote syslog on a bad day
+            self.lines.append(record.getMessage())
+
+    logger = logging.getLogger("test.audit.slow")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    slow = Slow()
+    logger.addHandler(slow)
+    gk = Gatekeeper(Recorder(), {"tenants": {"acme": {}}}, store=MemoryStore(), pepper=PEPPER,
+                    audit=AuditLog(logger))
+
+    async def flood() -> float:
+        await gk.startup()
+        started = time.monotonic()
+        for _ in range(20):
+            sent = await asgi_request(gk, "/v1/models")
+            assert sent[0]["status"] == 401
+        took = time.monotonic() - started
+        await gk.shutdown()  # writes what is queued, then gives the handler back
+        return took
+
+    took = asyncio.run(flood())
+    assert took < 0.5  # twenty lines at 50 ms each would have held the loop a full second
+    assert len(slow.lines) == 20 and all('"event":"refused"' in x for x in slow.lines)
+    assert logger.handlers == [slow]
+
+
+def test_a_flagged_request_is_one_audit_line_per_decision_record() -> None:
+    import asyncio
+
+    from gatekeeper import Gatekeeper, MemoryStore, compile_policy, key_admin
+    from tests.conftest import PEPPER, Recorder, asgi_request
+
+    audit, capture = _audit()
+    policy = compile_policy({"tenants": {"acme": {"countries": {"allow": ["DE"],
+                                                                 "unknown": "flag"}}}})
+    store = MemoryStore()
+    gk = Gatekeeper(Recorder(), policy, store=store, pepper=PEPPER, audit=audit)
+
+    async def run() -> list[int]:
+        key, _ = await key_admin.create_key(store, PEPPER, policy, "acme", 1e9)
+        headers = [(b"authorization", f"Bearer {key}".encode())]
+        # 192.0.2.0/24 (documentation) is in no country: unknown, so flagged and let through
+        codes = [(await asgi_request(gk, "/v1/models", headers))[0]["status"]
+                 for _ in range(3)]
+        await gk.shutdown()  # the audit queue is written out
+        return codes
+
+    assert asyncio.run(run()) == [200, 200, 200]
+    assert len(capture.lines) == 1  # the miss that made the record; the reuses say nothing
+    line = json.loads(capture.lines[0])
+    assert line["event"] == "flagged" and "country_unknown" in line["signals"]

@@ -17,10 +17,12 @@ from gatekeeper import (
     build_key,
     compile_policy,
     key_admin,
+    new_key,
+    reasons,
 )
 from gatekeeper.credentials import Credential, credential_from
 from gatekeeper.keys import MIN_PEPPER_BYTES, KeyRecord
-from gatekeeper.principal import KeyStatus, Principal
+from gatekeeper.principal import CredentialKind, KeyStatus, Principal
 from gatekeeper.reasons import Refusal
 from tests.conftest import PEPPER, POLICY, SteppingClock
 
@@ -181,3 +183,26 @@ def test_the_forged_flood_benchmark_runs() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith(("| Gate", "| Auth"))]
     assert len(rows) == 4, done.stdout
+
+
+async def test_forget_drops_a_cached_verdict_so_a_pushed_change_lands_at_once() -> None:
+    """What a store's change notification does: a key cached as unknown is found once it is
+    created, a cached verified key is read again (revoked) at once, without waiting cache_ttl."""
+    store = MemoryStore()
+    authenticator = Authenticator(store, PEPPER, cache_ttl=60.0)
+    key, record = new_key(PEPPER, "acme", 1_700_000_000.0)
+    credential = Credential(CredentialKind.API_KEY, key, "authorization")
+    first = await authenticator.authenticate(credential, 1_700_000_000.0)
+    assert isinstance(first, Refusal) and first.reason is reasons.KEY_UNKNOWN
+    await store.create_key(record)
+    assert isinstance(await authenticator.authenticate(credential, 1_700_000_000.0), Refusal)
+    authenticator.forget("SomeOtherKey")  # another key's change keeps this verdict
+    assert isinstance(await authenticator.authenticate(credential, 1_700_000_000.0), Refusal)
+    authenticator.forget(record.key_id)
+    assert isinstance(await authenticator.authenticate(credential, 1_700_000_000.0), Principal)
+    await store.update_key(record.with_changes(status=KeyStatus.REVOKED), 0)
+    cached = await authenticator.authenticate(credential, 1_700_000_000.0)
+    assert isinstance(cached, Principal) and cached.status is KeyStatus.ACTIVE
+    authenticator.forget(None)  # everything, as after a lost subscription
+    fresh = await authenticator.authenticate(credential, 1_700_000_000.0)
+    assert isinstance(fresh, Principal) and fresh.status is KeyStatus.REVOKED

@@ -88,3 +88,49 @@ def test_quick_instruction_count_runs(tmp_path: Path) -> None:
                      re.MULTILINE), out
     assert "<!-- begin instructions -->\n## Before and after, in instructions" in \
         output.read_text(encoding="utf-8")
+
+
+HTTP_VARIANTS = ("bare", "noop-middleware", "slowapi", "gk-api-key", "gk-limits",
+                 "gk-limits-country")
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None,
+                    reason="wrk is not installed: http_load.py needs it (apt-get install wrk)")
+def test_quick_http_load_runs(tmp_path: Path) -> None:
+    output = tmp_path / "results.md"
+    out = bench("benchmarks/http_load.py", "--quick", "--no-install", "--output",
+                str(output)).stdout
+    for name in HTTP_VARIANTS:  # one row per connection count: 1 and 16
+        rows = re.findall(rf"^\| {re.escape(name)} \| [\d,]+ \(.*\| \d+\.\d \(", out,
+                          re.MULTILINE)
+        assert len(rows) == 2, (name, out)
+    assert re.search(r"^- gk-limits: 200 with the chat reply before and after timing; a "
+                     r"malformed key refused with 401 credential_malformed; x-ratelimit "
+                     r"headers present; [\d,]+ timed requests, no wrk error", out,
+                     re.MULTILINE), out
+    assert re.search(r"^- slowapi \(one in-memory limit\) keeps "
+                     r"\*\*\d+%\*\*", out, re.MULTILINE), out
+    assert "<!-- begin http -->\n## Over HTTP: uvicorn" in output.read_text(encoding="utf-8")
+
+
+def test_http_load_skips_without_wrk() -> None:
+    env = dict(os.environ, PATH="/nonexistent", PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run([sys.executable, "benchmarks/http_load.py", "--quick", "--no-install"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+                          env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("SKIPPED: wrk is not installed: install it"), done.stdout
+
+
+def test_results_update_keeps_sections_when_a_new_one_is_added(tmp_path: Path) -> None:
+    from benchmarks import results
+
+    path = tmp_path / "results.md"
+    older = "\n".join(line for line in results.skeleton().splitlines()
+                      if "http" not in line)  # a file written before the http section existed
+    path.write_text(older.replace("_Not run yet: `python benchmarks/hot_path.py`._",
+                                  "measured hot path"), encoding="utf-8")
+    results.update(path, "http", "measured over HTTP")
+    text = path.read_text(encoding="utf-8")
+    assert "<!-- begin hot-path -->\nmeasured hot path\n<!-- end hot-path -->" in text
+    assert text.rstrip().endswith("<!-- begin http -->\nmeasured over HTTP\n<!-- end http -->")

@@ -296,7 +296,7 @@ def test_unreadable_policy_file_is_a_clear_error(cli: Cli) -> None:
 
 
 @pytest.mark.parametrize(("store", "expect"), [
-    ("redis://localhost:6379", "does not ship"),
+    ("redis:///0", "must name a host"),
     ("postgres://db/keys", "is not a store URL"),
     ("sqlite://relative.db", "must look like"),
 ])
@@ -647,7 +647,7 @@ def test_check_config_warns_about_a_missing_pepper_but_passes(cli: Cli, tmp_path
     ("tenants:\n  acme: {}\ntenantz: {}\n", "tenantz"),
     ("version: 2\ntenants:\n  acme: {}\n", "version"),
     ("routes:\n  protect: ['v1/*']\n", "routes.protect[0]"),
-    ("store: 'redis://localhost'\n", "store"),
+    ("store: 'redis://cache:port/0'\n", "store"),
     ("keys:\n  cache_ttl: 600\n", "keys.cache_ttl"),
     ("tenants:\n  acme: {}\n  acme: {}\n", "duplicate key 'acme'"),
     ("tenants: [\n", "is not valid YAML"),

@@ -595,12 +595,13 @@ def test_check_config_unusable_files_exit_2_without_traceback(tmp_path: Path,
 SECRET = "hunter2-s3cr3t-Value_0123456789"
 
 
-@pytest.mark.parametrize("url", [
-    f"redis://:{SECRET}@cache:6379/0",
-    f"redis://default:{SECRET}@cache",
-    f"rediss://{SECRET}@cache",
-    f"redis://cache:6379/0?password={SECRET}",
+@pytest.mark.parametrize("url", [  # each wrong somewhere (a port, an option) but its secret
+    f"redis://:{SECRET}@cache:port/0",
+    f"redis://default:{SECRET}@cache:port",
+    f"rediss://{SECRET}@cache:port",
+    f"redis://cache:6379/0?password={SECRET}&socket_timeout=soon",
     f"redis://user:{SECRET}/with@slash@cache",
+    f"redis+cluster://:{SECRET}@cache:7000,cache:port",
     f"postgres://admin:{SECRET}@db/keys",
     f"sqlite://admin:{SECRET}@host/keys.db",
 ])
@@ -671,7 +672,7 @@ def test_a_secret_pasted_into_pepper_env_is_not_echoed_when_unset() -> None:
 
 def test_check_config_echoes_no_secret_from_any_wrong_field(tmp_path: Path) -> None:
     path = write(tmp_path, f"""\
-store: "redis://:{SECRET}@cache:6379/0"
+store: "redis://:{SECRET}@cache:port/0"
 pepper: {SECRET}
 keys:
   pepper_env: "{SECRET}/+="

@@ -4,11 +4,6 @@ and says so at startup; a real `uvicorn --workers 2` shows the warning."""
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +11,7 @@ import pytest
 from gatekeeper import Gatekeeper, MemoryStore
 from gatekeeper.workers import declared_workers
 from tests.conftest import PEPPER, Recorder
+from tests.serving import UvicornProcess
 
 
 @pytest.mark.parametrize(("argv", "env", "count"), [
@@ -49,32 +45,12 @@ async def test_startup_warns_when_several_workers_count_alone(
 
 
 def test_uvicorn_with_two_workers_logs_the_warning(tmp_path: Path) -> None:
-    (tmp_path / "served.py").write_text(  # Starlette takes part in the lifespan: startup runs
+    source = (  # Starlette takes part in the lifespan: startup runs in each worker
         "from starlette.applications import Starlette\n"
         "from gatekeeper import Gatekeeper, MemoryStore\n"
         "app = Gatekeeper(Starlette(), {'tenants': {'acme': {'limits': "
         "{'requests': '60/minute'}}}}, store=MemoryStore(), pepper=b'p' * 40)\n")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{root}"}
-    env.pop("WEB_CONCURRENCY", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "served:app", "--workers", "2", "--port", str(port),
-         "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=env, cwd=tmp_path)
-    guard = threading.Timer(30, server.kill)  # a server that never says it ends the read
-    guard.start()
-    try:
-        seen = ""
-        assert server.stdout is not None
-        while seen.count("worker processes each count limits alone") < 2:
-            line = server.stdout.readline()
-            assert line, f"uvicorn exited or was stopped after 30 s: {seen}"
-            seen += line
-        assert "2 worker processes" in seen and "Redis store" in seen
-    finally:
-        guard.cancel()
-        server.terminate()
-        server.communicate(timeout=15)
+    with UvicornProcess(tmp_path, source, "--workers", "2", "--log-level", "warning") as server:
+        seen = server.read_until(
+            lambda out: out.count("worker processes each count limits alone") >= 2)
+    assert "2 worker processes" in seen and "Redis store" in seen

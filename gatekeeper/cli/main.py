@@ -9,11 +9,12 @@ import sys
 from collections.abc import Sequence
 
 from gatekeeper.cli import geo, keys, limits, replay, simulate
-from gatekeeper.errors import GatekeeperError, PolicyError, redact_url
+from gatekeeper.cli.diff import run_diff
+from gatekeeper.errors import ConfigError, GatekeeperError, PolicyError, redact_url
 from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.policy.keys import load_pepper
 from gatekeeper.policy.load import load_policy
-from gatekeeper.store import DEFAULT_STORE_URL
+from gatekeeper.store import DEFAULT_STORE_URL, store_from_url
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_parser(commands)
     replay.add_parser(commands)
     simulate.add_parser(commands)
-    check = commands.add_parser("check-config", help="validate a policy file")
-    check.add_argument("policy")
+    check = commands.add_parser(
+        "check-config", help="validate a policy file, or show what a reload would change",
+        description="Validate POLICY. With --diff OLD NEW: print what reloading NEW over OLD "
+                    "would change; exit 0 nothing, 1 changes a reload applies, 2 an invalid "
+                    "policy, 3 changes only a restart applies (store, pepper).")
+    check.add_argument("policy", metavar="POLICY|OLD")
+    check.add_argument("new", nargs="?", metavar="NEW", help="with --diff: the new policy")
+    check.add_argument("--diff", action="store_true",
+                       help="compare OLD and NEW instead of validating one policy")
     demo = commands.add_parser("demo", help="run a mock OpenAI endpoint behind gatekeeper")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
@@ -51,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "simulate":
             return simulate.run(args)
         if args.command == "check-config":
+            if args.diff or args.new is not None:
+                return _diff(args.policy, args.new, args.diff)
             return check_config(args.policy)
         if args.command == "pepper":
             print(secrets.token_urlsafe(48))
@@ -68,11 +78,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _diff(old: str, new: str | None, asked: bool) -> int:
+    if not asked:
+        raise ConfigError("check-config", new, "takes one policy; compare two with --diff OLD NEW")
+    if new is None:
+        raise ConfigError("--diff", old, "needs two policies: --diff OLD NEW")
+    return run_diff(old, new)
+
+
 def check_config(path: str) -> int:
     policy = load_policy(path)
     print(f"{path}: ok ({len(policy.tenants)} tenants, {len(policy.issuers)} JWT issuers, "
           f"protecting {', '.join(policy.routes.protect)})")
     print(f"store: {redact_url(policy.store or DEFAULT_STORE_URL)}")
+    if (policy.store or "").startswith(("redis://", "rediss://", "redis+", "rediss+")):
+        # reachable from here, perhaps not from where the server runs: warn only
+        try:
+            summary, warnings = asyncio.run(_describe(policy.store or ""))
+            print(f"store answers: {summary}")
+            for warning in warnings:
+                print(f"warning: store: {warning}", file=sys.stderr)
+        except GatekeeperError as exc:
+            print(f"warning: {exc} (the store must answer where the server runs)",
+                  file=sys.stderr)
     # Secrets come from the environment, which may differ where the server runs: warn only.
     try:
         load_pepper(policy.keys)
@@ -83,6 +111,17 @@ def check_config(path: str) -> int:
     except GatekeeperError as exc:
         print(f"warning: {exc} (needed to verify JWTs)", file=sys.stderr)
     return 0
+
+
+async def _describe(url: str) -> tuple[str, list[str]]:
+    from gatekeeper.store.redis import RedisStore
+
+    store = store_from_url(url)
+    try:
+        assert isinstance(store, RedisStore)
+        return await store.describe()
+    finally:
+        await store.close()
 
 
 if __name__ == "__main__":

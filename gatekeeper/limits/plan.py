@@ -9,9 +9,9 @@ Redis later) sees the same keys:
   address spans tenants and cannot live in every tenant's slot.
 
 On one Redis (or the memory store) a plan is one atomic call whatever its tags. On a Cluster a
-plan with both tags is split by tag: the client group is charged first and, if the tenant
-group then refuses, refunded (``CounterStore.release``/``reconcile``); so per-client limits
-are all-or-nothing up to that refund, and key and tenant limits exactly so. A JWT subject is
+plan with both tags is split by tag and the groups are charged concurrently; if one refuses,
+what the others charged is refunded (``store/redis_cluster.py``); so per-client limits are
+all-or-nothing up to that refund, and key and tenant limits exactly so. A JWT subject is
 never embedded in a key (it may be an email): its principal id is hashed (SHA-256, 96 bits).
 A rate's limit and period are part of its key (``LimitSet.templates`` says why). A quota's
 key names its UTC day or month and the counter expires at the window's end

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ class Fields:
         self._data: Mapping[Any, Any] = data
 
     def field(self, name: str) -> str:
+        name = _shown_name(name)
         return f"{self.path}.{name}" if self.path else name
 
     def error(self, name: str, value: object, problem: str) -> None:
@@ -138,6 +140,14 @@ class Fields:
                 value = _redacted(self._data[key])  # say so if it is a private key
                 self.error(str(key), value if value is _PRIVATE else HIDDEN,
                            f"is not a known field{hint}")
+
+
+def _shown_name(name: str) -> str:
+    """A name from the file (a tenant, an unknown field) as an operator can find it: quoted
+    when it is empty or holds a control character (a newline would split the one-line error)."""
+    if name and name.isprintable():
+        return name
+    return json.dumps(name)
 
 
 _PRIVATE = "(private key)"

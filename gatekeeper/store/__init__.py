@@ -1,4 +1,6 @@
-"""Stores by URL: ``memory://``, ``sqlite:///relative.db``, ``sqlite:////absolute.db``.
+"""Stores by URL: ``memory://``, ``sqlite:///relative.db``, ``sqlite:////absolute.db``,
+``redis://host:6379/0`` and ``rediss://`` (TLS; both keys and counters, ``store/redis.py``),
+``redis+cluster://host:port,host:port`` (``store/redis_cluster.py``).
 
 A relative SQLite path is relative to the working directory here; a policy file makes the
 ones it names relative to its own directory (``resolve_store_url``), so the CLI and every
@@ -7,6 +9,7 @@ server find the same file wherever they were started.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from gatekeeper.errors import ConfigError, redact_url
@@ -30,10 +33,37 @@ def store_from_url(url: str, field: str = "store", *, create: bool = True) -> St
             raise ConfigError(field, shown, "must look like sqlite:///relative.db or "
                                           "sqlite:////absolute/path.db")
         return SQLiteStore(rest[1:], url, create=create)
-    if sep and scheme in ("redis", "rediss", "redis+cluster"):
-        raise ConfigError(field, shown, "names the Redis store, which this version does not ship "
-                                      "yet; use sqlite:// or memory://")
-    raise ConfigError(field, shown, "is not a store URL (memory://, sqlite:///path.db)")
+    if sep and scheme in ("redis", "rediss"):
+        if not rest or rest.startswith("/"):
+            raise ConfigError(field, shown, "must name a host: redis://host:6379/0 or "
+                                          "rediss://user:password@host:6380/0")
+        from gatekeeper.store.redis import RedisStore  # redis.asyncio takes 0.3 s to import
+
+        try:
+            return RedisStore(url)
+        except ValueError as exc:  # redis-py's URL parser: a bad port, db or option
+            raise ConfigError(field, shown, _redis_url_problem(exc)) from None
+    if sep and scheme in ("redis+cluster", "rediss+cluster"):
+        from gatekeeper.store.redis_cluster import RedisClusterStore
+
+        try:
+            return RedisClusterStore(url)
+        except ValueError as exc:
+            raise ConfigError(field, shown, "is not a valid Redis Cluster URL "
+                                          f"(redis+cluster://host:port,host:port): {exc}") from None
+    raise ConfigError(field, shown, "is not a store URL (memory://, sqlite:///path.db, "
+                                    "redis://host:6379/0)")
+
+
+def _redis_url_problem(exc: ValueError) -> str:
+    """What redis-py found wrong, without its text: it quotes URL parts, and a password with a
+    '/' in it is parsed as the port (and would be printed)."""
+    option = re.search(r"Invalid value for '(\w+)'", str(exc))
+    if option:
+        return f"is not a valid Redis URL: option {option.group(1)!r} has an invalid value"
+    if "Port" in str(exc):
+        return "is not a valid Redis URL: its port is not a number"
+    return "is not a valid Redis URL (redis://[user:password@]host:port/db)"
 
 
 def resolve_store_url(url: str, directory: Path) -> str:

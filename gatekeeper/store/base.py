@@ -7,9 +7,16 @@ behind the same calls; the embedded backends answer without suspending.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 
-from gatekeeper.errors import KeyConflictError, KeyNotFoundError, KeyRevokedError, redact_url
+from gatekeeper.errors import (
+    KeyConflictError,
+    KeyNotFoundError,
+    KeyRevokedError,
+    StoreError,
+    redact_url,
+)
 from gatekeeper.keys import KeyRecord
 from gatekeeper.principal import KeyStatus
 
@@ -52,6 +59,10 @@ class Store(ABC):
     async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
         """Records ordered by creation time, optionally of one tenant."""
 
+    async def connect(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Get ready before the first request (Redis: load its scripts); a failure is a
+        StoreError. Called at startup; every backend also works without it."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections."""
 
@@ -69,3 +80,16 @@ def checked_update(current: KeyRecord | None, record: KeyRecord,
     if current.version != expected_version:
         raise KeyConflictError(record.key_id, expected_version, current.version)
     return record.with_changes(version=expected_version + 1)
+
+
+def encode_record(record: KeyRecord) -> str:
+    """A record as the compact JSON text the SQLite and Redis stores keep."""
+    return json.dumps(record.to_dict(), separators=(",", ":"))
+
+
+def decode_record(text: str | bytes) -> KeyRecord:
+    """``encode_record`` undone; a corrupt record is a StoreError, never a traceback."""
+    try:
+        return KeyRecord.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError("decode", f"corrupt key record: {type(exc).__name__}") from exc

@@ -7,7 +7,6 @@ timeout keeps a locked file from stalling the event loop.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 from gatekeeper.errors import KeyExistsError, StoreError, StoreNotFoundError
 from gatekeeper.keys import KeyRecord
 from gatekeeper.store.base import Store, checked_update
+from gatekeeper.store.base import decode_record as _decode
+from gatekeeper.store.base import encode_record as _encode
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS gatekeeper_keys (
@@ -112,13 +113,3 @@ class SQLiteStore(Store):
             self._conn.close()
             self._conn = None
 
-
-def _encode(record: KeyRecord) -> str:
-    return json.dumps(record.to_dict(), separators=(",", ":"))
-
-
-def _decode(text: str) -> KeyRecord:
-    try:
-        return KeyRecord.from_dict(json.loads(text))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StoreError("decode", f"corrupt key record: {type(exc).__name__}") from exc

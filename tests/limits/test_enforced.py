@@ -424,3 +424,21 @@ async def test_replay_checks_recorded_bodies_and_reserves_their_estimate() -> No
     # no usage recorded: each reservation (prompt + 1000) stands, so the third is refused
     assert [d.reason.code for d in decisions] == ["model_not_allowed", "ok", "ok",
                                                   "tokens_limited"]
+
+
+class BothCapabilities(MemoryStore, MemoryCounterStore):
+    """A store offering key records and counters in one object, as the Redis store does."""
+
+    def __init__(self) -> None:
+        MemoryStore.__init__(self)
+        MemoryCounterStore.__init__(self)
+
+
+async def test_a_store_that_also_counts_is_used_for_the_limits() -> None:
+    store = BothCapabilities()
+    policy = compile_policy(limited({"requests": "1/hour"}))
+    gk = Gatekeeper(Recorder(), policy, store=store, pepper=PEPPER)
+    assert gk.runtime.counters is store
+    key, _ = await key_admin.create_key(store, PEPPER, policy, "acme", 1e9)
+    codes = [status(await asgi_request(gk, "/v1/models", auth(key))) for _ in range(2)]
+    assert codes == [200, 429] and len(store) == 1  # the one counter lives in that store

@@ -1,5 +1,5 @@
 """The behaviour every counter store shares, run against each backend that has counters
-(memory now; the Redis store joins the ``counters`` fixture's params). Time is injected: a
+(memory and Redis, the ``counters`` fixture's params). Time is injected: a
 ``ManualClock`` moves only when a test says so, and every call is given its ``now``."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from gatekeeper.limits.windows import window
 from gatekeeper.policy.limits import DAILY, MONTHLY
 from gatekeeper.store.counters import CounterAnswer, CounterStore
 from gatekeeper.store.memory_counters import MemoryCounterStore
+from tests.store.conftest import empty_redis_store
 
 pytestmark = pytest.mark.anyio
 
@@ -37,9 +38,11 @@ MONTH_END = 1_796_083_200.0
 """2026-12-01T00:00:00Z: a UTC month boundary."""
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def counters(request: pytest.FixtureRequest) -> AsyncIterator[CounterStore]:
-    store: CounterStore = MemoryCounterStore()
+    store: CounterStore = MemoryCounterStore() if request.param == "memory" else \
+        await empty_redis_store(request.getfixturevalue(
+            "redis_port" if request.param == "redis" else "redis_cluster_url"))
     try:
         yield store
     finally:

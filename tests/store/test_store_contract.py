@@ -30,6 +30,9 @@ from gatekeeper import (
 )
 from gatekeeper.principal import KeyStatus
 from gatekeeper.store import DEFAULT_STORE_URL
+from gatekeeper.store.redis import RedisStore
+from gatekeeper.store.redis_cluster import RedisClusterStore
+from tests.store.conftest import empty_redis_store
 
 pytestmark = pytest.mark.anyio
 
@@ -41,9 +44,14 @@ def record(tenant: str = "acme", created: float = NOW, **kwargs: object) -> KeyR
     return new_key(PEPPER, tenant, created, **kwargs)[1]  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "keys.db")
+    s: Store
+    if request.param.startswith("redis"):
+        s = await empty_redis_store(request.getfixturevalue(
+            "redis_port" if request.param == "redis" else "redis_cluster_url"))
+    else:
+        s = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "keys.db")
     try:
         yield s
     finally:
@@ -193,6 +201,14 @@ async def test_repr_names_the_backend_and_url(store: Store) -> None:
     assert store.url in repr(store)
 
 
+async def test_connect_is_optional_and_may_be_called_again(store: Store) -> None:
+    rec = record()
+    await store.create_key(rec)
+    await store.connect()
+    await store.connect()
+    assert await store.get_key(rec.key_id) == rec
+
+
 async def test_close_is_idempotent(store: Store) -> None:
     await store.create_key(record())
     await store.close()
@@ -268,26 +284,40 @@ async def test_sqlite_records_written_before_versions_still_load_and_update(
         await store.close()
 
 
-async def test_sqlite_compare_and_set_holds_across_two_stores_on_one_file(
-        tmp_path: Path) -> None:
-    """Two processes: the second write based on the same read loses, and says so."""
-    path = tmp_path / "keys.db"
-    one, two = SQLiteStore(path), SQLiteStore(path)
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
+async def two_handles(request: pytest.FixtureRequest,
+                      tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
+    """Two stores on the same data, as two processes (a server and the CLI) hold them."""
+    if request.param == "sqlite":
+        pair: tuple[Store, Store] = (SQLiteStore(tmp_path / "keys.db"),
+                                     SQLiteStore(tmp_path / "keys.db"))
+    else:
+        where = request.getfixturevalue(
+            "redis_port" if request.param == "redis" else "redis_cluster_url")
+        first = await empty_redis_store(where)
+        pair = (first, store_from_url(first.url))
     try:
-        rec = record()
-        await one.create_key(rec)
-        read_by_one, read_by_two = await one.get_key(rec.key_id), await two.get_key(rec.key_id)
-        assert read_by_one is not None and read_by_two is not None
-        await two.update_key(read_by_two.with_changes(status=KeyStatus.REVOKED), 0)
-        with pytest.raises(KeyRevokedError):
-            await one.update_key(read_by_one.with_changes(status=KeyStatus.ACTIVE), 0)
-        with pytest.raises(KeyConflictError):
-            await one.update_key(read_by_one.with_changes(status=KeyStatus.REVOKED), 0)
-        final = await one.get_key(rec.key_id)
-        assert final is not None and final.status is KeyStatus.REVOKED and final.version == 1
+        yield pair
     finally:
-        await one.close()
-        await two.close()
+        for s in pair:
+            await s.close()
+
+
+async def test_compare_and_set_holds_across_two_stores_on_one_backend(
+        two_handles: tuple[Store, Store]) -> None:
+    """Two processes: the second write based on the same read loses, and says so."""
+    one, two = two_handles
+    rec = record()
+    await one.create_key(rec)
+    read_by_one, read_by_two = await one.get_key(rec.key_id), await two.get_key(rec.key_id)
+    assert read_by_one is not None and read_by_two is not None
+    await two.update_key(read_by_two.with_changes(status=KeyStatus.REVOKED), 0)
+    with pytest.raises(KeyRevokedError):
+        await one.update_key(read_by_one.with_changes(status=KeyStatus.ACTIVE), 0)
+    with pytest.raises(KeyConflictError):
+        await one.update_key(read_by_one.with_changes(status=KeyStatus.REVOKED), 0)
+    final = await one.get_key(rec.key_id)
+    assert final is not None and final.status is KeyStatus.REVOKED and final.version == 1
 
 
 async def test_sqlite_file_is_created_private(tmp_path: Path) -> None:
@@ -566,13 +596,41 @@ def test_bad_url_error_names_the_field_given() -> None:
     assert str(info.value).startswith('--store: "nope"')
 
 
-@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://cache:6380",
-                                 "redis+cluster://a,b"])
-def test_redis_urls_say_not_shipped_yet(url: str) -> None:
+@pytest.mark.parametrize("url,kind", [
+    ("redis://localhost:6379/0", RedisStore), ("rediss://cache:6380", RedisStore),
+    ("redis://:secret@cache/1?socket_timeout=0.5", RedisStore),
+    ("redis+cluster://a:7000,b:7001", RedisClusterStore),
+    ("rediss+cluster://:secret@10.0.0.1:7000/?socket_timeout=0.5", RedisClusterStore),
+    ("redis+cluster://[::1]:7000", RedisClusterStore),
+])
+async def test_redis_urls_build_a_store_without_connecting(url: str, kind: type[Store]) -> None:
+    store = store_from_url(url)
+    assert type(store) is kind and store.url == url
+    assert "secret" not in repr(store)
+    await store.close()
+
+
+@pytest.mark.parametrize("url", ["redis://", "redis:///0", "redis://cache:port/0",
+                                 "rediss://:secret@cache/0?socket_timeout=soon",
+                                 "redis://user:secret/x@cache/0"])  # parsed: port "secret"
+def test_bad_redis_urls_raise_config_error_without_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        store_from_url(url, "--store")
+    assert info.value.field == "--store"
+    assert "secret" not in str(info.value)
+    assert "redis://" in str(info.value) or "rediss://" in str(info.value)
+
+
+@pytest.mark.parametrize("url,says", [
+    ("redis+cluster://a,b", "seed 'a' is not host:port"),
+    ("redis+cluster://", "is not host:port"),
+    ("redis+cluster://a:7000,b:port", "seed 'b:port'"),
+    ("rediss+cluster://:secret@a:7000?socket_timeout=soon", "'socket_timeout' is not a number"),
+    ("redis+cluster://a:7000?db=2", "unknown option 'db'"),
+])
+def test_bad_redis_cluster_urls_say_what_is_wrong(url: str, says: str) -> None:
     with pytest.raises(ConfigError) as info:
         store_from_url(url)
     message = str(info.value)
-    assert url in message
-    assert "Redis" in message
-    assert "not ship" in message
-    assert "sqlite://" in message  # and what to use instead
+    assert "Redis Cluster" in message and says in message
+    assert "secret" not in message

@@ -1,0 +1,20 @@
+-- Shared by every script (prepended when it is loaded): the clock and number formatting.
+-- ARGV[1] is always now in whole microseconds, or '' to read the server's TIME (replicas
+-- with skewed clocks then agree). Numbers go to Redis through '%.0f': tostring() would print
+-- 14 significant digits only, and a time in microseconds has 16.
+
+local function fmt(x) return string.format('%.0f', x) end
+local function ms(us) return fmt(math.ceil(us / 1000)) end
+local function window_end(now, period)  -- a window aligned to its period (hand-built counters)
+  local r = now - math.floor(now / period) * period
+  if r < 0 then r = r + period elseif r >= period then r = r - period end
+  return now - r + period
+end
+
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[1])
+end

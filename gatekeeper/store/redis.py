@@ -1,0 +1,216 @@
+"""The Redis store: key records and limit counters shared by every replica and the CLI.
+
+``redis://host:6379/0`` and ``rediss://`` (TLS) name one server; redis-py's asyncio client with
+the hiredis parser, a bounded pool, short timeouts and no retries (a retried script could
+charge twice; a dead server should cost milliseconds, then the caller's fail rule). Any
+redis-py URL option overrides the defaults here (``?socket_timeout=0.5``).
+
+Key records are JSON strings (``gk:{keys}:k:<id>``) with two creation-ordered indexes (all
+keys, one per tenant), all under one hash tag so a write is one MULTI on one node; a write is
+a WATCH compare-and-set applying ``checked_update``, the rule every backend shares, and is
+announced to every replica (``redis_changes.py``).
+
+Counters: one request's whole plan is one EVALSHA of ``lua/apply.lua`` (``redis_counters``
+packs it and reads the reply). With ``server_time=True`` (the default) the scripts read the
+Redis server's clock, so replicas with skewed clocks count alike and the ``now`` argument
+only matters to the memory store; quota windows are still named by the caller's ``now`` (the
+plan's keys), and one applied after its window ended on the server's clock is a store error.
+``server_time=False`` uses the ``now`` given (replay, tests).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import Any, cast
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, WatchError
+
+from gatekeeper.errors import KeyExistsError, StoreError
+from gatekeeper.keys import KeyRecord
+from gatekeeper.limits.gcra import to_us
+from gatekeeper.limits.plan import Counter, CounterAnswer, Lease, Plan
+from gatekeeper.store.base import Store, checked_update
+from gatekeeper.store.base import decode_record as _decode
+from gatekeeper.store.base import encode_record as _encode
+from gatekeeper.store.counters import CounterStore, _cause
+from gatekeeper.store.redis_changes import CHANNEL, key_changes
+from gatekeeper.store.redis_counters import (
+    answers,
+    apply_args,
+    now_arg,
+    reconcile_args,
+    release_args,
+)
+from gatekeeper.store.redis_health import findings
+from gatekeeper.store.redis_scripts import APPLY, RECONCILE, RELEASE, SCRIPTS, LuaScript
+
+SOCKET_TIMEOUT = 0.1
+CONNECT_TIMEOUT = 0.25
+MAX_CONNECTIONS = 64
+PREFIX = "gk:{keys}:"
+"""Every key record and index shares this hash tag: one slot, so a write is one MULTI."""
+_ALL = PREFIX + "all"
+VERSION = PREFIX + "version"
+_FAILURES = (RedisError, OSError, TimeoutError)
+
+log = logging.getLogger("gatekeeper")
+
+
+class RedisStore(Store, CounterStore):
+    def __init__(self, url: str, *, server_time: bool = True,
+                 client: Redis | RedisCluster | None = None,
+                 socket_timeout: float = SOCKET_TIMEOUT,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        """``client``: one already made (``RedisClusterStore`` passes its cluster client).
+        ``connect_timeout`` also bounds the wait for a free connection of the pool."""
+        self.url = url
+        self.server_time = server_time
+        if client is None:
+            pool = BlockingConnectionPool.from_url(
+                url, max_connections=MAX_CONNECTIONS, timeout=connect_timeout,
+                socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
+                retry=Retry(NoBackoff(), 0), retry_on_error=[])
+            client = Redis(connection_pool=pool)
+        self.redis = client
+
+    async def connect(self) -> None:
+        """Load the scripts now (a server's startup), so no request pays for it."""
+        try:
+            for script in SCRIPTS:
+                await script.load(self.redis)
+        except _FAILURES as exc:
+            raise StoreError("connect", _cause(exc)) from exc
+
+    # --- key records -------------------------------------------------------------------------
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        try:
+            text = await self.redis.get(PREFIX + "k:" + key_id)
+        except _FAILURES as exc:
+            raise StoreError("get_key", _cause(exc)) from exc
+        return None if text is None else _decode(text)
+
+    async def create_key(self, record: KeyRecord) -> None:
+        def insert(current: KeyRecord | None) -> KeyRecord:
+            if current is not None:
+                raise KeyExistsError(record.key_id)
+            return record
+        await self._write("create_key", record.key_id, insert)
+
+    async def update_key(self, record: KeyRecord, expected_version: int) -> KeyRecord:
+        return await self._write("update_key", record.key_id,
+                                 lambda current: checked_update(current, record, expected_version))
+
+    async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
+        index = _ALL if tenant is None else _tenant_index(tenant)
+        try:
+            ids = await self.redis.zrange(index, 0, -1)
+            names = [PREFIX + "k:" + i.decode() for i in cast("list[bytes]", ids)]
+            texts = await self.redis.mget(names) if names else []
+        except _FAILURES as exc:
+            raise StoreError("list_keys", _cause(exc)) from exc
+        return [_decode(text) for text in texts if text is not None]
+
+    async def _write(self, operation: str, key_id: str,
+                     decide: Callable[[KeyRecord | None], KeyRecord]) -> KeyRecord:
+        """Read, decide, write only if nobody wrote in between (WATCH): a lost race reads
+        again, and ``decide`` then refuses (every write moves the version on)."""
+        name = PREFIX + "k:" + key_id
+        try:
+            for _ in range(3):
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(name)
+                        text = await pipe.get(name)
+                        current = None if text is None else _decode(text)
+                        stored = decide(current)
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.set(name, _encode(stored))
+                        if current is not None and current.tenant != stored.tenant:
+                            pipe.zrem(_tenant_index(current.tenant), key_id)
+                        pipe.zadd(_tenant_index(stored.tenant), {key_id: stored.created_at})
+                        pipe.zadd(_ALL, {key_id: stored.created_at})
+                        pipe.incr(VERSION)
+                        await pipe.execute()
+                        break
+                    except WatchError:
+                        continue
+            else:
+                raise StoreError(operation, "the record kept changing under three writes in a "
+                                            "row")
+        except _FAILURES as exc:
+            raise StoreError(operation, _cause(exc)) from exc
+        try:
+            await self.redis.publish(CHANNEL, key_id)
+        except _FAILURES as exc:  # written: the version counter and cache_ttl still cover it
+            log.warning("key %s written, but its change was not published: %s", key_id,
+                        _cause(exc))
+        return stored
+
+    async def keys_version(self) -> int:
+        """Moves on with every key record write: a replica that sees it change knows some
+        record changed, even if it missed the notification (``key_changes``)."""
+        try:
+            return int(await self.redis.get(VERSION) or 0)
+        except _FAILURES as exc:
+            raise StoreError("keys_version", _cause(exc)) from exc
+
+    async def describe(self) -> tuple[str, list[str]]:
+        """What the server says about itself, judged (``redis_health.findings``): for
+        ``gatekeeper check-config``."""
+        try:
+            if isinstance(self.redis, RedisCluster):
+                nodes = list((await self.redis.info(target_nodes=RedisCluster.PRIMARIES)).values())
+            else:
+                nodes = [await self.redis.info()]
+        except _FAILURES as exc:
+            raise StoreError("describe", _cause(exc)) from exc
+        return findings(nodes)
+
+    def key_changes(self) -> AsyncGenerator[str, None]:
+        """Key ids as other processes change them (``redis_changes.key_changes``): a replica
+        forgets a changed key's cached verification at once; ``ALL``: forget every one."""
+        return key_changes(self.redis, _FAILURES)
+
+    # --- counters ----------------------------------------------------------------------------
+
+    def _now_us(self, now: float) -> int | None:
+        return None if self.server_time else to_us(now)
+
+    async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        if not plan:
+            return []
+        keys, specs = apply_args(plan)
+        return answers(plan, await self._run(APPLY, keys, [now_arg(self._now_us(now)), specs]))
+
+    async def _release(self, leases: Sequence[Lease], now: float) -> int:
+        if not leases:
+            return 0
+        keys, args = release_args(leases, self._now_us(now))
+        return int(await self._run(RELEASE, keys, args))
+
+    async def _reconcile(self, counter: Counter, reserved: int, actual: int,
+                         now: float) -> None:
+        args = reconcile_args(counter, reserved, actual, self._now_us(now))
+        if args is not None:
+            await self._run(RECONCILE, [counter.key], args)
+
+    async def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
+        return await script(self.redis, keys, args)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        if isinstance(self.redis, Redis):
+            await self.redis.connection_pool.disconnect()
+
+
+def _tenant_index(tenant: str) -> str:
+    return PREFIX + "t:" + tenant
+
+
+__all__ = ["RedisStore"]

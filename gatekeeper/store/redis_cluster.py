@@ -1,0 +1,175 @@
+"""The Redis store on Redis Cluster: ``redis+cluster://[user:password@]host:port,host:port``
+(``rediss+cluster://`` for TLS), any primaries as seeds.
+
+Key records share one hash tag (``{keys}``), so they behave exactly as on one server. A plan's
+counters are grouped by their hash tag (``limits/plan.py`` chose the tags: a credential's and
+its tenant's counters share ``{t:<tenant>}``, a client address has ``{c:<address>}``), each
+group is one EVALSHA on the node that owns its slot, and the groups go out concurrently. A
+plan whose groups disagree (one allows, another refuses) gives back what the allowing groups
+charged (their slots released, their costs reconciled to zero), so across slots a plan is
+all-or-nothing up to that refund; within one slot it is exactly so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from gatekeeper.errors import StoreError
+from gatekeeper.keys import KeyRecord
+from gatekeeper.limits.plan import CONCURRENCY, CounterAnswer, Lease, Plan
+from gatekeeper.store.counters import _cause
+from gatekeeper.store.redis import _FAILURES, CONNECT_TIMEOUT, SOCKET_TIMEOUT, RedisStore
+from gatekeeper.store.redis_scripts import LuaScript
+
+IN_FLIGHT = 64
+"""Commands in flight at once from one store: redis-py's cluster pools do not wait for a free
+connection (they raise), so the store waits instead, and each node's pool has room for all."""
+_OPTIONS = {"socket_timeout": float, "socket_connect_timeout": float, "max_connections": int}
+
+
+class RedisClusterStore(RedisStore):
+    def __init__(self, url: str, *, server_time: bool = True,
+                 socket_timeout: float = SOCKET_TIMEOUT,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        super().__init__(url, server_time=server_time,
+                         client=cluster_client(url, socket_timeout, connect_timeout))
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+
+    async def _start(self) -> None:
+        """Read the cluster's slots once before any command: commands racing a fresh client's
+        own discovery find their connections closed under them (redis-py 8)."""
+        async with self._ready_lock:
+            if not self._ready:
+                try:
+                    await self.redis.initialize()
+                except _FAILURES as exc:
+                    raise StoreError("connect", _cause(exc)) from exc
+                self._ready = True
+
+    async def connect(self) -> None:
+        await self._start()
+        await super().connect()
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        if not self._ready:
+            await self._start()
+        async with self._in_flight:
+            return await super().get_key(key_id)
+
+    async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
+        if not self._ready:
+            await self._start()
+        return await super().list_keys(tenant)
+
+    async def _write(self, operation: str, key_id: str,
+                     decide: Callable[[KeyRecord | None], KeyRecord]) -> KeyRecord:
+        if not self._ready:
+            await self._start()
+        return await super()._write(operation, key_id, decide)
+
+    async def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
+        if not self._ready:
+            await self._start()
+        async with self._in_flight:
+            return await super()._run(script, keys, args)
+
+    async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        groups = _by_tag(plan)
+        if len(groups) == 1:
+            return await super()._apply(plan, now)
+        parts = [tuple(plan[i] for i in indexes) for indexes in groups]
+        results = await asyncio.gather(*(super(RedisClusterStore, self)._apply(part, now)
+                                         for part in parts), return_exceptions=True)
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        replies = [[] if isinstance(r, BaseException) else r for r in results]
+        passed = [bool(r) and all(a.allowed for a in r) for r in replies]
+        if failed is None and all(passed):
+            return _in_plan_order(groups, replies)
+        await asyncio.gather(*(self._undo(part, answers, now) for part, answers, ok
+                               in zip(parts, replies, passed, strict=True) if ok))
+        if failed is not None:
+            raise failed  # after giving back what the groups that passed had charged
+        return [a._replace(lease=None) if a.lease else a
+                for a in _in_plan_order(groups, replies)]
+
+    async def _undo(self, group: Plan, answers: list[CounterAnswer], now: float) -> None:
+        """Give back what an allowing group charged: its slots and its costs."""
+        leases = [a.lease for a in answers if a.lease is not None]
+        await asyncio.gather(
+            *(self._reconcile(c, c.cost, 0, now) for c in group
+              if c.kind != CONCURRENCY and c.cost),
+            *([self._release_group(leases, now)] if leases else []))
+
+    async def _release(self, leases: Sequence[Lease], now: float) -> int:
+        groups: dict[str, list[Lease]] = {}
+        for lease in leases:
+            groups.setdefault(_tag(lease.key), []).append(lease)
+        counts = await asyncio.gather(*(self._release_group(group, now)
+                                        for group in groups.values()))
+        return sum(counts)
+
+    async def _release_group(self, leases: Sequence[Lease], now: float) -> int:
+        return await super()._release(leases, now)
+
+
+def cluster_client(url: str, socket_timeout: float = SOCKET_TIMEOUT,
+                   connect_timeout: float = CONNECT_TIMEOUT) -> RedisCluster:
+    """A RedisCluster for ``url``; a malformed one raises ValueError saying what is wrong."""
+    scheme, _, rest = url.partition("://")
+    rest, _, query = rest.partition("?")
+    rest = rest.rstrip("/")
+    userinfo, at, hosts = rest.rpartition("@")
+    username, _, password = userinfo.partition(":") if at else ("", "", "")
+    nodes = [_node(seed) for seed in hosts.split(",")]
+    options: dict[str, Any] = {"socket_timeout": socket_timeout,
+                               "socket_connect_timeout": connect_timeout,
+                               "max_connections": IN_FLIGHT + 8}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in _OPTIONS:
+            raise ValueError(f"unknown option {name!r} (known: {', '.join(_OPTIONS)})")
+        try:
+            options[name] = _OPTIONS[name](value)
+        except ValueError:
+            raise ValueError(f"option {name!r} is not a number") from None
+    return RedisCluster(startup_nodes=nodes, username=unquote(username) or None,
+                        password=unquote(password) or None, ssl=scheme.startswith("rediss"),
+                        retry=Retry(NoBackoff(), 0),
+                        **options)
+
+
+def _node(seed: str) -> ClusterNode:
+    host, colon, port = seed.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"seed {seed!r} is not host:port")
+    return ClusterNode(host.strip("[]"), int(port))
+
+
+def _tag(key: str) -> str:
+    """The hash tag Redis Cluster hashes: what is between the first '{' and the next '}'."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return key[start + 1:end] if start >= 0 and end > start + 1 else key
+
+
+def _in_plan_order(groups: list[list[int]],
+                   replies: list[list[CounterAnswer]]) -> list[CounterAnswer]:
+    pairs = sorted((i, answer) for indexes, answers in zip(groups, replies, strict=True)
+                   for i, answer in zip(indexes, answers, strict=True))
+    return [answer for _, answer in pairs]
+
+
+def _by_tag(plan: Plan) -> list[list[int]]:
+    """The plan's counter indexes grouped by hash tag, in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(plan):
+        groups.setdefault(_tag(c.key), []).append(i)
+    return list(groups.values())

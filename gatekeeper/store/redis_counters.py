@@ -1,0 +1,97 @@
+"""What the counter scripts are sent and what their replies mean: pure functions, no I/O.
+
+The scripts keep GCRA's ``tat`` in two parts, whole microseconds and a remainder below the
+limit, because a Lua number is a double (exact up to 2^53) and ``tat`` in units of
+``1/limit`` us is not; the products a step needs (``cost * period_us / limit``) are computed
+here, exactly, with Python integers. The answers are then computed from the state each
+script read with the same pure functions as the memory store (``limits/gcra.py``), so both
+backends answer alike to the microsecond.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gatekeeper.limits.gcra import US, gcra
+from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, Counter, CounterAnswer, Lease, Plan
+
+EXACT = 2**52
+"""Limits and costs stay below, so that the script's sums of two of them (a remainder plus a
+remainder) stay below 2^53, the integers a Lua number holds exactly."""
+FAR_US = 2**50
+"""A rate charged this far ahead (about 35 years) is as good as closed: larger debts are capped
+so the script's arithmetic stays exact."""
+_KIND = {RATE: "r", QUOTA: "q", CONCURRENCY: "c"}
+
+
+def apply_args(plan: Plan) -> tuple[list[str], str]:
+    """KEYS of ``apply.lua`` and its ARGV[2], every counter's values in one string (ARGV[1] is
+    the time: ``now_arg``)."""
+    keys: list[str] = []
+    specs: list[str] = []
+    for c in plan:
+        kind = _KIND.get(c.kind)
+        if kind is None:
+            raise ValueError(f"unknown counter kind {c.kind!r}")
+        if not 0 < c.limit < EXACT or not 0 <= c.cost < EXACT:
+            raise ValueError(f"counter {c.key}: limit and cost must be below 2^52")
+        period_us = round(c.period * US)
+        add_us, add_rem = divmod(c.cost * period_us, c.limit) if c.cost <= c.limit else (-1, 0)
+        keys.append(c.key)
+        specs.append(f"{kind} {c.limit} {period_us} {c.cost} {add_us} {add_rem} "
+                     f"{round(c.expires * US)}")
+    return keys, " ".join(specs)
+
+
+def now_arg(now_us: int | None) -> str | int:
+    """ARGV[1] of every script: the caller's time, or '' for the server's (``TIME``)."""
+    return "" if now_us is None else now_us
+
+
+def answers(plan: Plan, reply: Sequence[int]) -> list[CounterAnswer]:
+    """One answer per counter from ``apply.lua``'s reply (leases only when the plan passed)."""
+    now_us, passed = reply[0], reply[1]
+    out: list[CounterAnswer] = []
+    for i, c in enumerate(plan):
+        allowed, a, b = reply[2 + 3 * i:5 + 3 * i]
+        if c.kind == RATE:
+            g = gcra(a * c.limit + b, now_us, c.limit, round(c.period * US), c.limit, c.cost)
+            out.append(CounterAnswer(g.allowed, g.remaining, g.reset_after, g.retry_after))
+        elif c.kind == QUOTA:
+            out.append(quota_answer(c, a, now_us))
+        elif allowed:
+            lease = Lease(c.key, b) if passed else None
+            out.append(CounterAnswer(True, c.limit - a - 1, 0.0, 0.0, lease))
+        else:
+            soonest = (b - now_us) / US
+            out.append(CounterAnswer(False, 0, soonest, min(1.0, soonest)))
+    return out
+
+
+def quota_answer(c: Counter, used: int, now_us: int) -> CounterAnswer:
+    """A quota's answer from the units used before this charge."""
+    reset = (round(c.expires * US) - now_us) / US if c.expires else \
+        (round(c.period * US) - now_us % round(c.period * US)) / US
+    if used + c.cost > c.limit:
+        return CounterAnswer(False, c.limit - used, reset,
+                             float("inf") if c.cost > c.limit else reset)
+    return CounterAnswer(True, c.limit - used - c.cost, reset, 0.0)
+
+
+def reconcile_args(counter: Counter, reserved: int, actual: int,
+                   now_us: int | None) -> list[Any] | None:
+    """ARGV of ``reconcile.lua``; None when there is nothing to do (a concurrency slot)."""
+    if counter.kind not in (RATE, QUOTA):
+        return None
+    delta = actual - reserved
+    period_us = round(counter.period * US)
+    d_us, d_rem = divmod(abs(delta) * period_us, counter.limit)
+    if d_us >= FAR_US:
+        d_us, d_rem = FAR_US, 0
+    return [now_arg(now_us), _KIND[counter.kind], counter.limit, delta,
+            d_us, d_rem, round(counter.expires * US), period_us]
+
+
+def release_args(leases: Sequence[Lease], now_us: int | None) -> tuple[list[str], list[Any]]:
+    return [lease.key for lease in leases], [now_arg(now_us), *(lease.id for lease in leases)]

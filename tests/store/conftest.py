@@ -1,0 +1,54 @@
+"""Store fixtures: one throwaway Redis server and one Redis Cluster per test session (see
+``tests/redis_server.py``), emptied before each test that uses them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import TypedDict
+
+import pytest
+
+from gatekeeper.store.redis import RedisStore
+from gatekeeper.store.redis_cluster import RedisClusterStore
+from tests.redis_server import redis_cluster, redis_server
+
+
+class Timeouts(TypedDict):
+    socket_timeout: float
+    connect_timeout: float
+
+
+SLACK: Timeouts = {"socket_timeout": 5.0, "connect_timeout": 5.0}
+
+
+@pytest.fixture(scope="session")
+def redis_port() -> Iterator[int]:
+    with redis_server() as port:
+        yield port
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A real three-primary Redis Cluster, seeded by two of its nodes."""
+    with redis_cluster() as ports:
+        yield f"redis+cluster://127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}"
+
+
+async def empty_redis_store(where: int | str, *, server_time: bool = False) -> RedisStore:
+    """A RedisStore on the test server (its port) or cluster (its URL), emptied first.
+    ``server_time=False`` by default: the contract suites inject time. Timeouts of seconds,
+    not the defaults' milliseconds: these tests are about what is counted, on a shared machine
+    whose load can starve the event loop (the timeout tests use the defaults)."""
+    store = RedisStore(f"redis://127.0.0.1:{where}/0", server_time=server_time, **SLACK) \
+        if isinstance(where, int) else RedisClusterStore(where, server_time=server_time, **SLACK)
+    await store.redis.flushdb()
+    return store
+
+
+@pytest.fixture
+async def redis_store(redis_port: int) -> AsyncIterator[RedisStore]:
+    store = await empty_redis_store(redis_port)
+    try:
+        yield store
+    finally:
+        await store.close()
