@@ -133,6 +133,11 @@ IMPOSSIBLE_TRAVEL = _r(
     "The key was used from a place it could not have reached since its previous use (faster "
     "than the tenant's `travel.max_kmh`, same-country and neighbouring pairs skipped) and the "
     "tenant's `travel.action` is `deny`; with `flag` the request passes, marked.")
+RESALE_SUSPECTED = _r(
+    "resale_suspected", 403, "decide",
+    "This credential is not allowed to make this request.",
+    "The key's resale score reached `resale.thresholds.block` under `mode: enforce` (the "
+    "score's top reasons go to the audit line, never to the client).")
 FORWARDED_MALFORMED = _r(
     "forwarded_malformed", 400, "facts",
     "The request's forwarding headers could not be parsed.",
@@ -221,6 +226,7 @@ REFUSALS: tuple[Reason, ...] = (
     KEY_UNKNOWN, KEY_REVOKED, KEY_SUSPENDED, KEY_EXPIRED, TOKEN_INVALID, TOKEN_EXPIRED,
     TENANT_UNKNOWN, TENANT_DISABLED,
     TENANT_MISMATCH, NETWORK_NOT_ALLOWED, COUNTRY_NOT_ALLOWED, IMPOSSIBLE_TRAVEL,
+    RESALE_SUSPECTED,
     FORWARDED_MALFORMED,
     STORE_UNAVAILABLE, AUTH_UNAVAILABLE, INTERNAL_ERROR, RATE_LIMITED, TOKENS_LIMITED,
     CONCURRENCY_LIMITED, QUOTA_EXCEEDED, BODY_TOO_LARGE, BODY_INVALID, BODY_NOT_JSON,

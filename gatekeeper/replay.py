@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from gatekeeper.admission import admit, body_facts
@@ -134,9 +134,16 @@ async def replay(records: Iterable[RequestRecord], policy: Policy, store: Store,
     (the middleware passes them through without a decision). Limits count on a fresh memory
     counter store: a request holds its concurrency slot for its ``duration_ms`` (0 when
     absent) and its token reservation is corrected with its recorded ``usage``."""
+    return [decision async for _, decision in replay_each(records, policy, store, pepper, clock)]
+
+
+async def replay_each(records: Iterable[RequestRecord], policy: Policy, store: Store,
+                      pepper: bytes, clock: ManualClock | None = None
+                      ) -> AsyncIterator[tuple[RequestRecord, Decision]]:
+    """As ``replay``, one (record, decision) pair at a time, for callers that look at each
+    request as it is decided (the resale score, progress)."""
     clock = clock or ManualClock()
     runtime = Runtime(policy, store, pepper, clock)
-    decisions = []
     ending: list[tuple[float, int, Charge, Usage | None]] = []  # a heap by end time
     for number, record in enumerate(records):
         if runtime.routes.answer(record.path, record.root_path) == "":
@@ -145,13 +152,12 @@ async def replay(records: Iterable[RequestRecord], policy: Policy, store: Store,
             end, _, done, usage = heapq.heappop(ending)
             await done.finish(usage, end)
         decision, charge = await decide_record(runtime, record, clock)
-        decisions.append(decision)
+        yield record, decision
         if charge is not None:
             end = record.ts + (record.duration_ms or 0) / 1000
             heapq.heappush(ending, (end, number, charge, _usage(record.usage)))
     for end, _, charge, usage in sorted(ending):
         await charge.finish(usage, end)
-    return decisions
 
 
 def _usage(recorded: Mapping[str, Any] | None) -> Usage | None:

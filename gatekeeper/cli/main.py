@@ -8,7 +8,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from gatekeeper.cli import geo, keys, limits
+from gatekeeper.cli import geo, keys, limits, replay, simulate
 from gatekeeper.cli.diff import run_diff
 from gatekeeper.errors import ConfigError, GatekeeperError, PolicyError, redact_url
 from gatekeeper.jwt_verifier import JwtVerifier
@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser(commands)
     geo.add_parser(commands)
     limits.add_parser(commands)
+    replay.add_parser(commands)
+    simulate.add_parser(commands)
     check = commands.add_parser(
         "check-config", help="validate a policy file, or show what a reload would change",
         description="Validate POLICY. With --diff OLD NEW: print what reloading NEW over OLD "
@@ -52,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(limits.run(args))
         if args.command == "geo":
             return geo.run(args)
+        if args.command == "replay":
+            return replay.run(args)
+        if args.command == "simulate":
+            return simulate.run(args)
         if args.command == "check-config":
             if args.diff or args.new is not None:
                 return _diff(args.policy, args.new, args.diff)

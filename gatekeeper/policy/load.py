@@ -19,6 +19,7 @@ from gatekeeper.policy.model import Policy
 from gatekeeper.policy.prices import load_prices
 from gatekeeper.policy.refusals import load_refusals
 from gatekeeper.policy.request_tenant import load_request_tenant
+from gatekeeper.policy.resale import RESALE_OFF, load_resale
 from gatekeeper.policy.routes import load_routes
 from gatekeeper.policy.tenants import load_tenants
 from gatekeeper.store import DEFAULT_STORE_URL, resolve_store_url, store_from_url
@@ -61,8 +62,9 @@ def compile_policy(data: object, source: str = "policy",
             errors.append(exc)
     if directory is not None:
         store = resolve_store_url(store or DEFAULT_STORE_URL, directory)
+    resale = load_resale(top.section("resale")) if top.has("resale") else RESALE_OFF
     policy = Policy(
-        tenants=load_tenants(top.entries("tenants")),
+        tenants=load_tenants(top.entries("tenants"), resale),
         routes=load_routes(top.section("routes")),
         client_address=load_client_address(top.section("client_address")),
         request_tenant=load_request_tenant(top.section("request_tenant")),
@@ -73,6 +75,7 @@ def compile_policy(data: object, source: str = "policy",
         source=source,
         answers=load_refusals(top.section("refusals")),
         prices=load_prices(top.section("prices")),
+        resale=resale,
     )
     _check_issuer_tenants(policy, errors)
     _check_spend_is_priced(policy, errors)

@@ -15,6 +15,7 @@ from gatekeeper.policy.geo import GeoPolicy
 from gatekeeper.policy.issuers import IssuerPolicy
 from gatekeeper.policy.limits import NO_LIMITS, TenantLimits
 from gatekeeper.policy.request_policy import NO_REQUEST_RULES, RequestPolicy
+from gatekeeper.policy.resale import RESALE_OFF, ResaleSettings
 from gatekeeper.reasons import Reason
 from gatekeeper.routes import RoutePolicy
 
@@ -36,6 +37,8 @@ class TenantPolicy:
     """What requests may ask for (``policy/request_policy.py``); no rules by default."""
     travel: TravelRule | None = None
     """Impossible travel between consecutive uses of one key; None: not checked, no state."""
+    resale: ResaleSettings | None = None
+    """The tenant's own resale settings (``policy/resale.py``); None: the policy's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +72,10 @@ class Policy:
     """What a refused client is told instead of the real reason (``refusals.conceal``)."""
     prices: Prices = NO_PRICES
     """Dollars per million tokens per model (``policy/prices.py``): what spend limits count."""
+    resale: ResaleSettings = RESALE_OFF
+    """The resale score's defaults (``policy/resale.py``); ``off`` without a section."""
+
+    def resale_for(self, tenant: str | None) -> ResaleSettings:
+        """The resale settings a tenant's keys are scored with."""
+        found = self.tenants.get(tenant) if tenant is not None else None
+        return found.resale if found is not None and found.resale is not None else self.resale

@@ -12,9 +12,12 @@ from gatekeeper.policy.geo import load_country_rule, load_travel_rule
 from gatekeeper.policy.limits import load_limits
 from gatekeeper.policy.model import TENANT_NAME, TenantPolicy
 from gatekeeper.policy.request_policy import load_request_policy
+from gatekeeper.policy.resale import RESALE_OFF, SHADOW, ResaleSettings, load_resale
 
 
-def load_tenants(entries: Iterator[tuple[str, Fields]]) -> dict[str, TenantPolicy]:
+def load_tenants(entries: Iterator[tuple[str, Fields]],
+                 resale: ResaleSettings | None = None) -> dict[str, TenantPolicy]:
+    """``resale``: the policy's top-level resale settings, which a tenant's section overrides."""
     tenants = {}
     for name, fields in entries:
         if not TENANT_NAME.fullmatch(name):
@@ -27,7 +30,14 @@ def load_tenants(entries: Iterator[tuple[str, Fields]]) -> dict[str, TenantPolic
         travel = load_travel_rule(fields.section("travel")) if fields.has("travel") else None
         limits = load_limits(fields.section("limits"))
         request = load_request_policy(fields.section("request"))
+        own = load_resale(fields.section("resale"), _resale_base(resale), top=False) \
+            if fields.has("resale") else None
         fields.finish()
         tenants[name] = TenantPolicy(name, NetworkSet(nets), bool(disabled), countries, limits,
-                                     request, travel)
+                                     request, travel, own)
     return tenants
+
+
+def _resale_base(top: ResaleSettings | None) -> ResaleSettings:
+    """A tenant's section starts from the top-level one; without one, from shadow defaults."""
+    return ResaleSettings(mode=SHADOW) if top is None or top is RESALE_OFF else top
