@@ -129,12 +129,17 @@ def write_pepper(path: Path, text: str = PEPPER_TEXT) -> Path:
     return path
 
 
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
+def cli_with(tmp_path: Path, policy_template: str) -> Cli:
+    """A CLI over a fresh pepper, SQLite store and policy (``{pepper}`` filled in)."""
     pepper = write_pepper(tmp_path / "pepper")
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY_YAML.format(pepper=pepper))
+    policy.write_text(policy_template.format(pepper=pepper))
     return Cli(tmp_path, policy, f"sqlite:///{tmp_path / 'keys.db'}")
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return cli_with(tmp_path, POLICY_YAML)
 
 
 # --- create: the key prints once ----------------------------------------------------------------

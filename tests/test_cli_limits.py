@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import Cli, write_pepper
+from tests.test_cli import Cli, cli_with
 
 LIMITS_POLICY = """\
 version: 1
@@ -28,10 +28,7 @@ tenants:
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
-    pepper = write_pepper(tmp_path / "pepper")
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(LIMITS_POLICY.format(pepper=pepper))
-    return Cli(tmp_path, policy, f"sqlite:///{tmp_path / 'keys.db'}")
+    return cli_with(tmp_path, LIMITS_POLICY)
 
 
 def limits(cli: Cli, *args: str) -> str:
