@@ -15,6 +15,7 @@ from collections import OrderedDict
 from typing import Any
 
 from gatekeeper import reasons
+from gatekeeper.breaker import Breaker
 from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.credentials import Credential
 from gatekeeper.errors import ConfigError, StoreError
@@ -37,7 +38,10 @@ never pile up, and never a long pause to drop a whole flood at once."""
 class Authenticator:
     def __init__(self, store: Store, pepper: bytes, *, cache_ttl: float = 1.0,
                  verifier: JwtVerifier | None = None, cache_size: int = 100_000,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, breaker: Breaker | None = None,
+                 fail_open: bool = False) -> None:
+        """``breaker``: the key store's circuit breaker (shared by the process's runtimes);
+        ``fail_open``: while the store fails, a key verified before is still believed."""
         if not isinstance(pepper, bytes) or len(pepper) < MIN_PEPPER_BYTES:
             # the value is a secret: say what it must be, never what it is
             raise ConfigError("pepper", "(secret)",
@@ -55,6 +59,8 @@ class Authenticator:
         """Well-formed keys the store did not know, for ``cache_ttl``: a flood of forged keys
         (a CRC is easy to compute) costs one store lookup per key per TTL, not per request."""
         self._store_error_logged = float("-inf")
+        self.breaker = breaker or Breaker(self._monotonic)
+        self.fail_open = fail_open
 
     async def authenticate(self, credential: Credential, now: float) -> Principal | Refusal:
         if credential.kind is CredentialKind.API_KEY:
@@ -81,11 +87,23 @@ class Authenticator:
         if parsed is None:
             return _BAD_CHECKSUM
         key_id, secret = parsed
+        breaker = self.breaker
         try:
+            if not breaker.allow():
+                raise StoreError("get_key", "the store is failing (circuit open)")
             record = await self.store.get_key(key_id)
         except StoreError as exc:
+            if breaker.allow():  # a real call failed (not the open breaker refusing one)
+                breaker.failure()
             self._log_store_error(exc, clock)
+            if self.fail_open and hit is not None:
+                # fail_open: a key verified before stays believed (a revoke made during the
+                # outage is seen when the store answers again)
+                _insert(self._cache, self._cache_size, token, (hit[0], clock + self._ttl,
+                                                               hit[2]), clock)
+                return hit[0]
             return Refusal(reasons.STORE_UNAVAILABLE, key_id, exc.operation)
+        breaker.success()
         if record is None:
             return self._refuse_unknown(token, Refusal(reasons.KEY_UNKNOWN, key_id,
                                                        "no such key id"), clock)
@@ -105,7 +123,11 @@ class Authenticator:
         reads the store again: for a change pushed by the store (a revoke, a limit change)
         instead of waiting out ``cache_ttl``. A scan, but changes are rare."""
         if key_id is None:
-            self._cache.clear()
+            # every entry is read from the store again on its next use, but stays known: under
+            # on_store_error: fail_open a key verified before is still believed if the store
+            # fails then (all entries now expire at 0: the cache stays ordered by expiry)
+            for token, (principal, _, record) in self._cache.items():
+                self._cache[token] = (principal, 0.0, record)
             self._unknown.clear()
             return
         for token in [t for t, hit in self._cache.items() if hit[2].key_id == key_id]:
@@ -133,7 +155,9 @@ class Authenticator:
     def _log_store_error(self, exc: StoreError, clock: float) -> None:
         if clock - self._store_error_logged >= _STORE_LOG_INTERVAL:
             self._store_error_logged = clock
-            log.error("key store unavailable, refusing uncached keys (fail closed): %s", exc)
+            rule = "keys verified before stay believed (fail_open)" if self.fail_open else \
+                "refusing uncached keys (fail_closed)"
+            log.error("key store unavailable, %s: %s", rule, exc)
 
 
 def _insert(cache: OrderedDict[str, Any], size: int, token: str, entry: tuple[Any, ...],

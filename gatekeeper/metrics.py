@@ -72,6 +72,10 @@ class Metrics:
         self.policy_last_reload_success = Gauge(
             "gatekeeper_policy_last_reload_success_timestamp_seconds",
             "Unix time the running policy was loaded or last reloaded.", registry=self.registry)
+        self.store_fail_open = Gauge(
+            "gatekeeper_store_fail_open",
+            "1 while the counter store fails and on_store_error: fail_open counts limits in "
+            "this process only; 0 otherwise.", registry=self.registry)
         Info("gatekeeper_build", "The gatekeeper version serving.", registry=self.registry).info(
             {"version": _version()})
         directory = shared_directory()

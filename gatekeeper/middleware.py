@@ -23,6 +23,7 @@ import anyio
 
 from gatekeeper.admission import admit_plain, admit_request
 from gatekeeper.audit import AuditLog
+from gatekeeper.breaker import Breaker
 from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.decision import FLAG, Decision
 from gatekeeper.errors import ConfigError, GatekeeperError
@@ -37,6 +38,7 @@ from gatekeeper.responder import ClientDisconnected, HeaderSend
 from gatekeeper.runtime import Runtime
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
 from gatekeeper.store.counters import CounterStore
+from gatekeeper.store.guarded import GuardedCounters
 from gatekeeper.store.locations import LocationStore, MemoryLocationStore
 from gatekeeper.store.redis_changes import ALL as ALL_KEYS
 from gatekeeper.types import ASGIApp, Message, Receive, Scope, Send
@@ -89,15 +91,21 @@ class Gatekeeper:
                 counters = store  # a store with both capabilities (Redis) counts limits too
             self._pepper = pepper if pepper is not None else load_pepper(compiled.keys)
             self.clock = clock or SystemClock()
+            self.metrics = metrics or Metrics()
+            self.breaker = Breaker(self.clock.monotonic)
+            """The key store's circuit breaker; a remote counter store gets its own."""
+            if counters is not None and not counters.embedded:
+                counters = GuardedCounters(counters, Breaker(self.clock.monotonic),
+                                           compiled.on_store_error,
+                                           self.metrics.store_fail_open.set)
             self.runtime = Runtime(compiled, store, self._pepper, self.clock, counters,
-                                   self.locations)
+                                   self.locations, self.breaker)
         except GatekeeperError as exc:
             # Under FastAPI's add_middleware this runs at the first ASGI call, where uvicorn's
             # default lifespan mode swallows exceptions: say it where an operator looks.
             log.error("gatekeeper cannot start: %s", exc)
             raise
         self.store = store
-        self.metrics = metrics or Metrics()
         self.audit = audit or AuditLog()
         self.observer = observer
         self._now = self.clock.now
@@ -268,6 +276,8 @@ class Gatekeeper:
         await self.locations.close()
         await self.store.close()
         counters: object = self.runtime.counters
+        if isinstance(counters, GuardedCounters):
+            counters = counters.store
         if counters is not self.store:  # one object with both capabilities closes once
             await self.runtime.counters.close()
         self._started = False
@@ -289,7 +299,9 @@ class Gatekeeper:
                 raise ConfigError("keys.pepper_env", "(changed)",
                                   "the pepper cannot change on reload; restart instead")
             runtime = Runtime(compiled, self.store, self._pepper, self.clock,
-                              self.runtime.counters, self.locations)
+                              self.runtime.counters, self.locations, self.breaker)
+            if isinstance(runtime.counters, GuardedCounters):
+                runtime.counters.mode = compiled.on_store_error
         except GatekeeperError:
             self.metrics.policy_reload_failed()
             raise

@@ -13,6 +13,7 @@ from typing import Any
 
 from gatekeeper.admission import Admission
 from gatekeeper.auth import Authenticator
+from gatekeeper.breaker import Breaker
 from gatekeeper.clock import Clock
 from gatekeeper.decision import Decision
 from gatekeeper.facts import FactReader
@@ -53,10 +54,11 @@ class Runtime:
 
     def __init__(self, policy: Policy, store: Store, pepper: bytes, clock: Clock,
                  counters: CounterStore | None = None,
-                 locations: LocationStore | None = None) -> None:
-        """``counters`` (limits) and ``locations`` (impossible travel's last sightings) belong
-        to the process, not the policy: pass the same ones to every runtime so a reload keeps
-        every count and sighting."""
+                 locations: LocationStore | None = None,
+                 breaker: Breaker | None = None) -> None:
+        """``counters`` (limits), ``locations`` (impossible travel's last sightings) and the
+        key store's ``breaker`` belong to the process, not the policy: pass the same ones to
+        every runtime so a reload keeps every count, sighting and outage state."""
         self.policy = policy
         self.clock = clock
         self.counters: CounterStore = counters if counters is not None else MemoryCounterStore()
@@ -65,7 +67,8 @@ class Runtime:
         self.reader = FactReader(policy)
         self.authenticator = Authenticator(
             store, pepper, cache_ttl=policy.keys.cache_ttl, clock=clock,
-            verifier=JwtVerifier(policy.issuers, clock=clock) if policy.issuers else None)
+            verifier=JwtVerifier(policy.issuers, clock=clock) if policy.issuers else None,
+            breaker=breaker, fail_open=policy.on_store_error == "fail_open")
         self.keyed_by_path = self.reader.reads_path_tenant
         """A tenant named in the path makes the path part of what a decision depends on."""
         self.route_memo: dict[Any, str | None] = {}

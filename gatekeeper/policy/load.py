@@ -76,6 +76,8 @@ def compile_policy(data: object, source: str = "policy",
         answers=load_refusals(top.section("refusals")),
         prices=load_prices(top.section("prices")),
         resale=resale,
+        on_store_error=top.choice("on_store_error", ("fail_closed", "fail_open"),
+                                  "fail_closed"),
     )
     _check_issuer_tenants(policy, errors)
     _check_spend_is_priced(policy, errors)

@@ -74,6 +74,9 @@ class Policy:
     """Dollars per million tokens per model (``policy/prices.py``): what spend limits count."""
     resale: ResaleSettings = RESALE_OFF
     """The resale score's defaults (``policy/resale.py``); ``off`` without a section."""
+    on_store_error: str = "fail_closed"
+    """A failing store: ``fail_closed`` refuses 503; ``fail_open`` keeps deciding with the
+    keys already verified and limits counted in this process (``store/guarded.py``)."""
 
     def resale_for(self, tenant: str | None) -> ResaleSettings:
         """The resale settings a tenant's keys are scored with."""

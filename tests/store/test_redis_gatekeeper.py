@@ -5,6 +5,7 @@ with one EVALSHA per allowed request and one more to release a concurrency slot.
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import time
@@ -217,3 +218,70 @@ async def test_two_replica_processes_on_one_redis_allow_exactly_50_of_200(
         for process in replicas:
             process.terminate()
             process.communicate(timeout=10)
+
+
+async def test_fail_closed_opens_the_breaker_so_an_outage_costs_no_timeout_per_request() -> None:
+    policy = compile_policy(POLICY)
+    app = Recorder()
+    with redis_server() as port:
+        store = RedisStore(f"redis://127.0.0.1:{port}/0")
+        gk = Gatekeeper(app, policy, store=store, pepper=PEPPER)
+        key, _ = await key_admin.create_key(store, PEPPER, policy, "acme", time.time())
+        assert (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 200
+    try:
+        started = time.monotonic()
+        for _ in range(200):
+            assert (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 503
+        assert time.monotonic() - started < 2.0
+        assert gk.runtime.counters.breaker.open  # type: ignore[attr-defined]
+        assert app.paths == ["/v1/models"]
+        assert gk.metrics.registry.get_sample_value("gatekeeper_store_fail_open") == 0
+    finally:
+        await store.close()
+
+
+async def test_fail_open_keeps_limiting_in_process_with_known_keys_then_recovers(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Redis dies: a key verified before keeps working and its limit (3 an hour) keeps
+    holding, counted in this process; a key never seen is refused 503; the switch is logged
+    and shown in a metric; when Redis is back the store counts again."""
+    policy = compile_policy({"routes": {"protect": ["/v1/*"]}, "keys": {"cache_ttl": 0.2},
+                             "on_store_error": "fail_open",
+                             "tenants": {"acme": {"limits": {"requests": "3/hour"}}}})
+    app = Recorder()
+    sample = None
+    with redis_server() as port:
+        store = RedisStore(f"redis://127.0.0.1:{port}/0")
+        gk = Gatekeeper(app, policy, store=store, pepper=PEPPER)
+        sample = gk.metrics.registry.get_sample_value
+        key, record = await key_admin.create_key(store, PEPPER, policy, "acme", time.time())
+        stranger, stranger_record = await key_admin.create_key(store, PEPPER, policy, "acme",
+                                                               time.time())
+        assert (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 200
+    try:
+        await anyio.sleep(0.3)  # the cached verification is past cache_ttl: the store is asked
+        with caplog.at_level(logging.ERROR, logger="gatekeeper"):
+            codes = [(await asgi_request(gk, "/v1/models", auth(key)))[0]["status"]
+                     for _ in range(5)]
+        assert codes == [200, 200, 200, 429, 429]  # the local count holds the limit
+        assert "fail_open" in caplog.text
+        assert sample("gatekeeper_store_fail_open") == 1
+        assert (await asgi_request(gk, "/v1/models", auth(stranger)))[0]["status"] == 503
+        with redis_server(port=port):
+            for rec in (record, stranger_record):
+                await store.create_key(rec)  # a real restart would have kept them (AOF)
+            passed = 0
+            with anyio.fail_after(20):  # the counter breaker lets a trial through, then closes
+                while sample("gatekeeper_store_fail_open") != 0:
+                    sent = await asgi_request(gk, "/v1/models", auth(stranger))
+                    passed += sent[0]["status"] == 200
+                    await anyio.sleep(0.05)
+            assert passed >= 1
+            # back on the store, which restarted empty (counters may be lost, records may
+            # not): the key's limit holds again, counted there
+            codes = [(await asgi_request(gk, "/v1/models", auth(key)))[0]["status"]
+                     for _ in range(4)]
+            assert codes == [200, 200, 200, 429]
+        assert len(app.paths) == 1 + 3 + passed + 3
+    finally:
+        await store.close()
