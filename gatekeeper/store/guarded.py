@@ -62,8 +62,10 @@ class GuardedCounters(CounterStore):
         local = [Lease(x.key[len(_LOCAL):], x.id) for x in leases if x.key.startswith(_LOCAL)]
         remote = [x for x in leases if not x.key.startswith(_LOCAL)]
         released = self.local.release_now(local, now) if local else 0
-        if remote and self.breaker.allow():
-            released += await self.store.release(remote, now)  # a lost one expires (lease)
+        if remote:
+            # tried even with the breaker open: a slot not given back would hold its place
+            # until its lease ends (a failure here is logged by the settle; the lease expires)
+            released += await self.store.release(remote, now)
         return released
 
     async def _reconcile(self, counter: Counter, reserved: int, actual: int,
