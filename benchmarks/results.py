@@ -19,15 +19,16 @@ SECTIONS = {
                     "--tree after=.",
     "hot-path": "python benchmarks/hot_path.py",
     "http": "python benchmarks/http_load.py",
+    "redis": "python benchmarks/redis_path.py",
 }
 """Section name -> the command that writes it, in the order they appear."""
 
 INTRO = """\
-Four scripts write this file, each into its own section (see `benchmarks/README.md`):
+Five scripts write this file, each into its own section (see `benchmarks/README.md`):
 `instructions.py` (instructions per request under cachegrind, before and after), `before_after.py`
 (the same workload timed in two checkouts, interleaved), `hot_path.py` (this tree: every
-scenario, gatekeeper's own cost, the per-stage table) and `http_load.py` (over HTTP: uvicorn
-driven by wrk on loopback).
+scenario, gatekeeper's own cost, the per-stage table), `http_load.py` (over HTTP: uvicorn
+driven by wrk on loopback) and `redis_path.py` (limits on a real Redis, round trips counted).
 
 **The machine is shared and noisy** (2 cores, other jobs running): in-process timings wander by
 up to ±30% between rounds and between runs. Every timed number below is the median of paired

@@ -134,3 +134,20 @@ def test_results_update_keeps_sections_when_a_new_one_is_added(tmp_path: Path) -
     text = path.read_text(encoding="utf-8")
     assert "<!-- begin hot-path -->\nmeasured hot path\n<!-- end hot-path -->" in text
     assert text.rstrip().endswith("<!-- begin http -->\nmeasured over HTTP\n<!-- end http -->")
+
+
+def test_quick_redis_path_runs() -> None:
+    """The Redis rows, briefly: every scenario answered and was counted by the server (under
+    CI=true redis-server must be there; locally the script says it skipped)."""
+    import os
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is missing under CI=true")
+        pytest.skip("redis-server not installed")
+    out = bench("benchmarks/redis_path.py", "--quick").stdout
+    for name in ("evalsha", "slowapi-redis", "gk-one-limit-redis", "gk-limits-redis"):
+        assert re.search(rf"^\| {name} \| .* \| \d+\.\d\d \|$", out, re.MULTILINE), out
+    one = re.search(r"^\| gk-one-limit-redis \| .* \| (\d+\.\d\d) \|$", out, re.MULTILINE)
+    assert one is not None and float(one.group(1)) == 1.0  # one round trip per request

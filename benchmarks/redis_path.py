@@ -1,0 +1,222 @@
+"""The Redis rows: gatekeeper's limits on a real Redis beside slowapi on Redis and one bare
+EVALSHA round trip, measured interleaved in one run, with round trips counted by the server.
+
+    python benchmarks/redis_path.py [--quick] [--rounds N] [--requests N] [--output PATH]
+
+Starts its own ``redis-server`` on a free loopback port (no persistence; never the one on
+6379), drives each scenario in process with the hand-written ASGI driver (``driver.py``), and
+writes the ``redis`` section of ``benchmarks/RESULTS.md``. Without ``redis-server`` it says so
+and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import redis.asyncio as aioredis
+from slowapi import Limiter
+from slowapi.util import get_remote_address
+
+import gatekeeper
+from benchmarks import results
+from benchmarks.apps import (
+    CHAT_PATH,
+    CLIENT,
+    PEPPER,
+    SLOWAPI_LIMIT,
+    Calls,
+    make_app,
+    make_scope,
+)
+from benchmarks.driver import CheckFailed, probe, timed
+from benchmarks.scenarios import HIGH, LIMITS_RTC, benchmark_policy, credential_for
+from gatekeeper.store.redis import RedisStore
+
+Batch = Callable[[int], Awaitable[int]]
+"""Runs n requests (or calls), returns nanoseconds."""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        return int(probe_socket.getsockname()[1])
+
+
+def _start_redis(directory: str) -> tuple[subprocess.Popen[bytes], int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise FileNotFoundError("redis-server")
+    port = _free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", directory],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise CheckFailed("redis-server did not start") from None
+            time.sleep(0.02)
+
+
+async def _round_trips(url: str, batch: Batch, n: int) -> float:
+    """Commands clients sent per request, seen by the server (``MONITOR``; the commands a Lua
+    script runs inside the server are marked ``lua`` and do not count)."""
+    watcher = aioredis.Redis.from_url(url)
+    seen: list[str] = []
+    async with watcher.monitor() as monitor:
+        async def listen() -> None:
+            while True:
+                info = await monitor.next_command()
+                if info["client_type"] != "lua":
+                    seen.append(str(info["command"]).split(" ", 1)[0].upper())
+
+        task = asyncio.get_running_loop().create_task(listen())
+        await asyncio.sleep(0.1)
+        await batch(n)
+        await asyncio.sleep(0.3)  # let the last commands arrive
+        task.cancel()
+    await watcher.aclose()
+    return len(seen) / n
+
+
+async def _scenarios(url: str) -> dict[str, tuple[Batch, Callable[[], Awaitable[None]] | None]]:
+    """name -> (a timed batch, a checked probe)."""
+    client = aioredis.Redis.from_url(url)
+    sha = await client.script_load("return 1")
+
+    async def evalsha(n: int) -> int:
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            await client.evalsha(sha, 0)
+        return time.perf_counter_ns() - start
+
+    out: dict[str, tuple[Batch, Callable[[], Awaitable[None]] | None]] = {
+        "evalsha": (evalsha, None)}
+
+    def asgi(app: Any, scope: dict[str, Any], status: int = 200) -> tuple[Batch, Any]:
+        async def batch(n: int) -> int:
+            return await timed(app, scope, n)
+
+        async def check() -> None:
+            got, body = await probe(app, scope)
+            if got != status:
+                raise CheckFailed(f"status {got}: {body[:200]!r}")
+        return batch, check
+
+    out["bare"] = asgi(make_app(Calls()), make_scope("POST", CHAT_PATH, CLIENT, None))
+    limiter = Limiter(key_func=get_remote_address, storage_uri=url)
+    out["slowapi-redis"] = asgi(make_app(Calls(), limiter, SLOWAPI_LIMIT),
+                                make_scope("POST", CHAT_PATH, CLIENT, None))
+    for name, limits in (("gk-one-limit-redis", {"requests": HIGH}),
+                         ("gk-limits-redis", LIMITS_RTC)):
+        policy = benchmark_policy(limits)
+        store = RedisStore(url)
+        gk = gatekeeper.Gatekeeper(make_app(Calls()), policy, store=store, pepper=PEPPER)
+        await gk.startup()
+        token = await credential_for("key", store, policy, time.time())  # type: ignore[arg-type]
+        out[name] = asgi(gk, make_scope("POST", CHAT_PATH, CLIENT, token))
+    return out
+
+
+WHAT = {
+    "evalsha": "one bare EVALSHA round trip (`return 1`), redis-py asyncio",
+    "bare": "bare Starlette app, POST /v1/chat/completions",
+    "slowapi-redis": f"slowapi, one limit ({SLOWAPI_LIMIT}) stored in Redis",
+    "gk-one-limit-redis": "gatekeeper, one per-key request limit in Redis (strict)",
+    "gk-limits-redis": "gatekeeper, request + token + concurrency limits in Redis (strict)",
+}
+
+
+async def run(rounds: int, requests: int) -> str:
+    with tempfile.TemporaryDirectory(prefix="gk-bench-redis-") as directory:
+        proc, port = _start_redis(directory)
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            scenarios = await _scenarios(url)
+            trips: dict[str, float] = {}
+            for name, (batch, check) in scenarios.items():
+                if check is not None:
+                    await check()
+                await batch(min(requests, 200))  # warm-up (scripts, caches, connections)
+                trips[name] = await _round_trips(url, batch, 200)
+            us: dict[str, list[float]] = {name: [] for name in scenarios}
+            names = list(scenarios)
+            for r in range(rounds):
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    gc.collect()
+                    us[name].append(await scenarios[name][0](requests) / requests / 1000)
+            return _report(us, trips, rounds, requests)
+        finally:
+            proc.terminate()
+            proc.wait(5)
+
+
+def _report(us: dict[str, list[float]], trips: dict[str, float], rounds: int,
+            requests: int) -> str:
+    med = {name: statistics.median(v) for name, v in us.items()}
+    added = {name: statistics.median(a - b for a, b in zip(us[name], us["bare"], strict=True))
+             for name in us if name not in ("bare", "evalsha")}
+    lines = ["## Redis: limits on a real redis-server, beside slowapi and one bare EVALSHA", "",
+             f"`python benchmarks/redis_path.py`: {rounds} rounds of {requests} requests per "
+             "scenario, interleaved (the first rotating); a `redis-server` started on a free "
+             "loopback port, no persistence. **added** is the median of per-round differences "
+             "to the bare app; round trips are the commands clients sent per request, seen by "
+             "the server (`MONITOR`, a script's own commands not counted), over 200 requests.",
+             "",
+             "| scenario | what | median us/request | added vs bare (us) | x one EVALSHA | "
+             "round trips/request |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for name in us:
+        extra = "-" if name not in added else f"+{added[name]:.1f}"
+        ratio = "-" if name not in added else f"{added[name] / med['evalsha']:.2f}"
+        lines.append(f"| {name} | {WHAT[name]} | {med[name]:.1f} | {extra} | {ratio} | "
+                     f"{trips[name]:.2f} |")
+    lines += ["", "Issue #16's bar: gatekeeper's added cost at most 1.3x one bare EVALSHA round "
+              "trip; one round trip per allowed request (a concurrency slot's release at the end "
+              "of the response is a second call).", "", "Machine:", "",
+              *results.machine()]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--output", type=Path, default=results.DEFAULT_PATH)
+    args = parser.parse_args()
+    rounds, requests = (2, 100) if args.quick else (args.rounds, args.requests)
+    try:
+        text = asyncio.run(run(rounds, requests))
+    except FileNotFoundError:
+        print("SKIPPED: redis-server is not installed (apt-get install redis-server)")
+        return 0
+    except CheckFailed as exc:
+        print(f"CHECK FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(text)
+    if not args.quick:
+        results.update(args.output, "redis", text)
+        print(f"written to {args.output} (section redis)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
