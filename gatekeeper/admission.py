@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import cast
 
 from gatekeeper import reasons
 from gatekeeper.charge import Charge
@@ -188,7 +189,7 @@ def admit_plain(counters: CounterStore, clock: Clock, admission: Admission,
     the counter store answers without I/O (``counters.embedded``)."""
     charge = None
     if not admission.limits.empty:
-        assert isinstance(counters, EmbeddedCounterStore)
+        counters = cast(EmbeddedCounterStore, counters)  # ``embedded`` said so; no ABC check
         decision, charge = admit_now(counters, clock, admission, decision, now)
         if not decision.allowed:
             return decision, None, None
@@ -216,7 +217,7 @@ async def admit(counters: CounterStore, clock: Clock, admission: Admission, deci
     settle when the response ends (None when there is nothing to give back or correct).
     ``estimate`` is the tokens reserved; ``model`` prices the spend reserved and settled."""
     if counters.embedded:
-        assert isinstance(counters, EmbeddedCounterStore)
+        counters = cast(EmbeddedCounterStore, counters)  # ``embedded`` said so; no ABC check
         return admit_now(counters, clock, admission, decision, now, estimate, model)
     plan = _plan(admission, now, estimate, model)
     try:

@@ -5,6 +5,7 @@ reservations reconciled with the upstream's real usage). The Responder calls ``s
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
+from typing import cast
 
 from gatekeeper.clock import Clock
 from gatekeeper.limits.plan import CONCURRENCY, REQUESTS, Counter, Lease, Plan, settled_cost
@@ -37,7 +38,7 @@ class Charge:
         counters, now = self.counters, self.clock.now()
         if not counters.embedded:
             return self.finish(usage, now)
-        assert isinstance(counters, EmbeddedCounterStore)
+        counters = cast(EmbeddedCounterStore, counters)  # ``embedded`` said so; no ABC check
         if self.leases:
             counters.release_now(self.leases, now)
         for counter, actual in self._corrections(usage):

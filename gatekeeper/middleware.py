@@ -156,19 +156,18 @@ class Gatekeeper:
                     self.audit.flagged(decision, facts, now, scope)
             else:
                 decision, admission = record.decision, record.admission
-            if admission is None:
-                pass
-            elif rt.counters.embedded and not (admission.reads_body and kind == "http"):
-                decision, responder, charge = admit_plain(
-                    rt.counters, self.clock, admission, decision, receive, send, now,
-                    kind == "http")
-            else:
-                try:
-                    decision, responder, charge = await admit_request(
-                        rt.counters, self.clock, admission, decision, scope, receive, send,
-                        scan, now)
-                except ClientDisconnected:
-                    return  # gone while sending its body: nothing charged, nothing to answer
+            if admission is not None:
+                if rt.counters.embedded and not (admission.reads_body and kind == "http"):
+                    decision, responder, charge = admit_plain(
+                        rt.counters, self.clock, admission, decision, receive, send, now,
+                        kind == "http")
+                else:
+                    try:
+                        decision, responder, charge = await admit_request(
+                            rt.counters, self.clock, admission, decision, scope, receive,
+                            send, scan, now)
+                    except ClientDisconnected:
+                        return  # gone while sending its body: nothing charged or answered
         self.metrics.record(decision.reason, perf_counter() - started)
         if self.observer is not None:
             self.observer(scope, decision, now)
