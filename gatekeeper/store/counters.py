@@ -27,7 +27,10 @@ from collections.abc import Sequence
 from gatekeeper.errors import GatekeeperError, StoreError
 from gatekeeper.limits.plan import Counter, CounterAnswer, Lease, Plan
 
-__all__ = ["CounterAnswer", "CounterStore", "EmbeddedCounterStore", "Lease"]
+__all__ = ["Correction", "CounterAnswer", "CounterStore", "EmbeddedCounterStore", "Lease"]
+
+Correction = tuple[Counter, int, int]
+"""(counter, reserved, actual): a token or spend reservation to correct with the real usage."""
 
 
 class CounterStore(ABC):
@@ -64,6 +67,15 @@ class CounterStore(ABC):
             raise
         except Exception as exc:
             raise StoreError("reconcile", _cause(exc)) from exc
+
+    async def settle(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                     now: float) -> int:
+        """What a request's end does: ``release`` its slots and ``reconcile`` each of its
+        reservations; how many slots were still held. A backend may do it in one call."""
+        released = await self.release(leases, now) if leases else 0
+        for counter, reserved, actual in corrections:
+            await self.reconcile(counter, reserved, actual, now)
+        return released
 
     @abstractmethod
     async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]: ...
@@ -102,6 +114,24 @@ class EmbeddedCounterStore(CounterStore):
     async def _reconcile(self, counter: Counter, reserved: int, actual: int,
                          now: float) -> None:
         self.reconcile_now(counter, reserved, actual, now)
+
+    async def settle(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                     now: float) -> int:
+        try:
+            return self.settle_now(leases, corrections, now)
+        except GatekeeperError:
+            raise
+        except Exception as exc:
+            raise StoreError("settle", _cause(exc)) from exc
+
+    def settle_now(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                   now: float) -> int:
+        """``settle`` without I/O: one call at a request's end."""
+        released = self.release_now(leases, now) if leases else 0
+        for counter, reserved, actual in corrections:
+            if reserved != actual:
+                self.reconcile_now(counter, reserved, actual, now)
+        return released
 
     @abstractmethod
     def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]: ...
