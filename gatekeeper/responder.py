@@ -312,7 +312,8 @@ def with_headers(message: Message, headers: Iterable[Any],
     name is dropped, so a client never sees two answers."""
     names = {name for name, _ in ours}
     kept = [h for h in headers if bytes(h[0]).lower() not in names]
-    return {**message, "headers": [*kept, *ours]}
+    kept += ours
+    return {**message, "headers": kept}
 
 
 class HeaderSend:
@@ -363,7 +364,8 @@ def _usage_at(raw: bytes | bytearray, at: int) -> Usage | None:
     """
     found = _USUAL.match(raw, at)
     if found is not None:  # OpenAI's own order and spacing: no decoder needed
-        prompt, completion, total = (int(n) for n in found.groups())
+        digits = found.groups()
+        prompt, completion, total = int(digits[0]), int(digits[1]), int(digits[2])
         if prompt <= MAX_TOKENS and completion <= MAX_TOKENS and total <= MAX_TOKENS:
             return _new(Usage, (prompt, completion, total))
         return None

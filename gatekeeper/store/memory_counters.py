@@ -48,7 +48,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
         answers: list[CounterAnswer] = []
         passed = True
         for kind, key, _, limit, period, cost, _, expires in plan:
-            entry = staged.get(key) if staged and key in staged else entries.get(key)
+            entry = entries.get(key)
             if entry is not None and entry[0] <= now_us:
                 entry = None  # expired: as if never charged
             if kind == RATE:
@@ -97,6 +97,8 @@ class MemoryCounterStore(EmbeddedCounterStore):
                 raise ValueError(f"unknown counter kind {kind!r}")
         if not passed:
             return [a._replace(lease=None) if a[4] else a for a in answers]
+        if len(staged) != len(plan):
+            return self._apply_repeating(plan, now)
         move = entries.move_to_end
         for key, entry in staged.items():
             if len(entry) == 4:  # a slot taken: [expires, held, lease id, its expiry]
@@ -105,6 +107,22 @@ class MemoryCounterStore(EmbeddedCounterStore):
             move(key)
         self._sweep(now_us)
         return answers
+
+    def _apply_repeating(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        """A plan naming one key twice (hand-built: policies never do): its counters charged
+        one by one, so the second sees the first's charge, and every entry the plan touched
+        restored when one refuses (all-or-nothing still)."""
+        entries = self._entries
+        saved = {c[1]: _copy(entries.get(c[1])) for c in plan}
+        answers = [self.apply_now((c,), now)[0] for c in plan]
+        if all(a[0] for a in answers):
+            return answers
+        for key, entry in saved.items():
+            if entry is None:
+                entries.pop(key, None)
+            else:
+                entries[key] = entry
+        return [a._replace(lease=None) if a[4] else a for a in answers]
 
     def release_now(self, leases: Sequence[Lease], now: float) -> int:
         return self.settle_now(leases, (), now)
@@ -145,6 +163,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
             else:
                 continue
             entries.move_to_end(key)
+        if len(entries) > self.max_counters:  # a reconcile may put back an evicted entry
             self._sweep(now_us)
         return released
 
@@ -195,6 +214,13 @@ class MemoryCounterStore(EmbeddedCounterStore):
 
 
 _new = tuple.__new__
+
+
+def _copy(entry: Entry | None) -> Entry | None:
+    """An entry as it is now: a slot taken later adds to a copy of its slots, not to this."""
+    if entry is None:
+        return None
+    return [entry[0], dict(entry[1]) if isinstance(entry[1], dict) else entry[1]]
 
 
 def _window_end(period: float, expires: float, now_us: int) -> int:

@@ -340,6 +340,17 @@ async def test_a_reconcile_after_the_window_ended_does_not_reopen_it(
     assert fresh.allowed and fresh.remaining == 0
 
 
+async def test_a_key_named_twice_in_one_plan_sees_its_own_first_charge(
+        counters: CounterStore, clock: ManualClock) -> None:
+    twice = rate(3, 3600.0)._replace(cost=2)
+    refused = await counters.apply((twice, twice), clock.now())
+    assert [a.allowed for a in refused] == [True, False]  # 2 + 2 > 3
+    assert (await one(counters, rate(3, 3600.0), clock.now())).remaining == 2  # nothing kept
+    passed = await counters.apply((twice._replace(cost=1), twice._replace(cost=1)), clock.now())
+    assert all(a.allowed for a in passed)
+    assert (await one(counters, rate(3, 3600.0), clock.now())).remaining == 0
+
+
 # --- exactness under concurrency ---------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["rate", "quota", "concurrency"])
