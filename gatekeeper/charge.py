@@ -46,12 +46,11 @@ class Charge:
         return None
 
     async def finish(self, usage: Usage | None, now: float) -> None:
-        """Release the slots; correct the token and spend reservations when the real usage is
-        known (unknown usage keeps them: the estimate is what the request cost)."""
-        if self.leases:
-            await self.counters.release(self.leases, now)
-        for counter, actual in self._corrections(usage):
-            await self.counters.reconcile(counter, counter.cost, actual, now)
+        """Release the slots and correct the token and spend reservations when the real usage
+        is known (unknown usage keeps them: the estimate is what the request cost), in one
+        store call (none when there is nothing to do)."""
+        await self.counters.settle(self.leases, [(counter, counter.cost, actual) for
+                                                 counter, actual in self._corrections(usage)], now)
 
     def _corrections(self, usage: Usage | None) -> list[tuple[Counter, int]]:
         if usage is None:

@@ -11,10 +11,12 @@ a WATCH compare-and-set applying ``checked_update``, the rule every backend shar
 announced to every replica (``redis_changes.py``).
 
 Counters: one request's whole plan is one EVALSHA of ``lua/apply.lua`` (``redis_counters``
-packs it and reads the reply). With ``server_time=True`` (the default) the scripts read the
-Redis server's clock, so replicas with skewed clocks count alike and the ``now`` argument
-only matters to the memory store; quota windows are still named by the caller's ``now`` (the
-plan's keys), and one applied after its window ended on the server's clock is a store error.
+packs it and reads the reply), and the end of its response (slots given back, reservations
+corrected) one EVALSHA of ``lua/settle.lua``. With ``server_time=True`` (the default) the
+scripts read the Redis server's clock, so replicas with skewed clocks count alike and the
+``now`` argument only matters to the memory store; quota windows are still named by the
+caller's ``now`` (the plan's keys), and one applied after its window ended on the server's
+clock is a store error.
 ``server_time=False`` uses the ``now`` given (replay, tests).
 """
 
@@ -37,7 +39,7 @@ from gatekeeper.limits.plan import Counter, CounterAnswer, Lease, Plan
 from gatekeeper.store.base import Store, checked_update
 from gatekeeper.store.base import decode_record as _decode
 from gatekeeper.store.base import encode_record as _encode
-from gatekeeper.store.counters import CounterStore, _cause
+from gatekeeper.store.counters import Correction, CounterStore, _cause
 from gatekeeper.store.redis_changes import CHANNEL, key_changes
 from gatekeeper.store.redis_counters import (
     answers,
@@ -45,9 +47,10 @@ from gatekeeper.store.redis_counters import (
     now_arg,
     reconcile_args,
     release_args,
+    settle_args,
 )
 from gatekeeper.store.redis_health import findings
-from gatekeeper.store.redis_scripts import APPLY, RECONCILE, RELEASE, SCRIPTS, LuaScript
+from gatekeeper.store.redis_scripts import APPLY, RECONCILE, RELEASE, SCRIPTS, SETTLE, LuaScript
 
 SOCKET_TIMEOUT = 0.1
 CONNECT_TIMEOUT = 0.25
@@ -200,6 +203,12 @@ class RedisStore(Store, CounterStore):
         args = reconcile_args(counter, reserved, actual, self._now_us(now))
         if args is not None:
             await self._run(RECONCILE, [counter.key], args)
+
+    async def _settle(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                      now: float) -> int:
+        """One EVALSHA of ``settle.lua``: every slot given back, every reservation corrected."""
+        found = settle_args(leases, corrections, self._now_us(now))
+        return 0 if found is None else int(await self._run(SETTLE, *found))
 
     async def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
         return await script(self.redis, keys, args)
