@@ -30,7 +30,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import NoScriptError, RedisError, WatchError
 
 from gatekeeper.errors import KeyExistsError, StoreError
 from gatekeeper.keys import KeyRecord
@@ -44,17 +44,26 @@ from gatekeeper.store.redis_changes import CHANNEL, key_changes
 from gatekeeper.store.redis_counters import (
     answers,
     apply_args,
+    bulk,
     now_arg,
+    packed,
+    packed_command,
+    packed_head,
     reconcile_args,
     release_args,
     settle_args,
 )
 from gatekeeper.store.redis_health import findings
+from gatekeeper.store.redis_lane import ScriptLane
 from gatekeeper.store.redis_scripts import APPLY, RECONCILE, RELEASE, SCRIPTS, SETTLE, LuaScript
 
 SOCKET_TIMEOUT = 0.1
 CONNECT_TIMEOUT = 0.25
 MAX_CONNECTIONS = 64
+"""For key records and other commands, and as many again for the counter scripts (the lane)."""
+PLANS_PACKED = 1024
+"""Plans whose packed apply command is kept: a decision record reuses its plan object until a
+quota window ends, so most requests send bytes packed once."""
 PREFIX = "gk:{keys}:"
 """Every key record and index shares this hash tag: one slot, so a write is one MULTI."""
 _ALL = PREFIX + "all"
@@ -80,13 +89,19 @@ class RedisStore(Store, CounterStore):
                 socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
                 retry=Retry(NoBackoff(), 0), retry_on_error=[])
             client = Redis(connection_pool=pool)
+            self._lane: ScriptLane | None = ScriptLane(pool, MAX_CONNECTIONS, socket_timeout,
+                                                       connect_timeout)
+        else:
+            self._lane = None  # a cluster: redis-py routes each command to its slot's node
         self.redis = client
+        self._packed: dict[int, tuple[Plan, bytes, bytes]] = {}
 
     async def connect(self) -> None:
-        """Load the scripts now (a server's startup), so no request pays for it."""
+        """Load the scripts now (a server's startup), so no request pays for it (nor for the
+        lane's first connection)."""
         try:
             for script in SCRIPTS:
-                await script.load(self.redis)
+                await self._load(script)
         except _FAILURES as exc:
             raise StoreError("connect", _cause(exc)) from exc
 
@@ -189,8 +204,28 @@ class RedisStore(Store, CounterStore):
     async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
         if not plan:
             return []
-        keys, specs = apply_args(plan)
-        return answers(plan, await self._run(APPLY, keys, [now_arg(self._now_us(now)), specs]))
+        if self._lane is None:
+            keys, specs = apply_args(plan)
+            reply = await self._run(APPLY, keys, [now_arg(self._now_us(now)), specs])
+        else:
+            reply = await self._call(APPLY, self._packed_apply(plan, now))
+        return answers(plan, reply)
+
+    def _packed_apply(self, plan: Plan, now: float) -> bytes:
+        """The apply command for ``plan``, packed once per plan object (whole with the
+        server's time; around ``now`` otherwise)."""
+        found = self._packed.get(id(plan))
+        if found is None or found[0] is not plan:
+            keys, specs = apply_args(plan)
+            head, tail = packed_head(APPLY.sha, keys, 2), bulk(specs)
+            if self.server_time:
+                head, tail = head + bulk("") + tail, b""
+            if len(self._packed) >= PLANS_PACKED:
+                self._packed.clear()
+            found = self._packed[id(plan)] = (plan, head, tail)  # holds plan: its id stays
+        if self.server_time:
+            return found[1]
+        return found[1] + bulk(to_us(now)) + found[2]
 
     async def _release(self, leases: Sequence[Lease], now: float) -> int:
         if not leases:
@@ -211,10 +246,31 @@ class RedisStore(Store, CounterStore):
         return 0 if found is None else int(await self._run(SETTLE, *found))
 
     async def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
-        return await script(self.redis, keys, args)
+        if self._lane is None:
+            return await script(self.redis, keys, args)
+        return await self._call(script, packed(script.sha, keys, args))
+
+    async def _call(self, script: LuaScript, command: bytes) -> Any:
+        """``command`` (that script's EVALSHA) on the lane; loaded again once after NOSCRIPT."""
+        assert self._lane is not None
+        try:
+            return await self._lane.call(command)
+        except NoScriptError:
+            await self._load(script)
+            return await self._lane.call(command)
+
+    async def _load(self, script: LuaScript) -> None:
+        """SCRIPT LOAD, on the lane when there is one (its connections are the ones that
+        just learnt the server restarted)."""
+        if self._lane is None:
+            await script.load(self.redis)
+        else:
+            await self._lane.call(packed_command("SCRIPT", "LOAD", script.text))
 
     async def close(self) -> None:
         self._closed = True
+        if self._lane is not None:
+            await self._lane.close()
         await self.redis.aclose()
         if isinstance(self.redis, Redis):
             await self.redis.connection_pool.disconnect()

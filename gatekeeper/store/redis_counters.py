@@ -118,3 +118,25 @@ def _correction(counter: Counter, delta: int) -> list[Any] | None:
 
 def release_args(leases: Sequence[Lease], now_us: int | None) -> tuple[list[str], list[Any]]:
     return [lease.key for lease in leases], [now_arg(now_us), *(lease.id for lease in leases)]
+
+
+def packed(sha: str, keys: Sequence[str], args: Sequence[str | int]) -> bytes:
+    """One EVALSHA in Redis's wire format (RESP), as ``ScriptLane.call`` sends it."""
+    return packed_head(sha, keys, len(args)) + b"".join(bulk(a) for a in args)
+
+
+def packed_command(*args: str) -> bytes:
+    """Any command in the wire format."""
+    return b"*%d\r\n" % len(args) + b"".join(bulk(a) for a in args)
+
+
+def packed_head(sha: str, keys: Sequence[str], arg_count: int) -> bytes:
+    """An EVALSHA's wire format up to its first argument (ARGV[1])."""
+    return b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + len(keys) + arg_count) + bulk(sha) + \
+        bulk(len(keys)) + b"".join(bulk(key) for key in keys)
+
+
+def bulk(value: str | int) -> bytes:
+    """One argument in the wire format."""
+    data = value.encode() if isinstance(value, str) else b"%d" % value
+    return b"$%d\r\n%s\r\n" % (len(data), data)
