@@ -89,8 +89,7 @@ class RedisStore(Store, CounterStore):
                 socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
                 retry=Retry(NoBackoff(), 0), retry_on_error=[])
             client = Redis(connection_pool=pool)
-            self._lane: ScriptLane | None = ScriptLane(pool, MAX_CONNECTIONS, socket_timeout,
-                                                       connect_timeout)
+            self._lane: ScriptLane | None = ScriptLane(pool)
         else:
             self._lane = None  # a cluster: redis-py routes each command to its slot's node
         self.redis = client

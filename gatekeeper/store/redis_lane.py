@@ -30,20 +30,20 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 class ScriptLane:
     __slots__ = ("_idle", "_make", "_open", "_waiters", "connect_timeout", "size", "timeout")
 
-    def __init__(self, pool: ConnectionPool, size: int, timeout: float,
-                 connect_timeout: float) -> None:
-        """``timeout`` bounds one command on a connected connection; a fresh connection also
-        gets ``connect_timeout``, which bounds the wait for a free one too."""
+    def __init__(self, pool: ConnectionPool) -> None:
+        """Connections like ``pool``'s, as many at most as it may hold. Its socket timeout
+        bounds one command on a connected connection; a fresh connection also gets its connect
+        timeout, which bounds the wait for a free connection too."""
         kwargs = dict(pool.connection_kwargs)
+        self.timeout = float(kwargs.get("socket_timeout") or 1.0)
+        self.connect_timeout = float(kwargs.get("socket_connect_timeout") or 1.0)
         kwargs["socket_timeout"] = None  # the lane's own timeout covers the whole exchange
         connection_class = pool.connection_class
 
         def make() -> AbstractConnection:
             return connection_class(**kwargs)
         self._make = make
-        self.size = size
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
+        self.size = pool.max_connections
         self._idle: list[AbstractConnection] = []
         self._open = 0
         self._waiters: deque[asyncio.Future[AbstractConnection]] = deque()
