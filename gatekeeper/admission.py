@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import cast
 
 from gatekeeper import reasons
 from gatekeeper.charge import Charge
@@ -134,10 +133,11 @@ async def admit_request(counters: CounterStore, clock: Clock, admission: Admissi
     estimate, model = 0, ""
     if admission.reads_body and http:
         rules = admission.rules
-        declared = scan[5]
-        if declared is not None and _length(declared) > rules.max_body_bytes:
+        declared = scan[5]  # content-length: a number, else 0 (the read is bounded anyway)
+        if declared is not None and declared.isdigit() and len(declared) < 19 and \
+                int(declared) > rules.max_body_bytes:
             return _refused(decision, reasons.BODY_TOO_LARGE,
-                            f"content-length {_length(declared)}"), None, None
+                            f"content-length {int(declared)}"), None, None
         responder = Responder(receive, send, watch_usage=admission.reserves)
         body = await responder.read_body(rules.max_body_bytes)
         if body is None:
@@ -156,8 +156,9 @@ async def admit_request(counters: CounterStore, clock: Clock, admission: Admissi
     charge = None
     if not admission.limits.empty:
         if counters.embedded:
-            decision, charge = admit_now(cast(EmbeddedCounterStore, counters), clock,
-                                         admission, decision, now, estimate, model)
+            embedded: EmbeddedCounterStore = counters  # type: ignore[assignment]  # it said so
+            decision, charge = admit_now(embedded, clock, admission, decision, now, estimate,
+                                         model)
         else:
             decision, charge = await admit(counters, clock, admission, decision, now,
                                            estimate, model)
@@ -186,11 +187,6 @@ def body_facts(admission: Admission, body: bytes, content_type: bytes | None,
                         admission.rules, parse=admission.reserves, completes=completes)
 
 
-def _length(value: bytes | None) -> int:
-    """A declared content-length, or 0 when absent or not a number (the read is bounded)."""
-    return int(value) if value is not None and value.isdigit() and len(value) < 19 else 0
-
-
 def _refused(decision: Decision, reason: Reason, detail: str) -> Decision:
     return decision._replace(reason=reason, action=BLOCK, detail=detail, headers=())
 
@@ -202,8 +198,9 @@ def admit_plain(counters: CounterStore, clock: Clock, admission: Admission,
     the counter store answers without I/O (``counters.embedded``)."""
     charge = None
     if not admission.limits.empty:
-        counters = cast(EmbeddedCounterStore, counters)  # ``embedded`` said so; no ABC check
-        decision, charge = admit_now(counters, clock, admission, decision, now)
+        # ``embedded`` said so: a local annotation costs nothing, cast() is a call
+        embedded: EmbeddedCounterStore = counters  # type: ignore[assignment]
+        decision, charge = admit_now(embedded, clock, admission, decision, now)
         if not decision.allowed:
             return decision, None, None
     if http and charge is not None:
@@ -216,7 +213,8 @@ def admit_now(counters: EmbeddedCounterStore, clock: Clock, admission: Admission
               decision: Decision, now: float, estimate: int = 0,
               model: str = "") -> tuple[Decision, Charge | None]:
     """``admit`` on a store that answers without I/O."""
-    plan = admission.plan_for(now, estimate, _spend(admission, model, estimate))
+    plan = admission.plan_for(now, estimate, spend_of(admission.prices, model, estimate, 0)
+                              if admission.limits.charges_spend else 0)
     try:
         answers = counters.apply_now(plan, now)
     except Exception as exc:
@@ -230,19 +228,15 @@ async def admit(counters: CounterStore, clock: Clock, admission: Admission, deci
     settle when the response ends (None when there is nothing to give back or correct).
     ``estimate`` is the tokens reserved; ``model`` prices the spend reserved and settled."""
     if counters.embedded:
-        counters = cast(EmbeddedCounterStore, counters)  # ``embedded`` said so; no ABC check
-        return admit_now(counters, clock, admission, decision, now, estimate, model)
-    plan = admission.plan_for(now, estimate, _spend(admission, model, estimate))
+        embedded: EmbeddedCounterStore = counters  # type: ignore[assignment]  # it said so
+        return admit_now(embedded, clock, admission, decision, now, estimate, model)
+    plan = admission.plan_for(now, estimate, spend_of(admission.prices, model, estimate, 0)
+                              if admission.limits.charges_spend else 0)
     try:
         answers = await counters.apply(plan, now)
     except Exception as exc:
         return _store_failed(decision, exc), None
     return _conclude(counters, clock, admission, decision, plan, answers, model)
-
-
-def _spend(admission: Admission, model: str, estimate: int) -> int:
-    return spend_of(admission.prices, model, estimate, 0) if admission.limits.charges_spend \
-        else 0
 
 
 def _store_failed(decision: Decision, exc: Exception) -> Decision:

@@ -6,7 +6,6 @@ calls ``settle``."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
-from typing import cast
 
 from gatekeeper.clock import Clock
 from gatekeeper.limits.plan import TOKENS, Lease, Plan
@@ -45,9 +44,8 @@ class Charge:
         counters = self.counters
         if not counters.embedded:
             return self._settle(corrections, self.clock.now())
-        # ``embedded`` said so; no ABC check
-        cast(EmbeddedCounterStore, counters).settle_now(self.leases, corrections,
-                                                         self.clock.now())
+        embedded: EmbeddedCounterStore = counters  # type: ignore[assignment]  # it said so
+        embedded.settle_now(self.leases, corrections, self.clock.now())
         return None
 
     async def finish(self, usage: Usage | None, now: float) -> None:

@@ -109,10 +109,10 @@ def read_request(body: bytes, content_type: str | None, rules: RequestPolicy, *,
 
 QUICK_LIMIT = 4096
 """Bodies up to this size may be estimated without parsing (``quick_read``)."""
-_FIELDS = tuple((b'"' + name.encode() + b'"', name in CHOICE_FIELDS)
-                for name in (*MAX_TOKEN_FIELDS, *CHOICE_FIELDS))
-"""Each quoted key a body may declare, and whether it counts choices (else max tokens)."""
-_VALUE = re.compile(rb"\s*:\s*(\d{1,12})\b")
+_DECLARED = re.compile(
+    rb'"(' + b"|".join(name.encode() for name in (*MAX_TOKEN_FIELDS, *CHOICE_FIELDS)) +
+    rb')"\s*:\s*(\d{1,12})\b')
+_CHOICES = frozenset(name.encode() for name in CHOICE_FIELDS)
 _STREAMS = re.compile(rb'"stream"\s*:\s*true\b')
 _new = tuple.__new__
 
@@ -131,19 +131,19 @@ def quick_read(body: bytes, default_max_tokens: int, completes: bool) -> BodyFac
         return None
     max_tokens: int | None = None
     n = 1
-    for needle, choices in _FIELDS:  # a find per key: cheaper than one regex over the body
-        at = body.find(needle)
-        while at >= 0:
-            at += len(needle)
-            found = _VALUE.match(body, at)
-            if found is not None:
-                value = int(found.group(1))
-                if choices:
-                    n = value if value > n else n
-                elif max_tokens is None or value > max_tokens:
-                    max_tokens = value
-            at = body.find(needle, at)
-    completion = completion_tokens(max_tokens, default_max_tokens, n) if completes else 0
+    # one findall: each C call costs about as much as a page of Python here
+    for name, digits in _DECLARED.findall(body):
+        value = int(digits)
+        if name in _CHOICES:
+            n = value if value > n else n
+        elif max_tokens is None or value > max_tokens:
+            max_tokens = value
+    if completes:  # completion_tokens(), inlined
+        completion = (default_max_tokens if max_tokens is None else max_tokens) * n
+        completion = 0 if completion < 0 else MAX_ESTIMATE if completion > MAX_ESTIMATE \
+            else completion
+    else:
+        completion = 0
     streams = b'"stream"' in body and _STREAMS.search(body) is not None
     return _new(BodyFacts, (None, max_tokens, n, streams, False, None,
                             -(-len(body) // CHARS_PER_TOKEN), completion, None))
