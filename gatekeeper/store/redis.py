@@ -42,13 +42,14 @@ from gatekeeper.store.base import encode_record as _encode
 from gatekeeper.store.counters import Correction, CounterStore, _cause
 from gatekeeper.store.redis_changes import CHANNEL, key_changes
 from gatekeeper.store.redis_counters import (
+    Part,
     answers,
     apply_args,
+    apply_packed,
     bulk,
     now_arg,
     packed,
     packed_command,
-    packed_head,
     reconcile_args,
     release_args,
     settle_args,
@@ -94,6 +95,7 @@ class RedisStore(Store, CounterStore):
             self._lane = None  # a cluster: redis-py routes each command to its slot's node
         self.redis = client
         self._packed: dict[int, tuple[Plan, bytes, bytes]] = {}
+        self._parts: dict[str, Part] = {}
 
     async def connect(self) -> None:
         """Load the scripts now (a server's startup), so no request pays for it (nor for the
@@ -212,11 +214,11 @@ class RedisStore(Store, CounterStore):
 
     def _packed_apply(self, plan: Plan, now: float) -> bytes:
         """The apply command for ``plan``, packed once per plan object (whole with the
-        server's time; around ``now`` otherwise)."""
+        server's time; around ``now`` otherwise); a new plan object (a priced one) reuses its
+        counters' fixed parts."""
         found = self._packed.get(id(plan))
         if found is None or found[0] is not plan:
-            keys, specs = apply_args(plan)
-            head, tail = packed_head(APPLY.sha, keys, 2), bulk(specs)
+            head, tail = apply_packed(APPLY.sha, plan, self._parts)
             if self.server_time:
                 head, tail = head + bulk("") + tail, b""
             if len(self._packed) >= PLANS_PACKED:

@@ -44,6 +44,46 @@ def apply_args(plan: Plan) -> tuple[list[str], str]:
     return keys, " ".join(specs)
 
 
+Part = tuple[tuple[str, int, float, float], bytes, str, int, str]
+"""One counter's fixed part of the apply command: what it was made from (kind, limit, period,
+expires), its key packed, its values up to the cost, its period in us, its window's end."""
+PARTS_KEPT = 65_536
+
+
+def apply_packed(sha: str, plan: Plan, parts: dict[str, Part]) -> tuple[bytes, bytes]:
+    """``apply.lua``'s command packed around ARGV[1] (the time), the same bytes as ``packed``
+    over ``apply_args``, with each counter's fixed part taken from ``parts`` (filled here):
+    a priced plan, new each request, then only formats its costs."""
+    keys: list[bytes] = []
+    specs: list[str] = []
+    for c in plan:
+        part = parts.get(c.key)
+        if part is None or part[0] != (c.kind, c.limit, c.period, c.expires):
+            if len(parts) >= PARTS_KEPT:
+                parts.clear()
+            part = parts[c.key] = _part(c)
+        cost, limit, period_us = c.cost, c.limit, part[3]
+        if not 0 <= cost < EXACT:
+            raise ValueError(f"counter {c.key}: limit and cost must be below 2^52")
+        add_us, add_rem = divmod(cost * period_us, limit) if cost <= limit else (-1, 0)
+        keys.append(part[1])
+        specs.append(f"{part[2]} {cost} {add_us} {add_rem} {part[4]}")
+    head = b"*%d\r\n$7\r\nEVALSHA\r\n" % (5 + len(plan)) + bulk(sha) + bulk(len(plan)) + \
+        b"".join(keys)
+    return head, bulk(" ".join(specs))
+
+
+def _part(c: Counter) -> Part:
+    kind = _KIND.get(c.kind)
+    if kind is None:
+        raise ValueError(f"unknown counter kind {c.kind!r}")
+    if not 0 < c.limit < EXACT:
+        raise ValueError(f"counter {c.key}: limit and cost must be below 2^52")
+    period_us = round(c.period * US)
+    return ((c.kind, c.limit, c.period, c.expires), bulk(c.key), f"{kind} {c.limit} {period_us}",
+            period_us, str(round(c.expires * US)))
+
+
 def now_arg(now_us: int | None) -> str | int:
     """ARGV[1] of every script: the caller's time, or '' for the server's (``TIME``)."""
     return "" if now_us is None else now_us
