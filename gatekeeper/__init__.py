@@ -23,7 +23,15 @@ from gatekeeper.errors import (
 )
 from gatekeeper.facts import FactReader, RequestFacts
 from gatekeeper.jwt_verifier import JwtVerifier
-from gatekeeper.keys import KEY_PATTERN, KeyRecord, build_key, hash_secret, new_key, parse_key
+from gatekeeper.keys import (
+    KEY_PATTERN,
+    KeyRecord,
+    build_key,
+    hash_secret,
+    key_pattern,
+    new_key,
+    parse_key,
+)
 from gatekeeper.metrics import Metrics
 from gatekeeper.middleware import SCOPE_KEY, Gatekeeper
 from gatekeeper.networks import IPAddr, NetworkSet, parse_ip
@@ -93,6 +101,7 @@ __all__ = [
     "compile_policy",
     "decide",
     "hash_secret",
+    "key_pattern",
     "load_pepper",
     "load_policy",
     "new_key",

@@ -1,14 +1,17 @@
 """API keys built for leak detection, after GitHub's token format.
 
-``gk_`` + 12-char key id + 32-char secret + 6-char CRC32, all base62: 53 characters that a
-secret scanner finds with ``gk_[0-9A-Za-z]{50}`` and that a typo or a guessed string fails
-at the checksum, before any HMAC or store lookup. The store keeps only
-HMAC-SHA256(pepper, key id + secret); the pepper lives outside the store.
+A prefix (``gk_`` unless the policy's ``keys.prefix`` says otherwise) + 12-char key id +
+32-char secret + 6-char CRC32, all base62: 53 characters with the default prefix, that a secret
+scanner finds with ``gk_[0-9A-Za-z]{50}`` and that a typo or a guessed string fails at the
+checksum, before any HMAC or store lookup. The checksum covers the prefix too, so a key cannot
+be moved to another deployment's prefix. The store keeps only HMAC-SHA256(pepper, key id +
+secret); the pepper lives outside the store.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import zlib
 from collections.abc import Mapping
@@ -19,16 +22,37 @@ from gatekeeper.geo.rules import DENY, CountryRule
 from gatekeeper.principal import CredentialKind, KeyStatus, Principal
 
 PREFIX = "gk_"
+"""The default prefix; a deployment sets its own with ``keys.prefix``."""
+PREFIXES = (PREFIX,)
+"""The prefixes a default deployment accepts."""
 ID_LEN = 12
 SECRET_LEN = 32
 CRC_LEN = 6
-KEY_LEN = len(PREFIX) + ID_LEN + SECRET_LEN + CRC_LEN
-KEY_PATTERN = rf"\b{PREFIX}[0-9A-Za-z]{{{ID_LEN + SECRET_LEN + CRC_LEN}}}\b"
-"""The regex to register with secret scanners."""
+BODY_LEN = ID_LEN + SECRET_LEN + CRC_LEN
+"""What follows the prefix: 50 base62 characters."""
+KEY_LEN = len(PREFIX) + BODY_LEN
+PREFIX_RULE = re.compile(r"[a-z0-9][a-z0-9_]{1,14}_")
+"""3 to 16 characters of ``[a-z0-9_]`` ending in ``_``: never a base62 digit run, never a dot
+(a JWT has two), and short enough that keys stay short."""
+
+
+def key_pattern(prefix: str = PREFIX) -> str:
+    """The regex to register with secret scanners for keys issued under ``prefix``."""
+    return rf"\b{re.escape(prefix)}[0-9A-Za-z]{{{BODY_LEN}}}\b"
+
+
+KEY_PATTERN = key_pattern(PREFIX)
+"""The regex to register with secret scanners (default prefix; ``key_pattern`` for others)."""
+
+
+def prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot be a key prefix, or None."""
+    if PREFIX_RULE.fullmatch(prefix):
+        return None
+    return "must be 3 to 16 characters of a-z, 0-9 and _, ending in _ (e.g. acme_)"
+
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_ID_END = len(PREFIX) + ID_LEN
-_SECRET_END = _ID_END + SECRET_LEN
 MIN_PEPPER_BYTES = 32
 
 
@@ -51,21 +75,26 @@ def new_key_id() -> str:
     return _random(ID_LEN)
 
 
-def build_key(key_id: str, secret: str) -> str:
-    body = PREFIX + key_id + secret
+def build_key(key_id: str, secret: str, prefix: str = PREFIX) -> str:
+    body = prefix + key_id + secret
     return body + _checksum(body)
 
 
-def parse_key(token: str) -> tuple[str, str] | None:
-    """(key id, secret) if ``token`` is one of our keys with a valid checksum, else None."""
-    if len(token) != KEY_LEN or not token.startswith(PREFIX):
-        return None
-    rest = token[len(PREFIX):]
-    if not (rest.isascii() and rest.isalnum()):
-        return None
-    if _checksum(token[:_SECRET_END]) != token[_SECRET_END:]:
-        return None
-    return token[len(PREFIX):_ID_END], token[_ID_END:_SECRET_END]
+def parse_key(token: str, prefixes: tuple[str, ...] = PREFIXES) -> tuple[str, str] | None:
+    """(key id, secret) if ``token`` is one of our keys under one of ``prefixes`` (the
+    policy's ``keys.prefix`` and ``keys.accepted_prefixes``) with a valid checksum, else None."""
+    for prefix in prefixes:
+        start = len(prefix)
+        if len(token) != start + BODY_LEN or not token.startswith(prefix):
+            continue
+        rest = token[start:]
+        if not (rest.isascii() and rest.isalnum()):
+            continue
+        secret_end = start + ID_LEN + SECRET_LEN
+        if _checksum(token[:secret_end]) != token[secret_end:]:
+            continue
+        return token[start:start + ID_LEN], token[start + ID_LEN:secret_end]
+    return None
 
 
 def looks_like_key_id(text: str) -> bool:
@@ -166,8 +195,10 @@ def new_key(pepper: bytes, tenant: str, now: float, *, allowed_networks: tuple[s
             expires_at: float | None = None, labels: Mapping[str, str] | None = None,
             rotated_from: str | None = None,
             limits: Mapping[str, Any] | None = None,
-            countries: tuple[str, ...] = ()) -> tuple[str, KeyRecord]:
-    """A fresh key and its record. The key string is returned once and never stored."""
+            countries: tuple[str, ...] = (),
+            prefix: str = PREFIX) -> tuple[str, KeyRecord]:
+    """A fresh key (under ``prefix``) and its record. The key string is returned once and
+    never stored; the record does not depend on the prefix."""
     key_id, secret = new_key_id(), _random(SECRET_LEN)
     record = KeyRecord(
         key_id=key_id, tenant=tenant, secret_hash=hash_secret(pepper, key_id, secret),
@@ -176,4 +207,4 @@ def new_key(pepper: bytes, tenant: str, now: float, *, allowed_networks: tuple[s
         limits=dict(limits or {}),
         countries=countries,
     )
-    return build_key(key_id, secret), record
+    return build_key(key_id, secret, prefix), record
