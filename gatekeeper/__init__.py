@@ -22,6 +22,7 @@ from gatekeeper.errors import (
     StoreNotFoundError,
 )
 from gatekeeper.facts import FactReader, RequestFacts
+from gatekeeper.github_keys import GITHUB_KEYS_URL, SigningKeys
 from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.keys import (
     KEY_PATTERN,
@@ -42,6 +43,7 @@ from gatekeeper.principal import CredentialKind, KeyStatus, Principal
 from gatekeeper.reasons import OK, REFUSALS, Reason, Refusal
 from gatekeeper.replay import RequestRecord, read_records, replay
 from gatekeeper.runtime import Runtime
+from gatekeeper.secret_scanning import SecretScanning
 from gatekeeper.store import MemoryStore, SQLiteStore, Store, store_from_url
 from gatekeeper.store.locations import LocationStore, MemoryLocationStore
 
@@ -52,6 +54,7 @@ __all__ = [
     "ALLOW",
     "BLOCK",
     "FLAG",
+    "GITHUB_KEYS_URL",
     "KEY_PATTERN",
     "OK",
     "REFUSALS",
@@ -92,6 +95,8 @@ __all__ = [
     "RequestRecord",
     "Runtime",
     "SQLiteStore",
+    "SecretScanning",
+    "SigningKeys",
     "Store",
     "StoreError",
     "StoreNotFoundError",
