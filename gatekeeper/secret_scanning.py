@@ -112,6 +112,16 @@ class SecretScanning:
             await self.signing_keys.start(wait)
             self._started = True
 
+    async def _start_lazily(self) -> bool:
+        """No lifespan (mounted): start on the first request, fetching a URL's keys in the
+        background, not here. A failure is logged and tried again on the next alert."""
+        try:
+            await self.startup(wait=False)
+        except Exception as exc:
+            log.error("secret scanning cannot start: %s", exc)
+            return False
+        return True
+
     async def shutdown(self) -> None:
         await self.signing_keys.aclose()
         if self._owns_store:
@@ -138,10 +148,10 @@ class SecretScanning:
             if kind == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             return
-        if not self._started:
-            # no lifespan (mounted): a URL's keys are fetched in the background, not here
-            await self.startup(wait=False)
-        status, body, headers = await self._answer(scope, receive)
+        if not self._started and not await self._start_lazily():
+            status, body, headers = _error(503, "cannot start (see the log)", _RETRY)
+        else:
+            status, body, headers = await self._answer(scope, receive)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"cache-control", b"no-store"), *headers]})

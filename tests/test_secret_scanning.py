@@ -385,3 +385,39 @@ def test_alert_matches_may_have_an_empty_url_and_no_source() -> None:
     matches = parse_alert(b'[{"token": "t", "type": "x", "url": ""}]')
     assert not isinstance(matches, str)
     assert matches[0].token == "t" and matches[0].url == "" and matches[0].source == ""
+
+
+@pytest.mark.anyio
+async def test_with_the_redis_store_every_server_refuses_the_key_at_once() -> None:
+    """A revoke is published on Redis: a server whose cache would trust the key for a minute
+    drops it as soon as the notice arrives."""
+    from gatekeeper.store.redis import RedisStore
+    from tests.redis_server import redis_server
+    from tests.store.conftest import SLACK, empty_redis_store
+
+    with redis_server() as port:
+        store = await empty_redis_store(port)
+        policy = compile_policy(POLICY | {"keys": POLICY["keys"] | {"cache_ttl": 60}})
+        key, record = await key_admin.create_key(store, PEPPER, policy, "acme", time.time())
+        url = f"redis://127.0.0.1:{port}/0"
+        # each server closes its own store at lifespan shutdown, on its own event loop
+        api = Starlette(routes=[Route("/v1/models", lambda request: Response("ok"))])
+        gate = Gatekeeper(api, policy, store=RedisStore(url, **SLACK), pepper=PEPPER)
+        scanning = SecretScanning(RedisStore(url, **SLACK), PEPPER,
+                                  SigningKeys(document=key_document((KID, GITHUB))),
+                                  prefixes=policy.keys.prefixes, owns_store=True)
+        try:
+            with serving(gate, lifespan="on") as api_url, \
+                    serving(scanning, lifespan="on") as scan_url, \
+                    httpx.Client(base_url=api_url) as client:
+                assert api_status(client, key) == 200
+                body = alert(key)
+                answer = httpx.post(scan_url, content=body, headers=signed(body))
+                assert answer.json()[0]["label"] == "true_positive"
+                deadline = time.monotonic() + 10  # far inside the 60 s cache_ttl
+                while api_status(client, key) != 401:
+                    assert time.monotonic() < deadline, "the revoke notice never arrived"
+                    time.sleep(0.02)
+            assert (await key_admin.get_key(store, record.key_id)).status is KeyStatus.REVOKED
+        finally:
+            await store.close()
