@@ -68,7 +68,7 @@ class CredentialReader:
         self.prefixes = prefixes
         self._single: dict[tuple[bytes, bytes], Credential | Refusal] = {}
 
-    def __call__(self, found: list[tuple[bytes, bytes]]) -> Credential | Refusal | None:
+    def read(self, found: list[tuple[bytes, bytes]]) -> Credential | Refusal | None:
         """Pick the request's one credential from every credential header it sent.
 
         The usual request sends one header, and the same clients send the same one again:
@@ -88,9 +88,10 @@ class CredentialReader:
         return _parse(found, self.prefixes)
 
 
-credential_from = CredentialReader()
-"""The reader for the default prefix (``gk_``)."""
-_single = credential_from._single
+_DEFAULT = CredentialReader()
+credential_from = _DEFAULT.read
+"""The default prefix's (``gk_``) reader."""
+_single = _DEFAULT._single
 
 
 def _parse(found: list[tuple[bytes, bytes]], prefixes: tuple[str, ...]) -> Credential | Refusal:

@@ -73,7 +73,7 @@ class FactReader:
     def __init__(self, policy: Policy, *, user_agent: bool = False) -> None:
         """``user_agent``: read it only when some stage uses it (the resale signals will)."""
         self._client_policy = policy.client_address
-        self._credentials = CredentialReader(policy.keys.prefixes)
+        self._credentials = CredentialReader(policy.keys.prefixes).read
         slots: dict[bytes, tuple[int, bytes]] = {}
         for name in CREDENTIAL_HEADERS:
             for spelling in _spellings(name):

@@ -70,7 +70,7 @@ def test_the_credential_reader_classifies_by_its_own_prefixes() -> None:
     header = [(b"x-api-key", key.encode())]
     refused = credential_from(header)  # the default reader: gk_ only
     assert isinstance(refused, Refusal) and refused.reason.code == "credential_malformed"
-    found = CredentialReader(("acme_", "gk_"))(header)
+    found = CredentialReader(("acme_", "gk_")).read(header)
     assert not isinstance(found, Refusal) and found is not None
     assert found.kind is CredentialKind.API_KEY and found.token == key
     again = credential_from(header)  # its cache is not the other reader's

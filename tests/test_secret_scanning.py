@@ -421,3 +421,19 @@ async def test_with_the_redis_store_every_server_refuses_the_key_at_once() -> No
             assert (await key_admin.get_key(store, record.key_id)).status is KeyStatus.REVOKED
         finally:
             await store.close()
+
+
+def test_a_store_that_cannot_open_answers_503_without_a_traceback(tmp_path: Path) -> None:
+    """Mounted without a lifespan, the app starts on the first alert; a broken store is a 503
+    GitHub retries (and a log line), never a 500."""
+    broken = tmp_path / "keys.db"
+    broken.write_bytes(b"this is not a database" * 100)
+    scanning = SecretScanning(SQLiteStore(broken), PEPPER,
+                              SigningKeys(document=key_document((KID, GITHUB))),
+                              owns_store=True)
+    with serving(scanning) as url:
+        body = alert(build_key("AbCdEfGh1234", "s" * 32))
+        for _ in range(2):  # tried again, and refused again, on the next alert
+            answer = httpx.post(url, content=body, headers=signed(body))
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] == "60"
