@@ -25,7 +25,7 @@ from gatekeeper.keys import (
     PREFIXES,
     KeyRecord,
     hash_secret,
-    parse_key,
+    key_parser,
     principal_for,
 )
 from gatekeeper.principal import CredentialKind, Principal
@@ -69,7 +69,7 @@ class Authenticator:
         self._store_error_logged = float("-inf")
         self.breaker = breaker or Breaker(self._monotonic)
         self.fail_open = fail_open
-        self._prefixes = prefixes
+        self._parse = key_parser(prefixes)
 
     async def authenticate(self, credential: Credential, now: float) -> Principal | Refusal:
         if credential.kind is CredentialKind.API_KEY:
@@ -92,7 +92,7 @@ class Authenticator:
                 if clock < miss[1]:
                     return miss[0]
                 del self._unknown[token]
-        parsed = parse_key(token, self._prefixes)
+        parsed = self._parse(token)
         if parsed is None:
             return _BAD_CHECKSUM
         key_id, secret = parsed

@@ -14,7 +14,7 @@ import hmac
 import re
 import secrets
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -82,19 +82,47 @@ def build_key(key_id: str, secret: str, prefix: str = PREFIX) -> str:
 
 def parse_key(token: str, prefixes: tuple[str, ...] = PREFIXES) -> tuple[str, str] | None:
     """(key id, secret) if ``token`` is one of our keys under one of ``prefixes`` (the
-    policy's ``keys.prefix`` and ``keys.accepted_prefixes``) with a valid checksum, else None."""
-    for prefix in prefixes:
-        start = len(prefix)
-        if len(token) != start + BODY_LEN or not token.startswith(prefix):
-            continue
+    policy's ``keys.prefix`` and ``keys.accepted_prefixes``) with a valid checksum, else None.
+    (``key_parser`` makes the same check with the offsets computed once.)"""
+    return (_parse_default if prefixes == PREFIXES else key_parser(prefixes))(token)
+
+
+def key_parser(prefixes: tuple[str, ...] = PREFIXES) -> Callable[[str], tuple[str, str] | None]:
+    """``parse_key`` for one set of prefixes, each prefix's offsets computed once: for one
+    prefix (the default) the same work as with a fixed ``gk_``."""
+    if len(prefixes) == 1:
+        return _parser_for(prefixes[0])
+    parsers = tuple(_parser_for(prefix) for prefix in prefixes)
+
+    def parse(token: str) -> tuple[str, str] | None:
+        for parse_one in parsers:
+            found = parse_one(token)
+            if found is not None:
+                return found
+        return None
+
+    return parse
+
+
+def _parser_for(prefix: str) -> Callable[[str], tuple[str, str] | None]:
+    start = len(prefix)
+    key_len, id_end = start + BODY_LEN, start + ID_LEN
+    secret_end = id_end + SECRET_LEN
+
+    def parse(token: str) -> tuple[str, str] | None:
+        if len(token) != key_len or not token.startswith(prefix):
+            return None
         rest = token[start:]
         if not (rest.isascii() and rest.isalnum()):
-            continue
-        secret_end = start + ID_LEN + SECRET_LEN
+            return None
         if _checksum(token[:secret_end]) != token[secret_end:]:
-            continue
-        return token[start:start + ID_LEN], token[start + ID_LEN:secret_end]
-    return None
+            return None
+        return token[start:id_end], token[id_end:secret_end]
+
+    return parse
+
+
+_parse_default = _parser_for(PREFIX)
 
 
 def looks_like_key_id(text: str) -> bool:
