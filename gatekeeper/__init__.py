@@ -22,8 +22,17 @@ from gatekeeper.errors import (
     StoreNotFoundError,
 )
 from gatekeeper.facts import FactReader, RequestFacts
+from gatekeeper.github_keys import GITHUB_KEYS_URL, SigningKeys
 from gatekeeper.jwt_verifier import JwtVerifier
-from gatekeeper.keys import KEY_PATTERN, KeyRecord, build_key, hash_secret, new_key, parse_key
+from gatekeeper.keys import (
+    KEY_PATTERN,
+    KeyRecord,
+    build_key,
+    hash_secret,
+    key_pattern,
+    new_key,
+    parse_key,
+)
 from gatekeeper.metrics import Metrics
 from gatekeeper.middleware import SCOPE_KEY, Gatekeeper
 from gatekeeper.networks import IPAddr, NetworkSet, parse_ip
@@ -34,6 +43,7 @@ from gatekeeper.principal import CredentialKind, KeyStatus, Principal
 from gatekeeper.reasons import OK, REFUSALS, Reason, Refusal
 from gatekeeper.replay import RequestRecord, read_records, replay
 from gatekeeper.runtime import Runtime
+from gatekeeper.secret_scanning import SecretScanning
 from gatekeeper.store import MemoryStore, SQLiteStore, Store, store_from_url
 from gatekeeper.store.locations import LocationStore, MemoryLocationStore
 
@@ -44,6 +54,7 @@ __all__ = [
     "ALLOW",
     "BLOCK",
     "FLAG",
+    "GITHUB_KEYS_URL",
     "KEY_PATTERN",
     "OK",
     "REFUSALS",
@@ -84,6 +95,8 @@ __all__ = [
     "RequestRecord",
     "Runtime",
     "SQLiteStore",
+    "SecretScanning",
+    "SigningKeys",
     "Store",
     "StoreError",
     "StoreNotFoundError",
@@ -93,6 +106,7 @@ __all__ = [
     "compile_policy",
     "decide",
     "hash_secret",
+    "key_pattern",
     "load_pepper",
     "load_policy",
     "new_key",

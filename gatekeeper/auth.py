@@ -20,7 +20,14 @@ from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.credentials import Credential
 from gatekeeper.errors import ConfigError, StoreError
 from gatekeeper.jwt_verifier import JwtVerifier
-from gatekeeper.keys import MIN_PEPPER_BYTES, KeyRecord, hash_secret, parse_key, principal_for
+from gatekeeper.keys import (
+    MIN_PEPPER_BYTES,
+    PREFIXES,
+    KeyRecord,
+    hash_secret,
+    key_parser,
+    principal_for,
+)
 from gatekeeper.principal import CredentialKind, Principal
 from gatekeeper.reasons import Refusal
 from gatekeeper.store.base import Store
@@ -39,9 +46,10 @@ class Authenticator:
     def __init__(self, store: Store, pepper: bytes, *, cache_ttl: float = 1.0,
                  verifier: JwtVerifier | None = None, cache_size: int = 100_000,
                  clock: Clock | None = None, breaker: Breaker | None = None,
-                 fail_open: bool = False) -> None:
+                 fail_open: bool = False, prefixes: tuple[str, ...] = PREFIXES) -> None:
         """``breaker``: the key store's circuit breaker (shared by the process's runtimes);
-        ``fail_open``: while the store fails, a key verified before is still believed."""
+        ``fail_open``: while the store fails, a key verified before is still believed;
+        ``prefixes``: the key prefixes accepted (``keys.prefix`` and ``accepted_prefixes``)."""
         if not isinstance(pepper, bytes) or len(pepper) < MIN_PEPPER_BYTES:
             # the value is a secret: say what it must be, never what it is
             raise ConfigError("pepper", "(secret)",
@@ -61,6 +69,7 @@ class Authenticator:
         self._store_error_logged = float("-inf")
         self.breaker = breaker or Breaker(self._monotonic)
         self.fail_open = fail_open
+        self._parse = key_parser(prefixes)
 
     async def authenticate(self, credential: Credential, now: float) -> Principal | Refusal:
         if credential.kind is CredentialKind.API_KEY:
@@ -83,7 +92,7 @@ class Authenticator:
                 if clock < miss[1]:
                     return miss[0]
                 del self._unknown[token]
-        parsed = parse_key(token)
+        parsed = self._parse(token)
         if parsed is None:
             return _BAD_CHECKSUM
         key_id, secret = parsed

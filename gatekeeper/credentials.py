@@ -1,4 +1,5 @@
-"""Which credential a request carries: one of ours (``gk_...``) or a JWT, from one of three headers.
+"""Which credential a request carries: one of ours (``gk_...``, or the policy's ``keys.prefix``)
+or a JWT, from one of three headers.
 
 Two different credentials in one request are refused: a gateway that checks
 ``Authorization`` while the app behind reads ``api-key`` can be walked around.
@@ -10,7 +11,7 @@ import re
 from typing import NamedTuple
 
 from gatekeeper import reasons
-from gatekeeper.keys import PREFIX
+from gatekeeper.keys import PREFIXES
 from gatekeeper.principal import CredentialKind
 from gatekeeper.reasons import Refusal
 
@@ -52,32 +53,48 @@ def token_from(name: bytes, value: bytes) -> str | Refusal:
     return value.decode("ascii")
 
 
-_single: dict[tuple[bytes, bytes], Credential | Refusal] = {}
 _SINGLE_MAX = 8192
 _SINGLE_MAX_BYTES = 1024
-"""Bounds the cache at about 8 MB, whatever a flood of distinct garbage headers sends."""
+"""Bounds each cache at about 8 MB, whatever a flood of distinct garbage headers sends."""
 
 
-def credential_from(found: list[tuple[bytes, bytes]]) -> Credential | Refusal | None:
-    """Pick the request's one credential from every credential header it sent.
+class CredentialReader:
+    """Reads credentials for one set of key prefixes (a runtime's ``keys.prefix`` and
+    ``keys.accepted_prefixes``). Its cache is its own: what a header is depends on them."""
 
-    The usual request sends one header, and the same clients send the same one again: that
-    case is answered from a bounded cache keyed by the raw header bytes.
-    """
-    if not found:
-        return None
-    if len(found) == 1 and len(found[0][1]) <= _SINGLE_MAX_BYTES:
-        header = found[0]
-        hit = _single.get(header)
-        if hit is None:
-            if len(_single) >= _SINGLE_MAX:
-                _single.clear()
-            hit = _single[header] = _parse(found)
-        return hit
-    return _parse(found)
+    __slots__ = ("_single", "prefixes")
+
+    def __init__(self, prefixes: tuple[str, ...] = PREFIXES) -> None:
+        self.prefixes = prefixes
+        self._single: dict[tuple[bytes, bytes], Credential | Refusal] = {}
+
+    def read(self, found: list[tuple[bytes, bytes]]) -> Credential | Refusal | None:
+        """Pick the request's one credential from every credential header it sent.
+
+        The usual request sends one header, and the same clients send the same one again:
+        that case is answered from a bounded cache keyed by the raw header bytes.
+        """
+        if not found:
+            return None
+        if len(found) == 1 and len(found[0][1]) <= _SINGLE_MAX_BYTES:
+            header = found[0]
+            single = self._single
+            hit = single.get(header)
+            if hit is None:
+                if len(single) >= _SINGLE_MAX:
+                    single.clear()
+                hit = single[header] = _parse(found, self.prefixes)
+            return hit
+        return _parse(found, self.prefixes)
 
 
-def _parse(found: list[tuple[bytes, bytes]]) -> Credential | Refusal:
+_DEFAULT = CredentialReader()
+credential_from = _DEFAULT.read
+"""The default prefix's (``gk_``) reader."""
+_single = _DEFAULT._single
+
+
+def _parse(found: list[tuple[bytes, bytes]], prefixes: tuple[str, ...]) -> Credential | Refusal:
     name, value = found[0]
     token = token_from(name, value)
     if isinstance(token, Refusal):
@@ -85,7 +102,7 @@ def _parse(found: list[tuple[bytes, bytes]]) -> Credential | Refusal:
     for other_name, other_value in found[1:]:
         if token_from(other_name, other_value) != token:
             return _CONFLICT
-    if token.startswith(PREFIX):
+    if token.startswith(prefixes):
         return Credential(CredentialKind.API_KEY, token, name.decode())
     if token.count(".") == 2:
         return Credential(CredentialKind.JWT, token, name.decode())

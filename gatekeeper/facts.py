@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from gatekeeper import reasons
 from gatekeeper.client_address import peer_address, resolve_client
-from gatekeeper.credentials import CREDENTIAL_HEADERS, Credential, credential_from
+from gatekeeper.credentials import CREDENTIAL_HEADERS, Credential, CredentialReader
 from gatekeeper.networks import IPAddr
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import Refusal
@@ -68,11 +68,12 @@ def _spellings(name: bytes) -> tuple[bytes, ...]:
 class FactReader:
     """Precomputes which headers matter under a policy, then reads requests with one loop."""
 
-    __slots__ = ("_client_policy", "_segment", "_slots")
+    __slots__ = ("_client_policy", "_credentials", "_segment", "_slots")
 
     def __init__(self, policy: Policy, *, user_agent: bool = False) -> None:
         """``user_agent``: read it only when some stage uses it (the resale signals will)."""
         self._client_policy = policy.client_address
+        self._credentials = CredentialReader(policy.keys.prefixes).read
         slots: dict[bytes, tuple[int, bytes]] = {}
         for name in CREDENTIAL_HEADERS:
             for spelling in _spellings(name):
@@ -160,7 +161,7 @@ class FactReader:
         elif odd and trusted:
             problem, client = _FORWARDED_SPELLING, None
 
-        credential = credential_from(found)
+        credential = self._credentials(found)
         if isinstance(credential, Refusal):
             problem, credential = problem or credential, None
 

@@ -291,8 +291,9 @@ def _secret(issuer: IssuerPolicy, env: Mapping[str, str]) -> bytes | None:
     return value.encode()
 
 
-async def fetch_url(url: str) -> bytes:
-    """GET a JWKS document off the event loop: no redirects, no proxies, at most JWKS_MAX_BYTES.
+async def fetch_url(url: str, headers: Mapping[str, str] | None = None) -> bytes:
+    """GET a JWKS document (or another small JSON one: GitHub's signing keys) off the event
+    loop: no redirects, no proxies, at most JWKS_MAX_BYTES; ``headers`` are added.
 
     The thread checks a deadline between reads, and is abandoned when the caller's deadline
     passes: the connection is then shut down, which wakes a read blocked on a hung server.
@@ -304,7 +305,7 @@ async def fetch_url(url: str) -> bytes:
     deadline = time.monotonic() + JWKS_FETCH_DEADLINE
     try:
         return await anyio.to_thread.run_sync(_get, connection, target, deadline,
-                                              abandon_on_cancel=True)
+                                              dict(headers or {}), abandon_on_cancel=True)
     finally:
         sock = connection.sock
         if sock is not None:  # still open: the thread was abandoned at the caller's deadline
@@ -312,9 +313,10 @@ async def fetch_url(url: str) -> bytes:
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-def _get(connection: http.client.HTTPConnection, target: str, deadline: float) -> bytes:
+def _get(connection: http.client.HTTPConnection, target: str, deadline: float,
+         headers: dict[str, str]) -> bytes:
     try:
-        connection.request("GET", target, headers={"accept": "application/json"})
+        connection.request("GET", target, headers={"accept": "application/json", **headers})
         with connection.getresponse() as response:
             if response.status != 200:
                 raise OSError(f"HTTP {response.status}")  # a redirect too: it could leave https

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gatekeeper.errors import ConfigError, KeyConflictError, KeyNotFoundError, KeyRevokedError
-from gatekeeper.keys import KeyRecord, looks_like_key_id, new_key
+from gatekeeper.keys import BODY_LEN, PREFIX, KeyRecord, looks_like_key_id, new_key
 from gatekeeper.limits.overrides import apply_flags, flag_for, shown, widenings
 from gatekeeper.networks import parse_network
 from gatekeeper.policy.geo import country_problem
@@ -80,8 +80,8 @@ def parse_countries(texts: Sequence[str], field: str = "--country") -> tuple[str
 def check_key_id(key_id: str) -> str:
     if looks_like_key_id(key_id):
         return key_id
-    hint = " (pass the 12-character key id, not the full key)" if key_id.startswith("gk_") \
-        else ""
+    full = len(key_id) > BODY_LEN and "_" in key_id[:-BODY_LEN]  # a prefix: a full key
+    hint = " (pass the 12-character key id, not the full key)" if full else ""
     raise ConfigError("key_id", key_id[:15] + ("..." if len(key_id) > 15 else ""),
                       f"is not a key id{hint}")
 
@@ -91,7 +91,8 @@ async def create_key(store: Store, pepper: bytes, policy: Policy, tenant: str, n
                      labels: Mapping[str, str] | None = None,
                      limits: Mapping[str, Any] | None = None,
                      countries: Sequence[str] = ()) -> tuple[str, KeyRecord]:
-    """Issue a key. Returns the full key (show it once, never store it) and its record.
+    """Issue a key under the policy's ``keys.prefix``. Returns the full key (show it once,
+    never store it) and its record.
     ``limits``: the key's own limits as stored (``overrides.apply_flags``); ``countries``:
     codes from ``parse_countries``; both only narrow the tenant's rules."""
     if tenant not in policy.tenants:
@@ -104,7 +105,8 @@ async def create_key(store: Store, pepper: bytes, policy: Policy, tenant: str, n
         check_duration(expires_at - now, "expires_at", 0.0, expires_at)
     key, record = new_key(pepper, tenant, now, allowed_networks=_networks(networks),
                           expires_at=expires_at, labels=labels, limits=limits,
-                          countries=parse_countries(countries, "countries"))
+                          countries=parse_countries(countries, "countries"),
+                          prefix=policy.keys.prefix)
     await store.create_key(record)
     return key, record
 
@@ -164,11 +166,11 @@ async def set_countries(store: Store, key_id: str, countries: Sequence[str],
 
 
 async def rotate_key(store: Store, pepper: bytes, key_id: str, now: float,
-                     grace: float) -> tuple[str, KeyRecord, KeyRecord]:
+                     grace: float, prefix: str = PREFIX) -> tuple[str, KeyRecord, KeyRecord]:
     """A new key with the old one's tenant, networks, countries, expiry, labels and limits;
     the old one keeps working for ``grace`` seconds so clients can switch without an outage.
     (The new key has its own counters: a per-key quota starts afresh, a ``per_tenant`` one does
-    not.)
+    not.) The new key carries ``prefix`` (the policy's ``keys.prefix``), whatever the old one's.
 
     The old key's grace period is written first (conditionally on the record read), then the
     new key: a rotation that loses a race with a revoke leaves no replacement behind, and one
@@ -191,7 +193,7 @@ async def rotate_key(store: Store, pepper: bytes, key_id: str, now: float,
     key, new = new_key(pepper, before.tenant, now, allowed_networks=before.allowed_networks,
                        expires_at=before.expires_at, labels=before.labels,
                        rotated_from=before.key_id, limits=before.limits,
-                       countries=before.countries)
+                       countries=before.countries, prefix=prefix)
     await store.create_key(new)
     return key, new, old
 

@@ -1,17 +1,20 @@
 """API keys built for leak detection, after GitHub's token format.
 
-``gk_`` + 12-char key id + 32-char secret + 6-char CRC32, all base62: 53 characters that a
-secret scanner finds with ``gk_[0-9A-Za-z]{50}`` and that a typo or a guessed string fails
-at the checksum, before any HMAC or store lookup. The store keeps only
-HMAC-SHA256(pepper, key id + secret); the pepper lives outside the store.
+A prefix (``gk_`` unless the policy's ``keys.prefix`` says otherwise) + 12-char key id +
+32-char secret + 6-char CRC32, all base62: 53 characters with the default prefix, that a secret
+scanner finds with ``gk_[0-9A-Za-z]{50}`` and that a typo or a guessed string fails at the
+checksum, before any HMAC or store lookup. The checksum covers the prefix too, so a key cannot
+be moved to another deployment's prefix. The store keeps only HMAC-SHA256(pepper, key id +
+secret); the pepper lives outside the store.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,16 +22,37 @@ from gatekeeper.geo.rules import DENY, CountryRule
 from gatekeeper.principal import CredentialKind, KeyStatus, Principal
 
 PREFIX = "gk_"
+"""The default prefix; a deployment sets its own with ``keys.prefix``."""
+PREFIXES = (PREFIX,)
+"""The prefixes a default deployment accepts."""
 ID_LEN = 12
 SECRET_LEN = 32
 CRC_LEN = 6
-KEY_LEN = len(PREFIX) + ID_LEN + SECRET_LEN + CRC_LEN
-KEY_PATTERN = rf"\b{PREFIX}[0-9A-Za-z]{{{ID_LEN + SECRET_LEN + CRC_LEN}}}\b"
-"""The regex to register with secret scanners."""
+BODY_LEN = ID_LEN + SECRET_LEN + CRC_LEN
+"""What follows the prefix: 50 base62 characters."""
+KEY_LEN = len(PREFIX) + BODY_LEN
+PREFIX_RULE = re.compile(r"[a-z0-9][a-z0-9_]{1,14}_")
+"""3 to 16 characters of ``[a-z0-9_]`` ending in ``_``: never a base62 digit run, never a dot
+(a JWT has two), and short enough that keys stay short."""
+
+
+def key_pattern(prefix: str = PREFIX) -> str:
+    """The regex to register with secret scanners for keys issued under ``prefix``."""
+    return rf"\b{re.escape(prefix)}[0-9A-Za-z]{{{BODY_LEN}}}\b"
+
+
+KEY_PATTERN = key_pattern(PREFIX)
+"""The regex to register with secret scanners (default prefix; ``key_pattern`` for others)."""
+
+
+def prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot be a key prefix, or None."""
+    if PREFIX_RULE.fullmatch(prefix):
+        return None
+    return "must be 3 to 16 characters of a-z, 0-9 and _, ending in _ (e.g. acme_)"
+
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_ID_END = len(PREFIX) + ID_LEN
-_SECRET_END = _ID_END + SECRET_LEN
 MIN_PEPPER_BYTES = 32
 
 
@@ -51,21 +75,54 @@ def new_key_id() -> str:
     return _random(ID_LEN)
 
 
-def build_key(key_id: str, secret: str) -> str:
-    body = PREFIX + key_id + secret
+def build_key(key_id: str, secret: str, prefix: str = PREFIX) -> str:
+    body = prefix + key_id + secret
     return body + _checksum(body)
 
 
-def parse_key(token: str) -> tuple[str, str] | None:
-    """(key id, secret) if ``token`` is one of our keys with a valid checksum, else None."""
-    if len(token) != KEY_LEN or not token.startswith(PREFIX):
+def parse_key(token: str, prefixes: tuple[str, ...] = PREFIXES) -> tuple[str, str] | None:
+    """(key id, secret) if ``token`` is one of our keys under one of ``prefixes`` (the
+    policy's ``keys.prefix`` and ``keys.accepted_prefixes``) with a valid checksum, else None.
+    (``key_parser`` makes the same check with the offsets computed once.)"""
+    return (_parse_default if prefixes == PREFIXES else key_parser(prefixes))(token)
+
+
+def key_parser(prefixes: tuple[str, ...] = PREFIXES) -> Callable[[str], tuple[str, str] | None]:
+    """``parse_key`` for one set of prefixes, each prefix's offsets computed once: for one
+    prefix (the default) the same work as with a fixed ``gk_``."""
+    if len(prefixes) == 1:
+        return _parser_for(prefixes[0])
+    parsers = tuple(_parser_for(prefix) for prefix in prefixes)
+
+    def parse(token: str) -> tuple[str, str] | None:
+        for parse_one in parsers:
+            found = parse_one(token)
+            if found is not None:
+                return found
         return None
-    rest = token[len(PREFIX):]
-    if not (rest.isascii() and rest.isalnum()):
-        return None
-    if _checksum(token[:_SECRET_END]) != token[_SECRET_END:]:
-        return None
-    return token[len(PREFIX):_ID_END], token[_ID_END:_SECRET_END]
+
+    return parse
+
+
+def _parser_for(prefix: str) -> Callable[[str], tuple[str, str] | None]:
+    start = len(prefix)
+    key_len, id_end = start + BODY_LEN, start + ID_LEN
+    secret_end = id_end + SECRET_LEN
+
+    def parse(token: str) -> tuple[str, str] | None:
+        if len(token) != key_len or not token.startswith(prefix):
+            return None
+        rest = token[start:]
+        if not (rest.isascii() and rest.isalnum()):
+            return None
+        if _checksum(token[:secret_end]) != token[secret_end:]:
+            return None
+        return token[start:id_end], token[id_end:secret_end]
+
+    return parse
+
+
+_parse_default = _parser_for(PREFIX)
 
 
 def looks_like_key_id(text: str) -> bool:
@@ -166,8 +223,10 @@ def new_key(pepper: bytes, tenant: str, now: float, *, allowed_networks: tuple[s
             expires_at: float | None = None, labels: Mapping[str, str] | None = None,
             rotated_from: str | None = None,
             limits: Mapping[str, Any] | None = None,
-            countries: tuple[str, ...] = ()) -> tuple[str, KeyRecord]:
-    """A fresh key and its record. The key string is returned once and never stored."""
+            countries: tuple[str, ...] = (),
+            prefix: str = PREFIX) -> tuple[str, KeyRecord]:
+    """A fresh key (under ``prefix``) and its record. The key string is returned once and
+    never stored; the record does not depend on the prefix."""
     key_id, secret = new_key_id(), _random(SECRET_LEN)
     record = KeyRecord(
         key_id=key_id, tenant=tenant, secret_hash=hash_secret(pepper, key_id, secret),
@@ -176,4 +235,4 @@ def new_key(pepper: bytes, tenant: str, now: float, *, allowed_networks: tuple[s
         limits=dict(limits or {}),
         countries=countries,
     )
-    return build_key(key_id, secret), record
+    return build_key(key_id, secret, prefix), record

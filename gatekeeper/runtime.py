@@ -68,7 +68,8 @@ class Runtime:
         self.authenticator = Authenticator(
             store, pepper, cache_ttl=policy.keys.cache_ttl, clock=clock,
             verifier=JwtVerifier(policy.issuers, clock=clock) if policy.issuers else None,
-            breaker=breaker, fail_open=policy.on_store_error == "fail_open")
+            breaker=breaker, fail_open=policy.on_store_error == "fail_open",
+            prefixes=policy.keys.prefixes)
         self.keyed_by_path = self.reader.reads_path_tenant
         """A tenant named in the path makes the path part of what a decision depends on."""
         self.route_memo: dict[Any, str | None] = {}

@@ -142,7 +142,7 @@ async def _dispatch(args: argparse.Namespace, policy: Policy, store: Store, now:
     elif action == "rotate":
         grace = key_admin.parse_duration(args.grace, "--grace", minimum=0.0)
         key, new, old = await key_admin.rotate_key(
-            store, load_pepper(policy.keys), args.key_id, now, grace)
+            store, load_pepper(policy.keys), args.key_id, now, grace, policy.keys.prefix)
         _print_secret(args, "Rotated", key, new,
                       f"The old key {old.key_id} stays valid until {_time(old.expires_at)}.")
     else:

@@ -12,6 +12,7 @@ from gatekeeper.cli import geo, keys, limits, replay, simulate
 from gatekeeper.cli.diff import run_diff
 from gatekeeper.errors import ConfigError, GatekeeperError, PolicyError, redact_url
 from gatekeeper.jwt_verifier import JwtVerifier
+from gatekeeper.keys import key_pattern
 from gatekeeper.policy.keys import load_pepper
 from gatekeeper.policy.load import load_policy
 from gatekeeper.store import DEFAULT_STORE_URL, store_from_url
@@ -91,6 +92,10 @@ def check_config(path: str) -> int:
     print(f"{path}: ok ({len(policy.tenants)} tenants, {len(policy.issuers)} JWT issuers, "
           f"protecting {', '.join(policy.routes.protect)})")
     print(f"store: {redact_url(policy.store or DEFAULT_STORE_URL)}")
+    earlier = policy.keys.accepted_prefixes
+    print(f"keys: prefix {policy.keys.prefix}"
+          + (f" (also accepting {', '.join(earlier)})" if earlier else "")
+          + f"; secret-scanning pattern: {key_pattern(policy.keys.prefix)}")
     if (policy.store or "").startswith(("redis://", "rediss://", "redis+", "rediss+")):
         # reachable from here, perhaps not from where the server runs: warn only
         try:

@@ -1,4 +1,5 @@
-"""The ``keys`` section: how long a verified key is trusted, and where the pepper comes from."""
+"""The ``keys`` section: how long a verified key is trusted, where the pepper comes from, and
+the prefix keys carry (a deployment registers its own with GitHub's secret scanning)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from gatekeeper.errors import ConfigError
-from gatekeeper.keys import MIN_PEPPER_BYTES
+from gatekeeper.keys import MIN_PEPPER_BYTES, PREFIX, prefix_problem
 from gatekeeper.policy.fields import Fields
 from gatekeeper.policy.model import DEFAULT_PEPPER_ENV, KeyPolicy
 
@@ -21,8 +22,20 @@ def load_keys(fields: Fields) -> KeyPolicy:
     if not _ENV_NAME.fullmatch(env):
         fields.error("pepper_env", env, "is not an environment variable name")
     pepper_file = fields.get("pepper_file", str, None)
+    prefix = fields.get("prefix", str, PREFIX)
+    problem = prefix_problem(prefix)
+    if problem is not None:
+        fields.error("prefix", prefix, problem)
+        prefix = PREFIX
+    accepted: list[str] = []
+    for i, earlier in enumerate(fields.str_list("accepted_prefixes")):
+        problem = prefix_problem(earlier)
+        if problem is not None:
+            fields.error(f"accepted_prefixes[{i}]", earlier, problem)
+        elif earlier != prefix and earlier not in accepted:
+            accepted.append(earlier)
     fields.finish()
-    return KeyPolicy(ttl, env, pepper_file)
+    return KeyPolicy(ttl, env, pepper_file, prefix, tuple(accepted))
 
 
 def load_pepper(keys: KeyPolicy, environ: Mapping[str, str] | None = None) -> bytes:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from gatekeeper.client_address import ClientAddressPolicy
 from gatekeeper.geo.rules import CountryRule
 from gatekeeper.geo.travel import TravelRule
+from gatekeeper.keys import PREFIX, PREFIXES
 from gatekeeper.limits.spend import NO_PRICES, Prices
 from gatekeeper.networks import EMPTY, NetworkSet
 from gatekeeper.policy.geo import GeoPolicy
@@ -55,6 +56,17 @@ class KeyPolicy:
     """Seconds a verified key is trusted without asking the store: the revocation delay."""
     pepper_env: str = DEFAULT_PEPPER_ENV
     pepper_file: str | None = None
+    prefix: str = PREFIX
+    """What new keys start with (``gk_`` unless a deployment registers its own with GitHub)."""
+    accepted_prefixes: tuple[str, ...] = ()
+    """Earlier prefixes whose keys still work (and still get revoked when they leak)."""
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """Every prefix a key may carry, the current one first."""
+        if not self.accepted_prefixes:
+            return PREFIXES if self.prefix == PREFIX else (self.prefix,)
+        return (self.prefix, *self.accepted_prefixes)
 
 
 @dataclass(frozen=True, slots=True)
