@@ -6,6 +6,15 @@ settings. What the request path holds once and calls twice per request of a know
     scorer.count(event_for(scorer.settings(decision.tenant), ...))
 
 ``replay_scored`` drives it the same way.
+
+The score is not recomputed on every request: a key's last score is reused until something
+it counts changes (a new address, network, country, agent, user or model, a probe, an
+invalid request, travel, a new baseline, a new hour: ``observe`` drops it), until
+``RESCORE_EVERY`` requests have been counted since, or for a tenth of the short window
+(``RING`` slots), whichever comes first. So the score lags by at most ``RESCORE_EVERY - 1``
+requests in volume and concurrency and by a tenth of the short window in values ageing out,
+never in a new value or probe. Replay and the live path use this same object, so both see the
+same lag and give the same scores.
 """
 
 from __future__ import annotations
@@ -18,19 +27,25 @@ from gatekeeper.policy.resale import OFF, SHADOW, ResaleSettings
 from gatekeeper.resale.act import act
 from gatekeeper.resale.event import Event
 from gatekeeper.resale.score import ZERO, Score, action_for, score
-from gatekeeper.resale.state import ResaleTracker
+from gatekeeper.resale.state import RING, KeyState, ResaleTracker
+
+RESCORE_EVERY = 8
+"""Requests after which a key's score is computed again even if nothing new was seen."""
 
 
 class Scorer:
     __slots__ = ("_settings", "force_shadow", "policy", "suspended", "tracker")
 
-    def __init__(self, policy: Policy, force_shadow: bool = False) -> None:
+    def __init__(self, policy: Policy, force_shadow: bool = False,
+                 tracker: ResaleTracker | None = None,
+                 suspended: set[str] | None = None) -> None:
         """``force_shadow``: score where the policy has the score off (replay reports what
-        it would do)."""
+        it would do). ``tracker`` and ``suspended``: the state of an earlier scorer to keep
+        (a policy reload keeps every key's history)."""
         self.policy = policy
         self.force_shadow = force_shadow
-        self.tracker = ResaleTracker(policy.resale.max_keys)
-        self.suspended: set[str] = set()
+        self.tracker = ResaleTracker(policy.resale.max_keys) if tracker is None else tracker
+        self.suspended: set[str] = set() if suspended is None else suspended
         """Keys this process suspended; the request path also stores the status."""
         self._settings: dict[str | None, ResaleSettings] = {}
 
@@ -49,18 +64,35 @@ class Scorer:
         key_id = decision.key_id
         if key_id is None or decision.principal is None:
             return decision, ZERO, ALLOW
-        settings = self.settings(decision.tenant)
+        settings = self._settings.get(decision.tenant) or self.settings(decision.tenant)
         if settings.mode == OFF:
             return decision, ZERO, ALLOW
-        state = self.tracker.get(key_id)
-        before = ZERO if state is None else score(state, settings, now)
-        acted = act(decision, before, settings, key_id in self.suspended)
+        state = self.tracker.keys.get(key_id)
+        if state is None:
+            before, would = ZERO, ALLOW
+        else:
+            if state.cached is None or state.unscored >= RESCORE_EVERY or \
+                    not state.cached_until - settings.short_window / RING <= now < \
+                    state.cached_until:
+                _rescore(state, settings, now)
+            before, would = state.cached or ZERO, state.would
+        suspended = key_id in self.suspended
+        if would == ALLOW and not suspended:
+            return decision, before, would
+        acted = act(decision, before, settings, suspended)
         if acted.action == SUSPEND:
             self.suspended.add(key_id)
-        return acted, before, action_for(before.total, settings)
+        return acted, before, would
 
     def count(self, event: Event, tenant: str | None) -> None:
         """Count one request of a known key (allowed or refused) into its state."""
         settings = self.settings(tenant)
         if settings.mode != OFF:
             self.tracker.observe(event, settings)
+
+
+def _rescore(state: KeyState, settings: ResaleSettings, now: float) -> None:
+    found = state.cached = score(state, settings, now)
+    state.would = action_for(found.total, settings)
+    state.cached_until = now + settings.short_window / RING
+    state.unscored = 0
