@@ -34,6 +34,7 @@ from gatekeeper.policy.load import load_policy
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import Reason
 from gatekeeper.reloader import PolicyReloader
+from gatekeeper.resale.stage import ResaleMemory
 from gatekeeper.responder import ClientDisconnected, HeaderSend
 from gatekeeper.runtime import Runtime
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
@@ -98,15 +99,17 @@ class Gatekeeper:
                 counters = GuardedCounters(counters, Breaker(self.clock.monotonic),
                                            compiled.on_store_error,
                                            self.metrics.store_fail_open.set)
+            self.audit = audit or AuditLog()
+            self.resale = ResaleMemory(compiled, store, self.audit, self.metrics.resale_action)
+            """The resale score's per-key state, kept across policy reloads."""
             self.runtime = Runtime(compiled, store, self._pepper, self.clock, counters,
-                                   self.locations, self.breaker)
+                                   self.locations, self.breaker, self.resale)
         except GatekeeperError as exc:
             # Under FastAPI's add_middleware this runs at the first ASGI call, where uvicorn's
             # default lifespan mode swallows exceptions: say it where an operator looks.
             log.error("gatekeeper cannot start: %s", exc)
             raise
         self.store = store
-        self.audit = audit or AuditLog()
         self.observer = observer
         self._now = self.clock.now
         self._mono = self.clock.monotonic
@@ -168,6 +171,8 @@ class Gatekeeper:
                             send, scan, now)
                     except ClientDisconnected:
                         return  # gone while sending its body: nothing charged or answered
+            if rt.resale is not None and decision.principal is not None:
+                decision = rt.resale.run(decision, facts, scan, key, scope, below, now, charge)
         self.metrics.record(decision.reason, perf_counter() - started)
         if self.observer is not None:
             self.observer(scope, decision, now)
@@ -298,7 +303,7 @@ class Gatekeeper:
                 raise ConfigError("keys.pepper_env", "(changed)",
                                   "the pepper cannot change on reload; restart instead")
             runtime = Runtime(compiled, self.store, self._pepper, self.clock,
-                              self.runtime.counters, self.locations, self.breaker)
+                              self.runtime.counters, self.locations, self.breaker, self.resale)
             if isinstance(runtime.counters, GuardedCounters):
                 runtime.counters.mode = compiled.on_store_error
         except GatekeeperError:

@@ -20,6 +20,7 @@ from gatekeeper.facts import FactReader
 from gatekeeper.geo.stage import GeoStage
 from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.policy.model import Policy
+from gatekeeper.resale.stage import ResaleMemory, ResaleStage, resale_on
 from gatekeeper.store.base import Store
 from gatekeeper.store.counters import CounterStore
 from gatekeeper.store.locations import LocationStore, MemoryLocationStore
@@ -50,15 +51,17 @@ class DecisionRecord:
 
 class Runtime:
     __slots__ = ("authenticator", "clock", "counters", "decisions", "geo", "keyed_by_path",
-                 "policy", "reader", "route_memo", "routes")
+                 "policy", "reader", "resale", "route_memo", "routes")
 
     def __init__(self, policy: Policy, store: Store, pepper: bytes, clock: Clock,
                  counters: CounterStore | None = None,
                  locations: LocationStore | None = None,
-                 breaker: Breaker | None = None) -> None:
-        """``counters`` (limits), ``locations`` (impossible travel's last sightings) and the
-        key store's ``breaker`` belong to the process, not the policy: pass the same ones to
-        every runtime so a reload keeps every count, sighting and outage state."""
+                 breaker: Breaker | None = None,
+                 resale: ResaleMemory | None = None) -> None:
+        """``counters`` (limits), ``locations`` (impossible travel's last sightings), the
+        key store's ``breaker`` and ``resale`` (the score's per-key state) belong to the
+        process, not the policy: pass the same ones to every runtime so a reload keeps every
+        count, sighting, outage state and score."""
         self.policy = policy
         self.clock = clock
         self.counters: CounterStore = counters if counters is not None else MemoryCounterStore()
@@ -79,3 +82,8 @@ class Runtime:
                             clock.now)
         """Country rules and impossible travel; opens the policy's geo files (a new runtime
         reopens them: a reload picks up replaced files)."""
+        geo = self.geo
+        self.resale = ResaleStage(policy, resale, self.reader,
+                                  lambda addr: geo.resolver.lookup(addr)) \
+            if resale is not None and resale_on(policy) else None
+        """The resale score (``resale/stage.py``); None when no tenant's score is on."""

@@ -19,14 +19,16 @@ same lag and give the same scores.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
-from gatekeeper.decision import ALLOW, SUSPEND, Decision
+from gatekeeper import reasons
+from gatekeeper.decision import ALLOW, SUSPEND, THROTTLE, Decision
 from gatekeeper.policy.model import Policy
 from gatekeeper.policy.resale import OFF, SHADOW, ResaleSettings
 from gatekeeper.resale.act import act
 from gatekeeper.resale.event import Event
-from gatekeeper.resale.score import ZERO, Score, action_for, score
+from gatekeeper.resale.score import MIN_BASELINE, ZERO, Score, action_for, score
 from gatekeeper.resale.state import RING, KeyState, ResaleTracker
 
 RESCORE_EVERY = 8
@@ -34,19 +36,24 @@ RESCORE_EVERY = 8
 
 
 class Scorer:
-    __slots__ = ("_settings", "force_shadow", "policy", "suspended", "tracker")
+    __slots__ = ("_settings", "force_shadow", "policy", "suspend_for", "suspended", "tracker")
 
     def __init__(self, policy: Policy, force_shadow: bool = False,
                  tracker: ResaleTracker | None = None,
-                 suspended: set[str] | None = None) -> None:
+                 suspended: dict[str, float] | None = None,
+                 suspend_for: float = math.inf) -> None:
         """``force_shadow``: score where the policy has the score off (replay reports what
         it would do). ``tracker`` and ``suspended``: the state of an earlier scorer to keep
-        (a policy reload keeps every key's history)."""
+        (a policy reload keeps every key's history). ``suspend_for``: how long this process
+        holds a suspension itself; after that the key store's status governs (the live path
+        stores it, and an allowed request then means ``keys reinstate`` lifted it: the key's
+        history is forgotten, so it starts again clean). Replay holds it for good."""
         self.policy = policy
         self.force_shadow = force_shadow
         self.tracker = ResaleTracker(policy.resale.max_keys) if tracker is None else tracker
-        self.suspended: set[str] = set() if suspended is None else suspended
-        """Keys this process suspended; the request path also stores the status."""
+        self.suspended: dict[str, float] = {} if suspended is None else suspended
+        """Key id -> until when this process refuses it as suspended."""
+        self.suspend_for = suspend_for
         self._settings: dict[str | None, ResaleSettings] = {}
 
     def settings(self, tenant: str | None) -> ResaleSettings:
@@ -68,6 +75,11 @@ class Scorer:
         if settings.mode == OFF:
             return decision, ZERO, ALLOW
         state = self.tracker.keys.get(key_id)
+        suspended = self.suspended.get(key_id)
+        if suspended is not None and now >= suspended and decision.allowed:
+            del self.suspended[key_id]  # allowed by the store again: reinstated
+            del self.tracker.keys[key_id]
+            state = suspended = None
         if state is None:
             before, would = ZERO, ALLOW
         else:
@@ -76,12 +88,14 @@ class Scorer:
                     state.cached_until:
                 _rescore(state, settings, now)
             before, would = state.cached or ZERO, state.would
-        suspended = key_id in self.suspended
-        if would == ALLOW and not suspended:
+        if would == ALLOW and suspended is None:
             return decision, before, would
-        acted = act(decision, before, settings, suspended)
+        acted = act(decision, before, settings, suspended is not None)
         if acted.action == SUSPEND:
-            self.suspended.add(key_id)
+            if suspended is None:
+                self.suspended[key_id] = now + self.suspend_for
+        elif acted.action == THROTTLE and state is not None:
+            acted = throttled(acted, state, settings, now)
         return acted, before, would
 
     def count(self, event: Event, tenant: str | None) -> None:
@@ -91,8 +105,29 @@ class Scorer:
             self.tracker.observe(event, settings)
 
 
+def throttled(decision: Decision, state: KeyState, settings: ResaleSettings,
+              now: float) -> Decision:
+    """A throttled key passes at its own baseline pace (times ``resale.throttle_factor``,
+    requests per short window), with a tenth of the window's worth as burst (GCRA); the rest
+    is refused with ``resale_throttled``: its owner's normal use goes on, a resold flood
+    does not."""
+    rate = max(state.baseline or 0.0, MIN_BASELINE) * settings.throttle_factor
+    interval = settings.short_window / rate
+    burst = settings.short_window / RING
+    due = max(state.throttle_at, now)
+    if due - now > burst:
+        wait = math.ceil(due - now - burst) or 1
+        return Decision(reasons.RESALE_THROTTLED, decision.principal, decision.key_id,
+                        decision.tenant, "resale score: throttled", THROTTLE,
+                        ((b"retry-after", str(wait).encode()),), decision.signals)
+    state.throttle_at = due + interval
+    return decision
+
+
 def _rescore(state: KeyState, settings: ResaleSettings, now: float) -> None:
     found = state.cached = score(state, settings, now)
-    state.would = action_for(found.total, settings)
+    state.would = would = action_for(found.total, settings)
+    if would == ALLOW:
+        state.announced = ALLOW  # a later rise is announced again
     state.cached_until = now + settings.short_window / RING
     state.unscored = 0

@@ -48,11 +48,11 @@ _DAY_MASK = (1 << 24) - 1
 class KeyState:
     """Everything the score knows about one key. ``observe`` is the only writer."""
 
-    __slots__ = ("baseline", "bucket_count", "bucket_peak", "bucket_start", "cached",
+    __slots__ = ("announced", "baseline", "bucket_count", "bucket_peak", "bucket_start", "cached",
                  "cached_until", "first_seen", "hour_at", "hours", "in_flight", "invalid",
                  "last_place", "last_seen", "last_values", "listings", "news",
-                 "peak_baseline", "requests", "ring", "ring_at", "seen", "tiny", "travel",
-                 "unscored", "woke_at", "woke_count", "would")
+                 "peak_baseline", "requests", "ring", "ring_at", "seen", "throttle_at", "tiny",
+                 "travel", "unscored", "woke_at", "woke_count", "would")
 
     def __init__(self, ts: float) -> None:
         self.first_seen = self.last_seen = ts
@@ -86,6 +86,10 @@ class KeyState:
         self.cached_until = 0.0
         self.unscored = 0
         """Requests counted since ``cached`` was computed."""
+        self.announced = ALLOW
+        """The action last written to the audit log for this key (the live path's)."""
+        self.throttle_at = 0.0
+        """When a throttled key's next request is due (GCRA)."""
 
     def learned(self, settings: ResaleSettings, ts: float) -> bool:
         """Whether the key has history enough for a baseline and for "new" to mean new."""
