@@ -100,7 +100,8 @@ class Gatekeeper:
                                            compiled.on_store_error,
                                            self.metrics.store_fail_open.set)
             self.audit = audit or AuditLog()
-            self.resale = ResaleMemory(compiled, store, self.audit, self.metrics.resale_action)
+            self.resale = ResaleMemory(compiled, store, self.audit, self.metrics.resale_action,
+                                       self.clock.now)
             """The resale score's per-key state, kept across policy reloads."""
             self.runtime = Runtime(compiled, store, self._pepper, self.clock, counters,
                                    self.locations, self.breaker, self.resale)

@@ -45,9 +45,10 @@ class Scorer:
         """``force_shadow``: score where the policy has the score off (replay reports what
         it would do). ``tracker`` and ``suspended``: the state of an earlier scorer to keep
         (a policy reload keeps every key's history). ``suspend_for``: how long this process
-        holds a suspension itself; after that the key store's status governs (the live path
-        stores it, and an allowed request then means ``keys reinstate`` lifted it: the key's
-        history is forgotten, so it starts again clean). Replay holds it for good."""
+        holds a suspension itself (for good by default; the live path shortens it once the key
+        store holds the status, which governs from then on: an allowed request then means
+        ``keys reinstate`` lifted it, and the key's history is forgotten so it starts again
+        clean)."""
         self.policy = policy
         self.force_shadow = force_shadow
         self.tracker = ResaleTracker(policy.resale.max_keys) if tracker is None else tracker

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -65,9 +66,14 @@ class ResaleMemory:
     keys it suspended, where it reports (audit, metrics), the key store it suspends keys in."""
 
     def __init__(self, policy: Policy, store: Store, audit: AuditLog,
-                 on_action: Callable[[str], None] | None = None) -> None:
+                 on_action: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.tracker = ResaleTracker(policy.resale.max_keys)
         self.suspended: dict[str, float] = {}
+        """Key id -> until when this process refuses it itself: for good until the store
+        holds the status, then ``keys.cache_ttl`` and a second more (no cached allowed answer
+        can outlive that), after which the store's status governs."""
+        self.clock = clock
         self.store = store
         self.audit = audit
         self.on_action = on_action
@@ -75,22 +81,24 @@ class ResaleMemory:
         self.tasks: set[asyncio.Task[None]] = set()
         """Store writes in flight (suspensions), held so they are not collected."""
 
-    def suspend_later(self, key_id: str, now: float) -> None:
+    def suspend_later(self, key_id: str, now: float, hold: float) -> None:
         """Store the key's status ``suspended`` off the hot path."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        task = loop.create_task(self._suspend(key_id, now))
+        task = loop.create_task(self._suspend(key_id, now, hold))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _suspend(self, key_id: str, now: float) -> None:
+    async def _suspend(self, key_id: str, now: float, hold: float) -> None:
         from gatekeeper.key_admin import set_status
         from gatekeeper.principal import KeyStatus
 
         try:
             await set_status(self.store, key_id, KeyStatus.SUSPENDED, now)
+            if key_id in self.suspended:
+                self.suspended[key_id] = self.clock() + hold
             log.warning("resale score suspended key %s (gatekeeper keys reinstate %s lifts it)",
                         key_id, key_id)
         except Exception as exc:  # the in-process suspension holds; say why the store's did not
@@ -101,19 +109,19 @@ class ResaleMemory:
 class ResaleStage:
     """The score for one runtime (policy); its state lives in the process's ``ResaleMemory``."""
 
-    __slots__ = ("header", "locate", "memory", "places", "reader", "scorer")
+    __slots__ = ("header", "hold", "locate", "memory", "places", "reader", "scorer")
 
     def __init__(self, policy: Policy, memory: ResaleMemory, reader: FactReader,
                  locate: Callable[[IPAddr], Location]) -> None:
         self.memory = memory
-        self.scorer = Scorer(policy, tracker=memory.tracker, suspended=memory.suspended,
-                             suspend_for=policy.keys.cache_ttl + 1.0)
+        self.scorer = Scorer(policy, tracker=memory.tracker, suspended=memory.suspended)
         self.reader = reader
         self.locate = locate
         self.places: dict[Any, tuple[Any, ...]] = {}
         """Record key -> the client's part of an event (address, network, country, shared,
         known network, point): what a reused decision record no longer computes."""
         self.header = policy.resale.flag_header
+        self.hold = policy.keys.cache_ttl + 1.0
 
     def run(self, decision: Decision, facts: RequestFacts | None, scan: Scan,
             key: tuple[Any, ...] | None, scope: Scope, below: str, now: float,
@@ -158,7 +166,7 @@ class ResaleStage:
             state.announced = would
             memory.audit.resale(decision, would, before.total, before.reasons(), now, scope)
         if acted.action == SUSPEND and decision.allowed:
-            memory.suspend_later(key_id, now)
+            memory.suspend_later(key_id, now, self.hold)
         if not acted.allowed and decision.allowed and charge is not None:
             pending = charge.settle(None)  # refused after charging: give its slots back
             if pending is not None:
