@@ -67,7 +67,9 @@ class Runtime:
         self.counters: CounterStore = counters if counters is not None else MemoryCounterStore()
         """Owned by the Gatekeeper, not the policy: a reload keeps every count."""
         self.routes = policy.routes
-        self.reader = FactReader(policy)
+        scoring = resale is not None and resale_on(policy)
+        self.reader = FactReader(policy, user_agent=scoring)
+        """Reads the user agent only for the resale score."""
         self.authenticator = Authenticator(
             store, pepper, cache_ttl=policy.keys.cache_ttl, clock=clock,
             verifier=JwtVerifier(policy.issuers, clock=clock) if policy.issuers else None,
@@ -85,5 +87,5 @@ class Runtime:
         geo = self.geo
         self.resale = ResaleStage(policy, resale, self.reader,
                                   lambda addr: geo.resolver.lookup(addr)) \
-            if resale is not None and resale_on(policy) else None
+            if scoring and resale is not None else None
         """The resale score (``resale/stage.py``); None when no tenant's score is on."""
