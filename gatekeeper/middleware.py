@@ -117,6 +117,7 @@ class Gatekeeper:
         self._started = False
         self._start_lock = anyio.Lock()
         self._flusher: asyncio.Task[None] | None = None
+        self._snapshots: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
         self.metrics.policy_loaded(compiled, self.clock.now())
         self.reloader: PolicyReloader | None = None
@@ -234,6 +235,8 @@ class Gatekeeper:
                     self._follow_key_changes(changes()))
             if self.metrics.shared is not None and self._flusher is None:
                 self._flusher = asyncio.get_running_loop().create_task(self.metrics.shared.run())
+            if self._snapshots is None:  # resale score snapshots for `gatekeeper inspect`
+                self._snapshots = asyncio.get_running_loop().create_task(self.resale.run())
             self._started = True
 
     async def _follow_key_changes(self, changes: AsyncIterator[str]) -> None:
@@ -270,6 +273,12 @@ class Gatekeeper:
             self._follower = None
         if self.reloader is not None:
             await self.reloader.stop()
+        if self._snapshots is not None:
+            self._snapshots.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._snapshots
+            self._snapshots = None
+            await self.resale.flush()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -36,12 +36,14 @@ RESCORE_EVERY = 8
 
 
 class Scorer:
-    __slots__ = ("_settings", "force_shadow", "policy", "suspend_for", "suspended", "tracker")
+    __slots__ = ("_settings", "changed", "force_shadow", "policy", "suspend_for", "suspended",
+                 "tracker")
 
     def __init__(self, policy: Policy, force_shadow: bool = False,
                  tracker: ResaleTracker | None = None,
                  suspended: dict[str, float] | None = None,
-                 suspend_for: float = math.inf) -> None:
+                 suspend_for: float = math.inf,
+                 changed: dict[str, str | None] | None = None) -> None:
         """``force_shadow``: score where the policy has the score off (replay reports what
         it would do). ``tracker`` and ``suspended``: the state of an earlier scorer to keep
         (a policy reload keeps every key's history). ``suspend_for``: how long this process
@@ -55,6 +57,9 @@ class Scorer:
         self.suspended: dict[str, float] = {} if suspended is None else suspended
         """Key id -> until when this process refuses it as suspended."""
         self.suspend_for = suspend_for
+        self.changed = changed
+        """When given: key id -> tenant of every key whose score was computed again (the
+        live path writes their snapshots in batches, ``resale/snapshot.py``)."""
         self._settings: dict[str | None, ResaleSettings] = {}
 
     def settings(self, tenant: str | None) -> ResaleSettings:
@@ -88,6 +93,8 @@ class Scorer:
                     not state.cached_until - settings.short_window / RING <= now < \
                     state.cached_until:
                 _rescore(state, settings, now)
+                if self.changed is not None:
+                    self.changed[key_id] = decision.tenant
             before, would = state.cached or ZERO, state.would
         if would == ALLOW and suspended is None:
             return decision, before, would
@@ -126,9 +133,10 @@ def throttled(decision: Decision, state: KeyState, settings: ResaleSettings,
 
 
 def _rescore(state: KeyState, settings: ResaleSettings, now: float) -> None:
-    found = state.cached = score(state, settings, now)
+    found = state.cached = state.scored = score(state, settings, now)
     state.would = would = action_for(found.total, settings)
     if would == ALLOW:
         state.announced = ALLOW  # a later rise is announced again
     state.cached_until = now + settings.short_window / RING
+    state.scored_at = now
     state.unscored = 0

@@ -42,6 +42,7 @@ from gatekeeper.policy.model import Policy
 from gatekeeper.policy.resale import OFF
 from gatekeeper.resale.event import INVALID_REASONS, Event
 from gatekeeper.resale.scorer import Scorer
+from gatekeeper.resale.snapshot import FLUSH_EVERY, Snapshot
 from gatekeeper.resale.state import ResaleTracker
 from gatekeeper.store.base import Store
 from gatekeeper.types import Scope
@@ -80,6 +81,37 @@ class ResaleMemory:
         """Called with the action for every request the score acted on (or would have)."""
         self.tasks: set[asyncio.Task[None]] = set()
         """Store writes in flight (suspensions), held so they are not collected."""
+        self.changed: dict[str, str | None] = {}
+        """Keys scored again since the last batch of snapshots: key id -> tenant."""
+        self.ttl = policy.resale.long_window
+        """How long a snapshot is kept in the store."""
+
+    async def flush(self) -> int:
+        """Write the snapshots of the keys scored since the last call, in one batch; the
+        number written. A store that fails loses this batch (logged): the next has them."""
+        changed = dict(self.changed)
+        self.changed.clear()  # the same dict the scorers hold
+        found = []
+        for key_id, tenant in changed.items():
+            state = self.tracker.get(key_id)
+            if state is not None and state.scored is not None:
+                score = state.scored
+                found.append(Snapshot(key_id, tenant, state.scored_at,
+                                      score.total, state.would, tuple(score.reasons(5))))
+        if found:
+            try:
+                await self.store.put_scores(found, self.ttl, self.clock())
+            except Exception as exc:
+                log.warning("resale score snapshots not written (%d keys): %s", len(found),
+                            type(exc).__name__)
+                return 0
+        return len(found)
+
+    async def run(self, every: float = FLUSH_EVERY) -> None:
+        """Flush every ``every`` seconds until cancelled (the middleware's lifespan)."""
+        while True:
+            await asyncio.sleep(every)
+            await self.flush()
 
     def suspend_later(self, key_id: str, now: float, hold: float) -> None:
         """Store the key's status ``suspended`` off the hot path."""
@@ -114,7 +146,8 @@ class ResaleStage:
     def __init__(self, policy: Policy, memory: ResaleMemory, reader: FactReader,
                  locate: Callable[[IPAddr], Location]) -> None:
         self.memory = memory
-        self.scorer = Scorer(policy, tracker=memory.tracker, suspended=memory.suspended)
+        self.scorer = Scorer(policy, tracker=memory.tracker, suspended=memory.suspended,
+                             changed=memory.changed)
         self.reader = reader
         self.locate = locate
         self.places: dict[Any, tuple[Any, ...]] = {}

@@ -48,11 +48,11 @@ _DAY_MASK = (1 << 24) - 1
 class KeyState:
     """Everything the score knows about one key. ``observe`` is the only writer."""
 
-    __slots__ = ("announced", "baseline", "bucket_count", "bucket_peak", "bucket_start", "cached",
-                 "cached_until", "first_seen", "hour_at", "hours", "in_flight", "invalid",
-                 "last_place", "last_seen", "last_values", "listings", "news",
-                 "peak_baseline", "requests", "ring", "ring_at", "seen", "throttle_at", "tiny",
-                 "travel", "unscored", "woke_at", "woke_count", "would")
+    __slots__ = ("announced", "baseline", "bucket_count", "bucket_peak", "bucket_start",
+                 "cached", "cached_until", "first_seen", "hour_at", "hours", "in_flight",
+                 "invalid", "last_place", "last_seen", "last_values", "listings", "news",
+                 "peak_baseline", "requests", "ring", "ring_at", "scored", "scored_at", "seen",
+                 "throttle_at", "tiny", "travel", "unscored", "woke_at", "woke_count", "would")
 
     def __init__(self, ts: float) -> None:
         self.first_seen = self.last_seen = ts
@@ -82,8 +82,10 @@ class KeyState:
         """The previous event's distinct values: a repeat is counted without a lookup."""
         self.cached: Score | None = None
         """The last score computed (``Scorer``); None once something it counts has changed."""
+        self.scored: Score | None = None
+        """The last score computed, kept when ``cached`` is dropped (snapshots read it)."""
         self.would = ALLOW
-        self.cached_until = 0.0
+        self.cached_until = self.scored_at = 0.0
         self.unscored = 0
         """Requests counted since ``cached`` was computed."""
         self.announced = ALLOW

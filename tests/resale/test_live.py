@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from gatekeeper import AuditLog, Gatekeeper, ManualClock, MemoryStore, compile_policy, key_admin
 from gatekeeper.decision import Decision
 from gatekeeper.principal import KeyStatus
+from gatekeeper.store.base import Store
 from gatekeeper.types import Message, Scope
 from tests.conftest import PEPPER, Recorder, asgi_request
 
@@ -39,9 +41,10 @@ class _Lines(logging.Handler):
 class Run:
     """A gatekeeper on a ManualClock in front of a recording app, with one key."""
 
-    def __init__(self, policy: dict[str, Any], tenant: str = "acme") -> None:
+    def __init__(self, policy: dict[str, Any], tenant: str = "acme",
+                 store: Store | None = None) -> None:
         self.clock = ManualClock(T0)
-        self.store = MemoryStore()
+        self.store = MemoryStore() if store is None else store
         self.audit = _Lines()
         logger = logging.getLogger(f"test.resale.{id(self)}")
         logger.setLevel(logging.INFO)
@@ -180,3 +183,34 @@ def test_suspend_stores_the_status_until_the_key_is_reinstated() -> None:
     assert statuses[8:] == [200, 200], "a reinstated key starts again clean"
     suspended = [line for line in run.audit.lines if line["event"] == "resale"]
     assert [line["would"] for line in suspended] == ["suspend"]
+
+
+def test_inspect_shows_the_score_a_server_wrote_to_the_store(tmp_path: Path) -> None:
+    import subprocess
+
+    from gatekeeper import SQLiteStore
+    from tests.test_cli import clean_env, cli_command
+
+    path = tmp_path / "keys.db"
+    run = Run(_policy("shadow", FLAG_THEN_BLOCK), store=SQLiteStore(path))
+    asyncio.run(run.fan_out(12))
+    run.finish()  # the lifespan's end writes the last batch of snapshots
+
+    def inspect(*more: str) -> str:
+        done = subprocess.run([*cli_command(), "inspect", run.key_id, "--store",
+                               f"sqlite:///{path}", *more], capture_output=True, text=True,
+                              timeout=60, env=clean_env(), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    text = inspect()
+    assert f"key {run.key_id}  tenant acme  status active" in text
+    assert "(would block)" in text and "  networks=" in text and "  model_listings=" in text
+    data = json.loads(inspect("--json"))
+    assert data["would"] == "block" and data["score"] >= 50
+    assert data["reasons"][0].startswith(("networks=", "model_listings="))
+    unknown = subprocess.run([*cli_command(), "inspect", "gk_notanid", "--store",
+                              f"sqlite:///{path}"], capture_output=True, text=True, timeout=60,
+                             env=clean_env(), cwd=tmp_path)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "not a key id" in unknown.stderr
