@@ -66,6 +66,7 @@ MISS_PATH = "miss"
 REFUSAL = "refusal"
 GEO = "geo"
 LIMITS = "limits"
+RESALE = "resale"
 GROUPS = {
     CACHED: "Allowed request, decision record fresh (every request of a known client): "
             "the foundation path",
@@ -76,6 +77,8 @@ GROUPS = {
     REFUSAL: "Refusal path (every refused request: refusals are never recorded)",
     GEO: "Geo (a tenant with a country rule; others pay nothing): on the miss path only, a "
          "reused decision record pays nothing",
+    RESALE: "Resale score (a tenant with the score on; others pay one attribute check): "
+            "added to every request of a known key",
 }
 FOUNDATION_BUDGET = 5.0
 FOUNDATION_STRETCH = 3.0
@@ -456,6 +459,44 @@ stage("geo-mmdb-country", GEO, "uncached lookup, `maxminddb` on a Country-layout
       "(record decoded and checked)", expect=lambda ctx, r: r.country == "US")(_mmdb_stage(0))
 stage("geo-mmdb-city", GEO, "uncached lookup, `maxminddb` on a City-layout file "
       "(GeoLite2-sized record)", expect=lambda ctx, r: r.latitude is not None)(_mmdb_stage(1))
+
+
+# --- the resale score (every request of a known key, on a reused decision record too) --------
+
+SCORE_PACE = 2.0
+"""Seconds between the typical key's requests, in its history and in the timed calls."""
+
+
+def _resale_stage(ctx: StageContext) -> tuple[Any, Callable[[], object]]:
+    """``ResaleStage.run`` for the context's key on a reused decision record (no facts),
+    after 300 requests of history at the same pace from the same client: the key has
+    learned, its score is 0, and a call only judges (the cached score) and counts."""
+    from dataclasses import replace
+
+    from gatekeeper.policy.resale import ResaleSettings
+    from gatekeeper.resale.stage import ResaleMemory, ResaleStage
+
+    policy = replace(ctx.rt.policy, resale=ResaleSettings(mode="enforce"))
+    memory = ResaleMemory(policy, ctx.gk.store, ctx.audit)
+    stage_ = ResaleStage(policy, memory, ctx.rt.reader, ctx.rt.geo.resolver.lookup)
+    scope = dict(ctx.refused_scope, client=ctx.peer)
+    decision, scan, key, below = ctx.decision, ctx.scan, ctx.key, ctx.below
+    clock = [ctx.now - 300 * SCORE_PACE]
+    run = stage_.run
+
+    def score() -> object:
+        clock[0] = now = clock[0] + SCORE_PACE
+        return run(decision, None, scan, key, scope, below, now, None)
+    for _ in range(300):
+        score()
+    return stage_, score
+
+
+@stage("score", RESALE, f"`ResaleStage.run` on a typical key (learned, score 0, one request "
+       f"every {SCORE_PACE:g} s from one client): judge from the state before the request, "
+       "count it", budget="3 us", expect=lambda ctx, r: r is ctx.decision)
+def _score(ctx: StageContext) -> Callable[[], object]:
+    return _resale_stage(ctx)[1]
 
 
 # --- timing ----------------------------------------------------------------------------------

@@ -79,6 +79,16 @@ class AuditLog:
         if self.logger.isEnabledFor(logging.INFO):
             self.logger.info(self._line("flagged", decision, facts, now, scope))
 
+    def resale(self, decision: Decision, would: str, score: float, reasons: list[str],
+               now: float, scope: Scope | None = None) -> None:
+        """What the resale score asks for a key changed (``would``: flag, throttle, block,
+        suspend), with the score and its top reasons; the same line in shadow and enforce.
+        ``reason`` is the request's own decision before the score."""
+        if self.logger.isEnabledFor(logging.INFO):
+            line = self._line("resale", decision._replace(signals=()), None, now, scope)
+            self.logger.info(f'{line[:-1]},"would":{_q(would)},"score":{score:.1f},'
+                             f'"reasons":[{",".join(_q(r) for r in reasons)}]}}')
+
     def _line(self, event: str, decision: Decision, facts: RequestFacts | None, now: float,
               scope: Scope | None) -> str:
         reason = decision.reason

@@ -43,7 +43,9 @@ class Decision(NamedTuple):
 
     @property
     def allowed(self) -> bool:
-        return self.action == ALLOW or self.action == FLAG
+        """``throttle`` passes with its reason ``ok``; refused, it carries a 429's."""
+        return self.action == ALLOW or self.action == FLAG or \
+            (self.action == THROTTLE and self.reason.status < 400)
 
     def with_headers(self, headers: tuple[tuple[bytes, bytes], ...]) -> Decision:
         """This decision carrying ``headers``: ``_replace`` without its keyword parsing (it

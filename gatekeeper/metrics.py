@@ -72,6 +72,10 @@ class Metrics:
         self.policy_last_reload_success = Gauge(
             "gatekeeper_policy_last_reload_success_timestamp_seconds",
             "Unix time the running policy was loaded or last reloaded.", registry=self.registry)
+        self.resale_actions = Counter(
+            "gatekeeper_resale_actions",
+            "Requests whose key's resale score asked for an action (flag, throttle, block, "
+            "suspend), in shadow as in enforce mode.", ["action"], registry=self.registry)
         self.store_fail_open = Gauge(
             "gatekeeper_store_fail_open",
             "1 while the counter store fails and on_store_error: fail_open counts limits in "
@@ -88,6 +92,9 @@ class Metrics:
         outcome = 0 if reason is OK else 1
         self.latency[outcome][bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum[outcome] += seconds
+
+    def resale_action(self, action: str) -> None:
+        self.resale_actions.labels(action).inc()
 
     def policy_loaded(self, policy: Policy, now: float) -> None:
         """At startup: which policy runs and since when."""

@@ -34,6 +34,7 @@ from gatekeeper.policy.load import load_policy
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import Reason
 from gatekeeper.reloader import PolicyReloader
+from gatekeeper.resale.stage import ResaleMemory
 from gatekeeper.responder import ClientDisconnected, HeaderSend
 from gatekeeper.runtime import Runtime
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
@@ -98,21 +99,25 @@ class Gatekeeper:
                 counters = GuardedCounters(counters, Breaker(self.clock.monotonic),
                                            compiled.on_store_error,
                                            self.metrics.store_fail_open.set)
+            self.audit = audit or AuditLog()
+            self.resale = ResaleMemory(compiled, store, self.audit, self.metrics.resale_action,
+                                       self.clock.now)
+            """The resale score's per-key state, kept across policy reloads."""
             self.runtime = Runtime(compiled, store, self._pepper, self.clock, counters,
-                                   self.locations, self.breaker)
+                                   self.locations, self.breaker, self.resale)
         except GatekeeperError as exc:
             # Under FastAPI's add_middleware this runs at the first ASGI call, where uvicorn's
             # default lifespan mode swallows exceptions: say it where an operator looks.
             log.error("gatekeeper cannot start: %s", exc)
             raise
         self.store = store
-        self.audit = audit or AuditLog()
         self.observer = observer
         self._now = self.clock.now
         self._mono = self.clock.monotonic
         self._started = False
         self._start_lock = anyio.Lock()
         self._flusher: asyncio.Task[None] | None = None
+        self._snapshots: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
         self.metrics.policy_loaded(compiled, self.clock.now())
         self.reloader: PolicyReloader | None = None
@@ -168,6 +173,8 @@ class Gatekeeper:
                             send, scan, now)
                     except ClientDisconnected:
                         return  # gone while sending its body: nothing charged or answered
+            if rt.resale is not None and decision.principal is not None:
+                decision = rt.resale.run(decision, facts, scan, key, scope, below, now, charge)
         self.metrics.record(decision.reason, perf_counter() - started)
         if self.observer is not None:
             self.observer(scope, decision, now)
@@ -228,6 +235,8 @@ class Gatekeeper:
                     self._follow_key_changes(changes()))
             if self.metrics.shared is not None and self._flusher is None:
                 self._flusher = asyncio.get_running_loop().create_task(self.metrics.shared.run())
+            if self._snapshots is None:  # resale score snapshots for `gatekeeper inspect`
+                self._snapshots = asyncio.get_running_loop().create_task(self.resale.run())
             self._started = True
 
     async def _follow_key_changes(self, changes: AsyncIterator[str]) -> None:
@@ -264,6 +273,12 @@ class Gatekeeper:
             self._follower = None
         if self.reloader is not None:
             await self.reloader.stop()
+        if self._snapshots is not None:
+            self._snapshots.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._snapshots
+            self._snapshots = None
+            await self.resale.flush()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -298,7 +313,7 @@ class Gatekeeper:
                 raise ConfigError("keys.pepper_env", "(changed)",
                                   "the pepper cannot change on reload; restart instead")
             runtime = Runtime(compiled, self.store, self._pepper, self.clock,
-                              self.runtime.counters, self.locations, self.breaker)
+                              self.runtime.counters, self.locations, self.breaker, self.resale)
             if isinstance(runtime.counters, GuardedCounters):
                 runtime.counters.mode = compiled.on_store_error
         except GatekeeperError:

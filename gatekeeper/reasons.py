@@ -138,6 +138,12 @@ RESALE_SUSPECTED = _r(
     "This credential is not allowed to make this request.",
     "The key's resale score reached `resale.thresholds.block` under `mode: enforce` (the "
     "score's top reasons go to the audit line, never to the client).")
+RESALE_THROTTLED = _r(
+    "resale_throttled", 429, "decide",
+    "Rate limit reached for requests. Retry after the time in the retry-after header.",
+    "The key's resale score reached `resale.thresholds.throttle` under `mode: enforce`: it "
+    "passes at its own usual pace (its baseline per short window times "
+    "`resale.throttle_factor`) and the rest is refused; `retry-after` says when it may go on.")
 FORWARDED_MALFORMED = _r(
     "forwarded_malformed", 400, "facts",
     "The request's forwarding headers could not be parsed.",
@@ -226,7 +232,7 @@ REFUSALS: tuple[Reason, ...] = (
     KEY_UNKNOWN, KEY_REVOKED, KEY_SUSPENDED, KEY_EXPIRED, TOKEN_INVALID, TOKEN_EXPIRED,
     TENANT_UNKNOWN, TENANT_DISABLED,
     TENANT_MISMATCH, NETWORK_NOT_ALLOWED, COUNTRY_NOT_ALLOWED, IMPOSSIBLE_TRAVEL,
-    RESALE_SUSPECTED,
+    RESALE_SUSPECTED, RESALE_THROTTLED,
     FORWARDED_MALFORMED,
     STORE_UNAVAILABLE, AUTH_UNAVAILABLE, INTERNAL_ERROR, RATE_LIMITED, TOKENS_LIMITED,
     CONCURRENCY_LIMITED, QUOTA_EXCEEDED, BODY_TOO_LARGE, BODY_INVALID, BODY_NOT_JSON,

@@ -20,6 +20,7 @@ from gatekeeper.facts import FactReader
 from gatekeeper.geo.stage import GeoStage
 from gatekeeper.jwt_verifier import JwtVerifier
 from gatekeeper.policy.model import Policy
+from gatekeeper.resale.stage import ResaleMemory, ResaleStage, resale_on
 from gatekeeper.store.base import Store
 from gatekeeper.store.counters import CounterStore
 from gatekeeper.store.locations import LocationStore, MemoryLocationStore
@@ -50,21 +51,25 @@ class DecisionRecord:
 
 class Runtime:
     __slots__ = ("authenticator", "clock", "counters", "decisions", "geo", "keyed_by_path",
-                 "policy", "reader", "route_memo", "routes")
+                 "policy", "reader", "resale", "route_memo", "routes")
 
     def __init__(self, policy: Policy, store: Store, pepper: bytes, clock: Clock,
                  counters: CounterStore | None = None,
                  locations: LocationStore | None = None,
-                 breaker: Breaker | None = None) -> None:
-        """``counters`` (limits), ``locations`` (impossible travel's last sightings) and the
-        key store's ``breaker`` belong to the process, not the policy: pass the same ones to
-        every runtime so a reload keeps every count, sighting and outage state."""
+                 breaker: Breaker | None = None,
+                 resale: ResaleMemory | None = None) -> None:
+        """``counters`` (limits), ``locations`` (impossible travel's last sightings), the
+        key store's ``breaker`` and ``resale`` (the score's per-key state) belong to the
+        process, not the policy: pass the same ones to every runtime so a reload keeps every
+        count, sighting, outage state and score."""
         self.policy = policy
         self.clock = clock
         self.counters: CounterStore = counters if counters is not None else MemoryCounterStore()
         """Owned by the Gatekeeper, not the policy: a reload keeps every count."""
         self.routes = policy.routes
-        self.reader = FactReader(policy)
+        scoring = resale is not None and resale_on(policy)
+        self.reader = FactReader(policy, user_agent=scoring)
+        """Reads the user agent only for the resale score."""
         self.authenticator = Authenticator(
             store, pepper, cache_ttl=policy.keys.cache_ttl, clock=clock,
             verifier=JwtVerifier(policy.issuers, clock=clock) if policy.issuers else None,
@@ -80,3 +85,8 @@ class Runtime:
                             clock.now)
         """Country rules and impossible travel; opens the policy's geo files (a new runtime
         reopens them: a reload picks up replaced files)."""
+        geo = self.geo
+        self.resale = ResaleStage(policy, resale, self.reader,
+                                  lambda addr: geo.resolver.lookup(addr)) \
+            if scoring and resale is not None else None
+        """The resale score (``resale/stage.py``); None when no tenant's score is on."""

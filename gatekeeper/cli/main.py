@@ -8,7 +8,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from gatekeeper.cli import geo, keys, limits, replay, simulate
+from gatekeeper.cli import geo, inspect, keys, limits, replay, simulate
 from gatekeeper.cli.diff import run_diff
 from gatekeeper.errors import ConfigError, GatekeeperError, PolicyError, redact_url
 from gatekeeper.jwt_verifier import JwtVerifier
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_parser(commands)
     replay.add_parser(commands)
     simulate.add_parser(commands)
+    inspect.add_parser(commands)
     check = commands.add_parser(
         "check-config", help="validate a policy file, or show what a reload would change",
         description="Validate POLICY. With --diff OLD NEW: print what reloading NEW over OLD "
@@ -55,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(limits.run(args))
         if args.command == "geo":
             return geo.run(args)
+        if args.command == "inspect":
+            return asyncio.run(inspect.run(args))
         if args.command == "replay":
             return replay.run(args)
         if args.command == "simulate":

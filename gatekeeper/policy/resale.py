@@ -11,7 +11,9 @@ tenant's known-legitimate shape, at the top level (defaults) and per tenant (ove
         networks: [203.0.113.0/24, AS64500]   # regions, CI fleets: each entry one network
         countries: [DE, US]            # never "new"
         nat_egress: [192.0.2.10/32]    # many people behind one address: no end-user signal
+      throttle_factor: 1.0             # a throttled key passes at its baseline pace times this
       max_keys: 50000                  # top level only: the keys held in memory
+      flag_header: false               # top level only: x-gatekeeper-resale on marked answers
     tenants:
       acme:
         resale: {mode: enforce, known: {countries: [DE]}}   # fields override the defaults
@@ -110,6 +112,11 @@ class ResaleSettings:
     travel: TravelRule = field(default_factory=TravelRule)
     max_keys: int = 50_000
     """Keys whose state is held in memory; the least recently used is forgotten first."""
+    throttle_factor: float = 1.0
+    """A throttled key passes at its baseline pace times this."""
+    flag_header: bool = False
+    """Top level only: an allowed request the score marked carries ``x-gatekeeper-resale``
+    (its action) to the app and the client."""
 
     @property
     def acts(self) -> bool:
@@ -144,17 +151,21 @@ def load_resale(fields: Fields, base: ResaleSettings | None = None,
         travel_fields.number("max_kmh", base.travel.max_kmh, minimum=1.0, maximum=1e6),
         min_km=travel_fields.number("min_km", base.travel.min_km, maximum=20_000.0))
     travel_fields.finish()
-    max_keys = base.max_keys
+    throttle_factor = fields.number("throttle_factor", base.throttle_factor, minimum=0.01,
+                                    maximum=100.0)
+    max_keys, flag_header = base.max_keys, base.flag_header
     if top:
         found = fields.whole("max_keys", 1, 100_000_000)
         max_keys = base.max_keys if found is None else found
+        flag_header = fields.get("flag_header", bool, base.flag_header, "true or false")
     fields.finish()
     return replace(base, mode=mode, short_window=short, long_window=long,
                    thresholds=thresholds, signals=signals, known=known,
                    learn_requests=base.learn_requests if learn_requests is None
                    else learn_requests,
                    learn_seconds=learn_seconds, dormant_after=dormant, travel=travel,
-                   max_keys=max_keys)
+                   max_keys=max_keys, throttle_factor=throttle_factor,
+                   flag_header=flag_header)
 
 
 def _thresholds(fields: Fields, base: tuple[float | None, ...]) -> tuple[float | None, ...]:

@@ -35,6 +35,7 @@ from gatekeeper.resale.state import (
     KeyState,
     active_hours,
     recent_requests,
+    settle,
 )
 
 MIN_BASELINE = 5.0
@@ -67,6 +68,7 @@ ZERO = Score(0.0)
 
 def signal_values(state: KeyState, settings: ResaleSettings, now: float) -> dict[str, float]:
     """What each signal counted at ``now``: the score's inputs, before any weight."""
+    settle(state)
     since = now - settings.short_window
     values: dict[str, float] = {}
     for dim, name in enumerate(DIMENSIONS):

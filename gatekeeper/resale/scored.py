@@ -19,8 +19,9 @@ from typing import NamedTuple
 
 from gatekeeper.clock import ManualClock
 from gatekeeper.decision import Decision
+from gatekeeper.facts import FactReader
 from gatekeeper.geo.location import UNKNOWN, Location
-from gatekeeper.networks import parse_ip
+from gatekeeper.networks import IPAddr
 from gatekeeper.policy.model import Policy
 from gatekeeper.replay import RequestRecord, replay_each
 from gatekeeper.resale.event import event_for
@@ -28,7 +29,7 @@ from gatekeeper.resale.score import Score
 from gatekeeper.resale.scorer import Scorer
 from gatekeeper.store.base import Store
 
-Locate = Callable[[RequestRecord], Location]
+Locate = Callable[[IPAddr], Location]
 
 
 class Scored(NamedTuple):
@@ -46,22 +47,28 @@ class Scored(NamedTuple):
 
 
 def policy_locator(policy: Policy) -> Locate:
-    """Where a record's client is, by the policy's geo chain (files, else the embedded
+    """Where a client address is, by the policy's geo chain (files, else the embedded
     default); opened on first use."""
     from gatekeeper.geo.resolver import resolver_from_policy
 
     resolver = None
 
-    def locate(record: RequestRecord) -> Location:
+    def locate(addr: IPAddr) -> Location:
         nonlocal resolver
-        addr = parse_ip(record.client_ip) if record.client_ip else None
-        if addr is None:
-            return UNKNOWN
         if resolver is None:
             resolver = resolver_from_policy(policy.geo)
         return resolver.lookup(addr)
 
     return locate
+
+
+def client_of(reader: FactReader, record: RequestRecord) -> IPAddr | None:
+    """The record's client as the middleware resolves it (forwarding headers from a trusted
+    proxy included), not merely the peer address."""
+    peer = None if record.client_ip is None else (record.client_ip, 0)
+    facts = reader.facts(reader.scan(list(record.headers)), record.method, record.path,
+                         record.path, peer)
+    return facts.client
 
 
 async def replay_scored(records: Iterable[RequestRecord], policy: Policy, store: Store,
@@ -70,14 +77,16 @@ async def replay_scored(records: Iterable[RequestRecord], policy: Policy, store:
     """Every protected request of ``records``, decided by ``replay`` and scored."""
     locate = locate or policy_locator(policy)
     scorer = Scorer(policy, force_shadow=True)
+    reader = FactReader(policy)
     async for record, decision in replay_each(records, policy, store, pepper, clock):
         acted, before, would = scorer.judge(decision, record.ts)
         if decision.key_id is not None and decision.principal is not None:
             agent = dict(record.headers).get(b"user-agent")
+            addr = client_of(reader, record)
             scorer.count(event_for(scorer.settings(decision.tenant), record.ts,
-                                   decision.key_id,
-                                   parse_ip(record.client_ip) if record.client_ip else None,
-                                   locate(record), record.method, record.path,
+                                   decision.key_id, addr,
+                                   UNKNOWN if addr is None else locate(addr),
+                                   record.method, record.path,
                                    None if agent is None else agent.decode("latin-1"),
                                    record.body, decision.reason.code,
                                    (record.duration_ms or 0) / 1000), decision.tenant)

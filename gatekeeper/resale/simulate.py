@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gatekeeper.decision import ALLOW, BLOCK, SUSPEND
-from gatekeeper.geo.location import UNKNOWN, Location, network_group
+from gatekeeper.geo.location import Location, network_group
 from gatekeeper.key_admin import create_key
-from gatekeeper.networks import parse_ip
+from gatekeeper.networks import IPAddr
 from gatekeeper.policy.load import compile_policy
 from gatekeeper.policy.model import Policy
 from gatekeeper.replay import RequestRecord
@@ -101,9 +101,8 @@ def ordered(traffic: list[Traffic]) -> list[dict[str, Any]]:
 
 
 def locator(world: World) -> Any:
-    def locate(record: RequestRecord) -> Location:
-        addr = parse_ip(record.client_ip) if record.client_ip else None
-        return UNKNOWN if addr is None else world.locate(network_group(addr))
+    def locate(addr: IPAddr) -> Location:
+        return world.locate(network_group(addr))
 
     return locate
 

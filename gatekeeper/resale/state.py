@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
+from gatekeeper.decision import ALLOW
 from gatekeeper.geo.travel import Sighting, impossible
 from gatekeeper.policy.resale import ResaleSettings
 from gatekeeper.resale.event import Event
+
+if TYPE_CHECKING:
+    from gatekeeper.resale.score import Score
 
 ADDRESS, NETWORK, COUNTRY, AGENT, END_USER, MODEL = range(6)
 DIMENSIONS = ("addresses", "networks", "countries", "user_agents", "end_users", "models")
@@ -44,10 +48,11 @@ _DAY_MASK = (1 << 24) - 1
 class KeyState:
     """Everything the score knows about one key. ``observe`` is the only writer."""
 
-    __slots__ = ("baseline", "bucket_count", "bucket_peak", "bucket_start", "first_seen",
-                 "hour_at", "hours", "in_flight", "invalid", "last_place", "last_seen",
-                 "listings", "news", "peak_baseline", "requests", "ring", "ring_at", "seen",
-                 "tiny", "travel", "woke_at", "woke_count")
+    __slots__ = ("announced", "baseline", "bucket_count", "bucket_peak", "bucket_start",
+                 "cached", "cached_until", "first_seen", "hour_at", "hours", "in_flight",
+                 "invalid", "last_place", "last_seen", "last_values", "listings", "news",
+                 "peak_baseline", "requests", "ring", "ring_at", "scored", "scored_at", "seen",
+                 "throttle_at", "tiny", "travel", "unscored", "woke_at", "woke_count", "would")
 
     def __init__(self, ts: float) -> None:
         self.first_seen = self.last_seen = ts
@@ -73,6 +78,20 @@ class KeyState:
         self.woke_at: float | None = None
         self.woke_count = 0
         self.last_place: Sighting | None = None
+        self.last_values: tuple[str | None, ...] = ()
+        """The previous event's distinct values: a repeat is counted without a lookup."""
+        self.cached: Score | None = None
+        """The last score computed (``Scorer``); None once something it counts has changed."""
+        self.scored: Score | None = None
+        """The last score computed, kept when ``cached`` is dropped (snapshots read it)."""
+        self.would = ALLOW
+        self.cached_until = self.scored_at = 0.0
+        self.unscored = 0
+        """Requests counted since ``cached`` was computed."""
+        self.announced = ALLOW
+        """The action last written to the audit log for this key (the live path's)."""
+        self.throttle_at = 0.0
+        """When a throttled key's next request is due (GCRA)."""
 
     def learned(self, settings: ResaleSettings, ts: float) -> bool:
         """Whether the key has history enough for a baseline and for "new" to mean new."""
@@ -81,46 +100,62 @@ class KeyState:
 
 
 def observe(state: KeyState, event: Event, settings: ResaleSettings) -> KeyState:
-    """Count one request into its key's state (in place; returned for chaining)."""
+    """Count one request into its key's state (in place; returned for chaining). Whatever
+    changes a distinct count, an event list, the baseline or the duty cycle drops the cached
+    score; a plain repeat (same address, network, country, agent, user and model as the
+    previous request) only moves timestamps and counters."""
     ts = event.ts
     short = settings.short_window
     if state.requests and ts - state.last_seen >= settings.dormant_after:
         state.woke_at, state.woke_count = ts, 0
     if state.woke_at is not None and ts - state.woke_at <= short:
         state.woke_count += 1
+        state.cached = None
     learned = state.learned(settings, ts)
+    place, last = event.place, state.last_place
+    # travel only counts towards a new country, judged before this request joins the maps;
+    # the same point again cannot be travel
+    fresh = place is not None and last is not None and last[:3] != place[:3] and learned \
+        and _fresh_country(state, event, settings)
 
-    fresh = learned and _fresh_country(state, event, settings)
     values = (event.address, event.network, event.country, event.user_agent,
               None if event.shared else event.end_user, event.model)
-    for dim, value in enumerate(values):
-        if value is None:
-            continue
-        seen = state.seen[dim]
-        if value in seen:
-            del seen[value]  # re-inserted at the end: the map is kept in order of last use
-        else:
-            if learned and dim in NEW_SIGNALS and not _known(event, dim, settings):
-                state.news = _push(state.news, (dim, value, ts))
-            if len(seen) >= DISTINCT_CAP:
-                del seen[next(iter(seen))]  # small maps: the dead-slot scan stays short
-        seen[value] = ts
+    if values != state.last_values:  # a repeat moves nothing: its values are last_seen's
+        settle(state)
+        state.last_values = values
+        for dim, value in enumerate(values):
+            if value is None:
+                continue
+            seen = state.seen[dim]
+            if value in seen:
+                del seen[value]  # re-inserted at the end: the map is kept in order of last use
+            else:
+                state.cached = None
+                if learned and dim in NEW_SIGNALS and not _known(event, dim, settings):
+                    state.news = _push(state.news, (dim, value, ts))
+                if len(seen) >= DISTINCT_CAP:
+                    del seen[next(iter(seen))]  # small maps: the dead-slot scan stays short
+            seen[value] = ts
 
-    if event.listing:
-        state.listings = _push(state.listings, ts)
-    if event.tiny:
-        state.tiny = _push(state.tiny, ts)
-    if event.invalid:
-        state.invalid = _push(state.invalid, ts)
-    if event.place is not None:
-        if fresh and impossible(state.last_place, event.place, settings.travel) is not None:
+    if event.listing or event.tiny or event.invalid:
+        state.cached = None
+        if event.listing:
+            state.listings = _push(state.listings, ts)
+        if event.tiny:
+            state.tiny = _push(state.tiny, ts)
+        if event.invalid:
+            state.invalid = _push(state.invalid, ts)
+    if place is not None:
+        if fresh and impossible(last, place, settings.travel) is not None:
             state.travel = _push(state.travel, ts)
-        state.last_place = event.place
+            state.cached = None
+        state.last_place = place
 
     _count(state, ts, short, learned)
     in_flight = state.in_flight
-    while in_flight and in_flight[0] <= ts:
-        heapq.heappop(in_flight)
+    if in_flight:
+        while in_flight and in_flight[0] <= ts:
+            heapq.heappop(in_flight)
     if event.duration > 0 and len(in_flight) < IN_FLIGHT_CAP:
         heapq.heappush(in_flight, ts + event.duration)
     if len(in_flight) > state.bucket_peak:
@@ -131,10 +166,24 @@ def observe(state: KeyState, event: Event, settings: ResaleSettings) -> KeyState
         shift = hour - state.hour_at
         state.hours = ((state.hours << shift) & _DAY_MASK) if shift < 24 else 0
         state.hour_at = hour
+        state.cached = None
     state.hours |= 1
     state.requests += 1
-    state.last_seen = max(state.last_seen, ts)
+    state.unscored += 1
+    if state.requests == settings.learn_requests:
+        state.cached = None
+    if ts > state.last_seen:
+        state.last_seen = ts
     return state
+
+
+def settle(state: KeyState) -> None:
+    """Write the time of the last use into the previous event's values: a repeat of the same
+    values leaves them last in their maps with an older time, read as ``last_seen``."""
+    at = state.last_seen
+    for seen, value in zip(state.seen, state.last_values, strict=False):  # () at first
+        if value is not None:
+            seen[value] = at
 
 
 def _fresh_country(state: KeyState, event: Event, settings: ResaleSettings) -> bool:
@@ -177,6 +226,7 @@ def _count(state: KeyState, ts: float, short: float, learned: bool) -> None:
         if state.bucket_count:
             state.baseline = _fold(state.baseline, state.bucket_count, learned)
             state.peak_baseline = _fold(state.peak_baseline, state.bucket_peak, learned)
+            state.cached = None
         state.bucket_start, state.bucket_count, state.bucket_peak = ts, 0, 0
     state.bucket_count += 1
     slot = int(ts // (short / RING))

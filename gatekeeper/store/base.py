@@ -19,6 +19,7 @@ from gatekeeper.errors import (
 )
 from gatekeeper.keys import KeyRecord
 from gatekeeper.principal import KeyStatus
+from gatekeeper.resale.snapshot import Snapshot
 
 
 class Store(ABC):
@@ -58,6 +59,19 @@ class Store(ABC):
     @abstractmethod
     async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
         """Records ordered by creation time, optionally of one tenant."""
+
+    async def put_scores(self, snapshots: list[Snapshot], ttl: float, now: float) -> None:
+        """Keep each key's latest resale score snapshot for ``ttl`` seconds (one batch; a
+        backend shared by processes makes them readable by ``gatekeeper inspect``). This
+        default keeps them in this process (the memory store)."""
+        held = self.__dict__.setdefault("_scores", {})
+        for snapshot in snapshots:
+            held[snapshot.key_id] = (now + ttl, snapshot)
+
+    async def get_score(self, key_id: str, now: float) -> Snapshot | None:
+        """The key's latest snapshot, or None (never scored, or older than its ttl)."""
+        found = self.__dict__.get("_scores", {}).get(key_id)
+        return None if found is None or found[0] <= now else found[1]
 
     async def connect(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Get ready before the first request (Redis: load its scripts); a failure is a

@@ -36,6 +36,7 @@ from gatekeeper.errors import KeyExistsError, StoreError
 from gatekeeper.keys import KeyRecord
 from gatekeeper.limits.gcra import to_us
 from gatekeeper.limits.plan import Counter, CounterAnswer, Lease, Plan
+from gatekeeper.resale.snapshot import Snapshot
 from gatekeeper.store.base import Store, checked_update
 from gatekeeper.store.base import decode_record as _decode
 from gatekeeper.store.base import encode_record as _encode
@@ -66,6 +67,8 @@ PLANS_PACKED = 1024
 """Plans whose packed apply command is kept: a decision record reuses its plan object until a
 quota window ends, so most requests send bytes packed once."""
 PREFIX = "gk:{keys}:"
+SCORES = "gk:{scores}:"
+"""Resale score snapshots, one hash per key (``gatekeeper inspect``)."""
 """Every key record and index shares this hash tag: one slot, so a write is one MULTI."""
 _ALL = PREFIX + "all"
 VERSION = PREFIX + "version"
@@ -107,6 +110,25 @@ class RedisStore(Store, CounterStore):
             raise StoreError("connect", _cause(exc)) from exc
 
     # --- key records -------------------------------------------------------------------------
+
+    async def put_scores(self, snapshots: list[Snapshot], ttl: float, now: float) -> None:
+        """One pipeline: a hash per key (``gk:{scores}:<key id>``) with its ttl."""
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for snapshot in snapshots:
+                name = SCORES + snapshot.key_id
+                pipe.hset(name, mapping={"snapshot": snapshot.to_text()})
+                pipe.expire(name, max(1, int(ttl)))
+            await pipe.execute()
+        except _FAILURES as exc:
+            raise StoreError("put_scores", _cause(exc)) from exc
+
+    async def get_score(self, key_id: str, now: float) -> Snapshot | None:
+        try:
+            text = await self.redis.hget(SCORES + key_id, "snapshot")
+        except _FAILURES as exc:
+            raise StoreError("get_score", _cause(exc)) from exc
+        return None if text is None else Snapshot.from_text(text)
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
         try:

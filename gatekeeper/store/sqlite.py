@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from gatekeeper.errors import KeyExistsError, StoreError, StoreNotFoundError
 from gatekeeper.keys import KeyRecord
+from gatekeeper.resale.snapshot import Snapshot
 from gatekeeper.store.base import Store, checked_update
 from gatekeeper.store.base import decode_record as _decode
 from gatekeeper.store.base import encode_record as _encode
@@ -25,8 +28,25 @@ CREATE TABLE IF NOT EXISTS gatekeeper_keys (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS gatekeeper_keys_tenant ON gatekeeper_keys (tenant, created_at);
+CREATE TABLE IF NOT EXISTS gatekeeper_scores (
+    key_id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL,
+    snapshot TEXT NOT NULL
+);
 """
 _BUSY_TIMEOUT_MS = 200
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, taking the write lock first; rolled back when the body fails."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 class SQLiteStore(Store):
@@ -80,18 +100,13 @@ class SQLiteStore(Store):
         try:
             # IMMEDIATE takes the write lock first: no other process writes between the
             # check and the write (readers, servers included, carry on under WAL)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 row = conn.execute("SELECT record FROM gatekeeper_keys WHERE key_id = ?",
                                    (record.key_id,)).fetchone()
                 stored = checked_update(None if row is None else _decode(row[0]), record,
                                         expected_version)
                 conn.execute("UPDATE gatekeeper_keys SET tenant = ?, record = ? WHERE key_id = ?",
                              (stored.tenant, _encode(stored), stored.key_id))
-                conn.execute("COMMIT")
-            finally:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             raise StoreError("update_key", str(exc)) from exc
         return stored
@@ -107,6 +122,26 @@ class SQLiteStore(Store):
             return [_decode(row[0]) for row in rows.fetchall()]
         except sqlite3.Error as exc:
             raise StoreError("list_keys", str(exc)) from exc
+
+    async def put_scores(self, snapshots: list[Snapshot], ttl: float, now: float) -> None:
+        conn = self._connect()
+        try:
+            with _immediate(conn):  # one write for the batch
+                conn.executemany(
+                    "INSERT OR REPLACE INTO gatekeeper_scores (key_id, expires_at, snapshot) "
+                    "VALUES (?, ?, ?)", [(s.key_id, now + ttl, s.to_text()) for s in snapshots])
+                conn.execute("DELETE FROM gatekeeper_scores WHERE expires_at <= ?", (now,))
+        except sqlite3.Error as exc:
+            raise StoreError("put_scores", str(exc)) from exc
+
+    async def get_score(self, key_id: str, now: float) -> Snapshot | None:
+        try:
+            row = self._connect().execute(
+                "SELECT snapshot FROM gatekeeper_scores WHERE key_id = ? AND expires_at > ?",
+                (key_id, now)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError("get_score", str(exc)) from exc
+        return None if row is None else Snapshot.from_text(row[0])
 
     async def close(self) -> None:
         if self._conn is not None:

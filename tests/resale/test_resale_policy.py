@@ -64,3 +64,15 @@ def test_tenants_with_resale_settings_stay_hashable() -> None:
                              "tenants": {"a": {"resale": {"mode": "enforce"}}}})
     assert hash(policy.tenants["a"]) == hash(policy.tenants["a"])
     assert policy.resale_for("a").signals["models"].cap == 10
+
+
+def test_throttle_factor_and_flag_header() -> None:
+    policy = compile_policy({"resale": {"throttle_factor": 2.5, "flag_header": True},
+                             "tenants": {"a": {"resale": {"throttle_factor": 0.5}}, "b": {}}})
+    assert policy.resale_for("a").throttle_factor == 0.5
+    assert policy.resale_for("b").throttle_factor == 2.5 and policy.resale.flag_header
+    text = _errors({"resale": {"throttle_factor": 0, "flag_header": "yes please"},
+                    "tenants": {"a": {"resale": {"flag_header": True}}}})
+    for expected in ("resale.throttle_factor", "resale.flag_header",
+                     "tenants.a.resale.flag_header"):
+        assert expected in text, (expected, text)

@@ -9,6 +9,7 @@ from typing import Any
 from gatekeeper import MemoryStore, build_key, compile_policy, key_admin
 from gatekeeper.decision import ALLOW, FLAG, SUSPEND, Decision
 from gatekeeper.geo.location import Location
+from gatekeeper.networks import IPAddr
 from gatekeeper.replay import RequestRecord
 from gatekeeper.resale.scored import Scored, replay_scored
 from tests.conftest import PEPPER
@@ -22,9 +23,9 @@ def _policy(mode: str) -> dict[str, Any]:
                                                      "suspend": 75}}}
 
 
-def _where(record: RequestRecord) -> Location:
+def _where(addr: IPAddr) -> Location:
     """Every address its own network, all in Germany (only fan-out differs)."""
-    return Location("DE", network=f"net-{record.client_ip}")
+    return Location("DE", network=f"net-{addr.text}")
 
 
 def _records(key: str) -> list[RequestRecord]:

@@ -634,3 +634,22 @@ def test_bad_redis_cluster_urls_say_what_is_wrong(url: str, says: str) -> None:
     message = str(info.value)
     assert "Redis Cluster" in message and says in message
     assert "secret" not in message
+
+
+async def test_score_snapshots_keep_the_latest_until_their_ttl(store: Store) -> None:
+    from gatekeeper.resale.snapshot import Snapshot
+
+    first = Snapshot("KeyIdScore01", "acme", NOW, 55.0, "flag",
+                     ("networks=9 (+25)", "model_listings=4 (+20)"))
+    other = Snapshot("KeyIdScore02", None, NOW, 0.0, "allow")
+    await store.put_scores([first, other], 60.0, NOW)
+    assert await store.get_score("KeyIdScore01", NOW + 1) == first
+    assert await store.get_score("KeyIdScore02", NOW + 1) == other
+    later = first._replace(at=NOW + 5, score=130.0, would="suspend")
+    await store.put_scores([later], 60.0, NOW + 5)
+    assert await store.get_score("KeyIdScore01", NOW + 6) == later
+    assert await store.get_score("NoSuchKey000", NOW + 6) is None
+    if not isinstance(store, RedisStore):  # Redis expires by its own clock: its TTL is set
+        assert await store.get_score("KeyIdScore02", NOW + 61) is None
+    else:
+        assert 0 < await store.redis.ttl("gk:{scores}:KeyIdScore01") <= 60
