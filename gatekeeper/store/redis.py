@@ -29,6 +29,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, WatchError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from gatekeeper.errors import KeyExistsError, StoreError
 from gatekeeper.keys import KeyRecord
@@ -75,7 +76,11 @@ class RedisStore(Store, CounterStore):
             pool = BlockingConnectionPool.from_url(
                 url, max_connections=MAX_CONNECTIONS, timeout=connect_timeout,
                 socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
-                retry=Retry(NoBackoff(), 0), retry_on_error=[])
+                retry=Retry(NoBackoff(), 0), retry_on_error=[],
+                # off: redis-py skips its check for a pooled connection the server closed
+                # while maintenance notifications are on ("auto" by default), so after a
+                # restart every stale connection would fail one request
+                maint_notifications_config=MaintNotificationsConfig(enabled=False))
             client = Redis(connection_pool=pool)
         self.redis = client
 
