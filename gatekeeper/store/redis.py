@@ -28,7 +28,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisClusterException, RedisError, WatchError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from gatekeeper.errors import KeyExistsError, StoreError
@@ -57,7 +57,10 @@ PREFIX = "gk:{keys}:"
 """Every key record and index shares this hash tag: one slot, so a write is one MULTI."""
 _ALL = PREFIX + "all"
 VERSION = PREFIX + "version"
-_FAILURES = (RedisError, OSError, TimeoutError)
+_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError, KeyError, IndexError)
+"""What a Redis call raises when the server fails: redis-py's errors and socket errors; on
+Cluster during a failover also a KeyError or IndexError, from its slot map being rebuilt under
+a command (seen when a primary was killed)."""
 
 log = logging.getLogger("gatekeeper")
 

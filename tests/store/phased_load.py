@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from statistics import median
 
 import anyio
 import httpx
@@ -78,6 +79,64 @@ class PhasedLoad:
         return Counter(r.status for r in self.of(phase))
 
 
+async def through_an_outage(load: PhasedLoad, kill: Callable[[], object],
+                            restore: Callable[[], Awaitable[object]], mode: str,
+                            fail_open: Callable[[str], float | None]) -> float:
+    """Run ``load``: ``up`` (a second of answers), ``killing`` (``kill()``), ``down`` until
+    ``restore()`` returns (it may name phases of its own), ``back`` until the store decides
+    again (fail_closed: a 200; fail_open: ``gatekeeper_store_fail_open`` read 0 through
+    ``fail_open``), ``recovered`` (a second). Returns the seconds ``back`` took."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(load.run)
+        await load.until(lambda r: r.status == 200, 10)
+        await anyio.sleep(1.0)
+        load.phase = "killing"
+        kill()
+        load.phase = "down"
+        await restore()
+        load.phase = "back"
+        if mode == "fail_closed":
+            recovery = await load.until(lambda r: r.status == 200, 20)
+        else:
+            recovery = await load.until(
+                lambda r: fail_open("gatekeeper_store_fail_open") == 0, 20)
+        load.phase = "recovered"
+        await anyio.sleep(1.0)
+        load.stop()
+    return recovery
+
+
+def judge(load: PhasedLoad, app: PhaseApp, mode: str, limit: int, timeout: float) -> str:
+    """Assert that every request was decided by the fail rule of ``mode`` (never a 500 or no
+    answer; while down, nothing waited much past the store's ``timeout``; fail_closed: 503
+    ``store_unavailable``, nothing reaching the app; fail_open: the key's ``limit`` held,
+    counted in the process from zero), and that the store decides again after. A summary."""
+    everything = [r.status for r in load.replies]
+    assert 500 not in everything and 0 not in everything, \
+        [r for r in load.replies if r.status in (0, 500)][:3]
+    down = load.of("down")
+    assert len(down) >= 10  # the clients kept sending while the store was down
+    assert max(r.seconds for r in down) < 2 * timeout + 1.0, max(r.seconds for r in down)
+    if mode == "fail_closed":
+        assert set(load.statuses("up")) == {200}
+        assert set(load.statuses("down")) == {503}
+        assert all(b"store_unavailable" in r.body for r in down)
+        assert app.calls["down"] == 0  # nothing reached the app while the store was down
+        assert set(load.statuses("recovered")) == {200}
+    else:
+        assert set(load.statuses("up")) == {200, 429}
+        assert load.statuses("up")[200] <= limit  # counted in the store
+        outage: Counter[int] = Counter()
+        for phase in ("killing", "down", "restarting", "back"):
+            outage += load.statuses(phase)
+        assert set(load.statuses("down")) <= {200, 429}
+        assert 1 <= outage[200] <= limit and outage[429] >= 1
+        assert set(load.statuses("recovered")) <= {200, 429}
+    return (f"{len(load.replies)} requests, {len(down)} while down (latency median "
+            f"{median(r.seconds for r in down) * 1000:.1f} ms, max "
+            f"{max(r.seconds for r in down) * 1000:.1f} ms, {dict(load.statuses('down'))})")
+
+
 class PhaseApp:
     """The protected app: answers 200 and counts the requests reaching it by the load's phase
     at that moment (it runs on the server's thread)."""
@@ -87,7 +146,10 @@ class PhaseApp:
         self.load: PhasedLoad | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":  # supported, so gatekeeper closes its store at shutdown
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
             return
         self.calls[self.load.phase if self.load else "?"] += 1
         await send({"type": "http.response.start", "status": 200, "headers": []})
