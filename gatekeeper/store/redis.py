@@ -28,10 +28,10 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError, WatchError
+from redis.exceptions import WatchError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from gatekeeper.errors import KeyExistsError, StoreError
+from gatekeeper.errors import GatekeeperError, KeyExistsError, StoreError
 from gatekeeper.keys import KeyRecord
 from gatekeeper.limits.gcra import to_us
 from gatekeeper.limits.plan import Counter, CounterAnswer, Lease, Plan
@@ -57,10 +57,12 @@ PREFIX = "gk:{keys}:"
 """Every key record and index shares this hash tag: one slot, so a write is one MULTI."""
 _ALL = PREFIX + "all"
 VERSION = PREFIX + "version"
-_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError, KeyError, IndexError)
-"""What a Redis call raises when the server fails: redis-py's errors and socket errors; on
-Cluster during a failover also a KeyError or IndexError, from its slot map being rebuilt under
-a command (seen when a primary was killed)."""
+_FAILURES = (Exception,)
+"""What a Redis call raising means a store failure (the fail rule applies, never a 500): not
+only redis-py's errors and socket errors; its cluster client, while a primary fails over, also
+raises KeyError (its slot map rebuilt under a command) and AttributeError (a connection closed
+under another command), seen in the failover test. The counters path treats any exception so
+too (``CounterStore.apply``)."""
 
 log = logging.getLogger("gatekeeper")
 
@@ -152,6 +154,8 @@ class RedisStore(Store, CounterStore):
             else:
                 raise StoreError(operation, "the record kept changing under three writes in a "
                                             "row")
+        except GatekeeperError:
+            raise  # decide's refusal (the key exists, was revoked, changed), or the above
         except _FAILURES as exc:
             raise StoreError(operation, _cause(exc)) from exc
         try:

@@ -23,6 +23,7 @@ from gatekeeper.store.redis_cluster import RedisClusterStore
 from tests.conftest import PEPPER
 from tests.redis_nodes import RedisNode, cluster_with_replicas, primary_for, replica_of
 from tests.serving import serving
+from tests.store.conftest import SLACK
 from tests.store.phased_load import PhaseApp, PhasedLoad, judge, through_an_outage
 
 pytestmark = pytest.mark.anyio
@@ -51,7 +52,7 @@ async def test_the_primary_of_the_tenants_slot_dies_and_its_replica_takes_over(
         url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
         victim = primary_for(nodes, TAG)
         heir = replica_of(nodes, victim)
-        admin = RedisClusterStore(url)
+        admin = RedisClusterStore(url, **SLACK)
         own = {"requests": f"{LIMIT}/hour"} if mode == "fail_open" else None
         key, _ = await key_admin.create_key(admin, PEPPER, compiled, "acme", time.time(),
                                             limits=own)
@@ -79,7 +80,7 @@ async def test_the_primary_of_the_tenants_slot_dies_and_its_replica_takes_over(
             # rebuilt under its SUBSCRIBE, used to end it: no pushed revocation after that)
             assert gk._follower is not None and not gk._follower.done()
             # limits are counted in Redis again, on the promoted replica: exactly 50 of 200
-            admin = RedisClusterStore(url)
+            admin = RedisClusterStore(url, **SLACK)
             fresh, _ = await key_admin.create_key(admin, PEPPER, compiled, "acme", time.time(),
                                                   limits={"requests": "50/hour"})
             await admin.close()

@@ -20,6 +20,7 @@ from gatekeeper.store.redis import RedisStore
 from tests.conftest import PEPPER
 from tests.redis_nodes import AOF, RedisNode
 from tests.serving import serving
+from tests.store.conftest import SLACK
 from tests.store.phased_load import PhaseApp, PhasedLoad, judge, through_an_outage
 
 pytestmark = pytest.mark.anyio
@@ -47,7 +48,7 @@ async def test_kill_redis_during_a_load_run_then_start_it_again(tmp_path: Path,
     compiled = compile_policy(policy(mode))
     with RedisNode(tmp_path / "redis", persistence=AOF) as node:
         await anyio.to_thread.run_sync(node.start)
-        admin = RedisStore(node.url)
+        admin = RedisStore(node.url, **SLACK)
         key, _ = await key_admin.create_key(admin, PEPPER, compiled, "acme", time.time())
         await admin.close()
         app = PhaseApp()

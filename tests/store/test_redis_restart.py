@@ -18,6 +18,7 @@ from gatekeeper.principal import KeyStatus
 from gatekeeper.store.redis import RedisStore
 from tests.conftest import Recorder, asgi_request
 from tests.redis_nodes import AOF, RDB_ONLY, RedisNode
+from tests.store.conftest import SLACK
 from tests.store.test_redis_gatekeeper import auth
 from tests.test_cli import PEPPER_TEXT, POLICY_YAML, Cli, write_pepper
 
@@ -51,7 +52,7 @@ async def test_key_records_survive_a_restart_with_the_persistence_the_readme_ask
             revoked = await anyio.to_thread.run_sync(cli.keys, "revoke", record["key_id"])
             assert revoked.code == 0, revoked.err
         else:  # the same writes (RedisStore's), in this process: faster
-            store = RedisStore(node.url)
+            store = RedisStore(node.url, **SLACK)
             live, _ = await key_admin.create_key(store, PEPPER_TEXT.encode(), policy, "globex",
                                                  time.time())
             dead, made = await key_admin.create_key(store, PEPPER_TEXT.encode(), policy,
@@ -64,7 +65,7 @@ async def test_key_records_survive_a_restart_with_the_persistence_the_readme_ask
             assert node.cli("shutdown") == ""
             await anyio.to_thread.run_sync(node.process.wait, 10)  # type: ignore[union-attr]
         await anyio.to_thread.run_sync(node.start)
-        store = RedisStore(node.url)
+        store = RedisStore(node.url, **SLACK)
         gk = Gatekeeper(Recorder(), policy, store=store, pepper=PEPPER_TEXT.encode())
         try:
             records = await store.list_keys()

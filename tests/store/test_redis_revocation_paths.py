@@ -20,6 +20,7 @@ from gatekeeper.store.redis import RedisStore
 from tests.redis_nodes import RedisNode
 from tests.redis_server import free_port
 from tests.serving import wait_until_up
+from tests.store.conftest import SLACK
 from tests.store.test_redis_gatekeeper import ROOT
 from tests.test_cli import PEPPER_TEXT, POLICY_YAML, Cli, clean_env, write_pepper
 
@@ -48,7 +49,8 @@ async def test_a_key_revoked_by_the_cli_is_refused_by_two_running_servers(
     with RedisNode(tmp_path / "redis", *BLOCKS[path]) as node:
         await anyio.to_thread.run_sync(node.start)
         cli = Cli(tmp_path, policy_file, node.url)
-        issuer = RedisStore(node.url)  # issued here (a CLI start spared); revoked by the CLI
+        # issued here (a CLI start spared), revoked by the CLI
+        issuer = RedisStore(node.url, **SLACK)
         key, record = await key_admin.create_key(issuer, PEPPER_TEXT.encode(),
                                                  load_policy(policy_file), "globex", time.time())
         await issuer.close()
@@ -97,7 +99,7 @@ async def test_a_key_revoked_by_the_cli_is_refused_by_two_running_servers(
                             await anyio.sleep(0.005)
                     written.append(time.monotonic())
 
-                admin = RedisStore(node.url)
+                admin = RedisStore(node.url, **SLACK)
                 try:
                     async with anyio.create_task_group() as tg:
                         for base in bases:
