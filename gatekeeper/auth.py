@@ -85,7 +85,9 @@ class Authenticator:
         if hit is not None:
             if clock < hit[1]:
                 return hit[0]
-            del self._cache[token]  # expired; ``hit`` still spares the HMAC if nothing changed
+            # expired, but kept until the store answers: requests arriving meanwhile still
+            # find it (under fail_open, one the store fails for is believed; a deleted entry
+            # would have made it a stranger); ``hit`` spares the HMAC if nothing changed
         else:
             miss = self._unknown.get(token)
             if miss is not None:

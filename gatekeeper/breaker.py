@@ -3,7 +3,8 @@ timeout each.
 
 After ``threshold`` consecutive failures the breaker opens: calls are refused at once for
 ``cooldown`` seconds (doubling on every failed trial, up to ``max_cooldown``). Then one call
-is let through as a trial; its success closes the breaker, its failure opens it again.
+is let through as a trial (all calls arriving then are: on a busy server, several); its
+success closes the breaker, its failure opens it again (once, however many trials fail).
 Plain state on the monotonic clock, touched only from the event loop thread.
 """
 
@@ -44,6 +45,12 @@ class Breaker:
     def failure(self) -> None:
         self._failures += 1
         if self._failures >= self.threshold:
+            now = self._monotonic()
+            if now < self._open_until:
+                # already open: a call that set out before it opened, or one of several
+                # trials let through together whose first failure reopened it; counting
+                # each would take the cooldown to its maximum after one failed round
+                return
             if self._failures > self.threshold:  # a failed trial: wait longer next time
                 self._cooldown = min(self._cooldown * 2, self.max_cooldown)
-            self._open_until = self._monotonic() + self._cooldown
+            self._open_until = now + self._cooldown

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from gatekeeper import (
@@ -21,6 +22,7 @@ from gatekeeper import (
     reasons,
 )
 from gatekeeper.credentials import Credential, credential_from
+from gatekeeper.errors import StoreError
 from gatekeeper.keys import MIN_PEPPER_BYTES, KeyRecord
 from gatekeeper.principal import CredentialKind, KeyStatus, Principal
 from gatekeeper.reasons import Refusal
@@ -206,3 +208,43 @@ async def test_forget_drops_a_cached_verdict_so_a_pushed_change_lands_at_once() 
     authenticator.forget(None)  # everything, as after a lost subscription
     fresh = await authenticator.authenticate(credential, 1_700_000_000.0)
     assert isinstance(fresh, Principal) and fresh.status is KeyStatus.REVOKED
+
+
+class FailingStore(MemoryStore):
+    """The memory store, whose lookups fail (as a dead Redis's do) once ``down`` is set, each
+    after ``gate`` opens: so several requests can be waiting on the store at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.gate = anyio.Event()
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        if self.down:
+            await self.gate.wait()
+            raise StoreError("get_key", "ConnectionError: Connection refused")
+        return await super().get_key(key_id)
+
+
+async def test_fail_open_believes_a_known_key_for_every_request_waiting_on_a_failing_store(
+        ) -> None:
+    """The expired entry stays cached while its key is re-read: a request arriving meanwhile
+    (many, on a busy server) still finds it, and under fail_open is believed like the first,
+    not refused as a key never seen."""
+    store, clock = FailingStore(), SteppingClock(NOW)
+    key, _ = await key_admin.create_key(store, PEPPER, compile_policy(POLICY), "acme", NOW)
+    auth = Authenticator(store, PEPPER, cache_ttl=1.0, clock=clock, fail_open=True)
+    assert isinstance(await auth.authenticate(_cred(key), NOW), Principal)
+    clock.mono = 2.0  # past cache_ttl: the next request asks the store, which is now down
+    store.down = True
+    results: list[Principal | Refusal] = []
+
+    async def one() -> None:
+        results.append(await auth.authenticate(_cred(key), NOW))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(one)
+        await anyio.wait_all_tasks_blocked()
+        store.gate.set()
+    assert len(results) == 3 and all(isinstance(r, Principal) for r in results), results

@@ -30,9 +30,10 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError, WatchError
+from redis.exceptions import NoScriptError, WatchError
+from redis.maint_notifications import MaintNotificationsConfig
 
-from gatekeeper.errors import KeyExistsError, StoreError
+from gatekeeper.errors import GatekeeperError, KeyExistsError, StoreError
 from gatekeeper.keys import KeyRecord
 from gatekeeper.limits.gcra import to_us
 from gatekeeper.limits.plan import Counter, CounterAnswer, Lease, Plan
@@ -67,12 +68,17 @@ PLANS_PACKED = 1024
 """Plans whose packed apply command is kept: a decision record reuses its plan object until a
 quota window ends, so most requests send bytes packed once."""
 PREFIX = "gk:{keys}:"
+"""Every key record and index shares this hash tag: one slot, so a write is one MULTI."""
 SCORES = "gk:{scores}:"
 """Resale score snapshots, one hash per key (``gatekeeper inspect``)."""
-"""Every key record and index shares this hash tag: one slot, so a write is one MULTI."""
 _ALL = PREFIX + "all"
 VERSION = PREFIX + "version"
-_FAILURES = (RedisError, OSError, TimeoutError)
+_FAILURES = (Exception,)
+"""What a Redis call raising means a store failure (the fail rule applies, never a 500): not
+only redis-py's errors and socket errors; its cluster client, while a primary fails over, also
+raises KeyError (its slot map rebuilt under a command) and AttributeError (a connection closed
+under another command), seen in the failover test. The counters path treats any exception so
+too (``CounterStore.apply``)."""
 
 log = logging.getLogger("gatekeeper")
 
@@ -91,7 +97,11 @@ class RedisStore(Store, CounterStore):
             pool = BlockingConnectionPool.from_url(
                 url, max_connections=MAX_CONNECTIONS, timeout=connect_timeout,
                 socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
-                retry=Retry(NoBackoff(), 0), retry_on_error=[])
+                retry=Retry(NoBackoff(), 0), retry_on_error=[],
+                # off: redis-py skips its check for a pooled connection the server closed
+                # while maintenance notifications are on ("auto" by default), so after a
+                # restart every stale connection would fail one request
+                maint_notifications_config=MaintNotificationsConfig(enabled=False))
             client = Redis(connection_pool=pool)
             self._lane: ScriptLane | None = ScriptLane(pool)
         else:
@@ -185,6 +195,8 @@ class RedisStore(Store, CounterStore):
             else:
                 raise StoreError(operation, "the record kept changing under three writes in a "
                                             "row")
+        except GatekeeperError:
+            raise  # decide's refusal (the key exists, was revoked, changed), or the above
         except _FAILURES as exc:
             raise StoreError(operation, _cause(exc)) from exc
         try:

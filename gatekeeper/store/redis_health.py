@@ -26,7 +26,8 @@ def findings(nodes: Sequence[Mapping[str, Any]]) -> tuple[str, list[str]]:
     warnings: list[str] = []
     if not all(aof):
         warnings.append("appendonly is off: key records written since the last snapshot (if "
-                        "any) are lost in a restart; set appendonly yes, appendfsync everysec")
+                        "any) are lost when Redis is killed or crashes; set appendonly yes, "
+                        "appendfsync everysec")
     unsafe = [p for p in policies if p not in SAFE_EVICTION]
     if unsafe:
         warnings.append(f"maxmemory-policy {', '.join(unsafe)} may evict key records; use "

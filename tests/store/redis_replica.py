@@ -1,6 +1,6 @@
 """One gatekeeper replica as its own process, for the cross-process tests: uvicorn on a given
-port, keys and counters on the given Redis. ``python -m tests.store.redis_replica PORT
-REDIS_URL POLICY_FILE`` (the policy names its pepper file)."""
+port, keys and counters on the given Redis or Redis Cluster (``redis+cluster://``). ``python -m
+tests.store.redis_replica PORT REDIS_URL POLICY_FILE`` (the policy names its pepper file)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import uvicorn
 
 from gatekeeper import Gatekeeper, load_policy
 from gatekeeper.store.redis import RedisStore
+from gatekeeper.store.redis_cluster import RedisClusterStore
 from gatekeeper.types import Receive, Scope, Send
 
 
@@ -22,7 +23,8 @@ async def upstream(scope: Scope, receive: Receive, send: Send) -> None:
 
 def main(port: str, redis_url: str, policy_file: str) -> None:
     # seconds of slack, not the defaults' milliseconds: the tests count, on a loaded machine
-    store = RedisStore(redis_url, socket_timeout=5.0, connect_timeout=5.0)
+    kind = RedisClusterStore if redis_url.startswith("redis+cluster://") else RedisStore
+    store = kind(redis_url, socket_timeout=5.0, connect_timeout=5.0)
     app = Gatekeeper(upstream, load_policy(policy_file), store=store, counters=store)
     uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", lifespan="on",
                 proxy_headers=False)

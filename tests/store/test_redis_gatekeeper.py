@@ -233,12 +233,15 @@ async def test_redis_down_refuses_503_without_reaching_the_app_then_recovers() -
         await store.close()
 
 
+@pytest.mark.parametrize("where", ["redis_port", "redis_cluster_url"])
 async def test_two_replica_processes_on_one_redis_allow_exactly_50_of_200(
-        redis_port: int, tmp_path: Path) -> None:
-    """Two uvicorn processes, one Redis: 200 concurrent requests through both, a limit of 50
-    per hour on the key, exactly 50 pass (each process counting alone would pass 100)."""
-    url = f"redis://127.0.0.1:{redis_port}/0"
-    await (await empty_redis_store(redis_port)).close()
+        request: pytest.FixtureRequest, tmp_path: Path, where: str) -> None:
+    """Two uvicorn processes, one Redis (or one three-primary Cluster): 200 concurrent requests
+    through both, a limit of 50 per hour on the key, exactly 50 pass (each process counting
+    alone would pass 100)."""
+    found = request.getfixturevalue(where)
+    url = f"redis://127.0.0.1:{found}/0" if where == "redis_port" else found
+    await (await empty_redis_store(found)).close()
     pepper = write_pepper(tmp_path / "pepper")
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(POLICY_YAML.format(pepper=pepper).replace(
