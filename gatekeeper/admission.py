@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from gatekeeper import reasons
@@ -59,11 +59,15 @@ class Admission:
     window ends; a request only puts its own token and spend estimates in."""
 
     __slots__ = ("client", "credential", "limits", "plan", "plan_until", "priced", "prices",
-                 "quick_estimate", "reads_body", "reserves", "rules", "tenant")
+                 "quick_estimate", "reads_body", "reserves", "rules", "tenant", "watch")
 
     def __init__(self, tenant: str, credential: str, client: IPAddr | None,
                  limits: TenantLimits, prices: Prices = NO_PRICES,
-                 rules: RequestPolicy = NO_REQUEST_RULES) -> None:
+                 rules: RequestPolicy = NO_REQUEST_RULES, watch: BudgetWatch | None = None
+                 ) -> None:
+        self.watch = watch
+        """Called with (admission, plan, answers) after each charge: the owner's webhooks
+        (``Notifier.budgets``); None, the common case, when the tenant has no target."""
         self.tenant = tenant
         self.credential = credential
         self.client = client
@@ -100,9 +104,11 @@ class Admission:
 
 
 _new = tuple.__new__
+BudgetWatch = Callable[[Admission, Plan, Sequence[CounterAnswer]], None]
 
 
-def admission_for(policy: Policy, decision: Decision, facts: RequestFacts) -> Admission | None:
+def admission_for(policy: Policy, decision: Decision, facts: RequestFacts,
+                  watch: BudgetWatch | None = None) -> Admission | None:
     """None when the credential's tenant has nothing left to check (the common case). A key's
     own limits narrow its tenant's, once per decision record."""
     principal = decision.principal
@@ -113,7 +119,8 @@ def admission_for(policy: Policy, decision: Decision, facts: RequestFacts) -> Ad
     if limits.empty and tenant.request.empty:
         return None
     return Admission(principal.tenant, credential_part(principal.kind, principal.key_id),
-                     facts.client, limits, policy.prices, tenant.request)
+                     facts.client, limits, policy.prices, tenant.request,
+                     watch if tenant.notify is not None else None)
 
 
 async def admit_request(counters: CounterStore, clock: Clock, admission: Admission,
@@ -242,6 +249,8 @@ def _conclude(counters: CounterStore, clock: Clock, admission: Admission, decisi
               plan: Plan, answers: Sequence[CounterAnswer],
               model: str) -> tuple[Decision, Charge | None]:
     result = outcome(plan, answers)
+    if admission.watch is not None:
+        admission.watch(admission, plan, answers)
     if not result.allowed:
         assert result.refused is not None
         return decision._replace(reason=result.reason, action=BLOCK, headers=result.headers,

@@ -42,6 +42,7 @@ from gatekeeper.store.guarded import GuardedCounters
 from gatekeeper.store.locations import LocationStore, MemoryLocationStore
 from gatekeeper.store.redis_changes import ALL as ALL_KEYS
 from gatekeeper.types import ASGIApp, Message, Receive, Scope, Send
+from gatekeeper.webhooks import Notifier, resolve_targets
 from gatekeeper.workers import declared_workers
 
 log = logging.getLogger("gatekeeper")
@@ -73,11 +74,13 @@ class Gatekeeper:
         counters: CounterStore | None = None,
         locations: LocationStore | None = None,
         watch_policy: float | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         """``counters``: where limits count (default: this process's memory); ``locations``:
         impossible travel's last sighting per key (default: in memory); ``watch_policy``:
         seconds between checks of the policy file for changes (a path ``policy`` only; SIGHUP
-        and ``reload_policy()`` reload it either way)."""
+        and ``reload_policy()`` reload it either way); ``notifier``: the owners' webhook
+        outbox (default: ``Notifier`` with its default delivery settings)."""
         self.app = app
         self.locations = MemoryLocationStore() if locations is None else locations
         try:
@@ -98,8 +101,10 @@ class Gatekeeper:
                 counters = GuardedCounters(counters, Breaker(self.clock.monotonic),
                                            compiled.on_store_error,
                                            self.metrics.store_fail_open.set)
+            self.notifier = notifier or Notifier(self.metrics, self.clock)
+            self.notifier.targets = resolve_targets(compiled, os.environ)
             self.runtime = Runtime(compiled, store, self._pepper, self.clock, counters,
-                                   self.locations, self.breaker)
+                                   self.locations, self.breaker, self.notifier.budgets)
         except GatekeeperError as exc:
             # Under FastAPI's add_middleware this runs at the first ASGI call, where uvicorn's
             # default lifespan mode swallows exceptions: say it where an operator looks.
@@ -154,6 +159,7 @@ class Gatekeeper:
                     rt, scan, key, scope.get("method", "GET"), path, below, peer, now, mono)
                 if decision.action == FLAG:  # once per record, not per request it serves
                     self.audit.flagged(decision, facts, now, scope)
+                    self.notifier.flagged(decision, now)
             else:
                 decision, admission = record.decision, record.admission
             if admission is not None:
@@ -216,6 +222,7 @@ class Gatekeeper:
                             "so every limit is multiplied by %d; shared limits need the Redis "
                             "store (README 'Limits')", workers, workers)
             self.audit.start()
+            self.notifier.start()
             if not self.audit.logger.hasHandlers():
                 log.warning("the %s logger has no handler, so refusals are not "
                             "recorded anywhere; see README 'Metrics and audit'",
@@ -257,6 +264,7 @@ class Gatekeeper:
 
     async def shutdown(self) -> None:
         self.audit.stop()
+        await self.notifier.stop()
         if self._follower is not None:
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -297,14 +305,17 @@ class Gatekeeper:
                     compiled.keys.pepper_file != current.keys.pepper_file:
                 raise ConfigError("keys.pepper_env", "(changed)",
                                   "the pepper cannot change on reload; restart instead")
+            targets = resolve_targets(compiled, os.environ)
             runtime = Runtime(compiled, self.store, self._pepper, self.clock,
-                              self.runtime.counters, self.locations, self.breaker)
+                              self.runtime.counters, self.locations, self.breaker,
+                              self.notifier.budgets)
             if isinstance(runtime.counters, GuardedCounters):
                 runtime.counters.mode = compiled.on_store_error
         except GatekeeperError:
             self.metrics.policy_reload_failed()
             raise
         self.runtime = runtime
+        self.notifier.targets = targets
         self.metrics.policy_reloaded(compiled, self.clock.now())
         return runtime
 

@@ -14,6 +14,7 @@ from gatekeeper.networks import EMPTY, NetworkSet
 from gatekeeper.policy.geo import GeoPolicy
 from gatekeeper.policy.issuers import IssuerPolicy
 from gatekeeper.policy.limits import NO_LIMITS, TenantLimits
+from gatekeeper.policy.notify import NotifyTarget
 from gatekeeper.policy.request_policy import NO_REQUEST_RULES, RequestPolicy
 from gatekeeper.policy.resale import RESALE_OFF, ResaleSettings
 from gatekeeper.reasons import Reason
@@ -39,6 +40,8 @@ class TenantPolicy:
     """Impossible travel between consecutive uses of one key; None: not checked, no state."""
     resale: ResaleSettings | None = None
     """The tenant's own resale settings (``policy/resale.py``); None: the policy's."""
+    notify: NotifyTarget | None = None
+    """Where the tenant's owner gets webhooks (``policy/notify.py``); None: nowhere."""
 
 
 @dataclass(frozen=True, slots=True)
