@@ -102,6 +102,8 @@ class Gatekeeper:
                                            compiled.on_store_error,
                                            self.metrics.store_fail_open.set)
             self.notifier = notifier or Notifier(self.metrics, self.clock)
+            if self.notifier.metrics is None:
+                self.notifier.metrics = self.metrics
             self.notifier.targets = resolve_targets(compiled, os.environ)
             self.runtime = Runtime(compiled, store, self._pepper, self.clock, counters,
                                    self.locations, self.breaker, self.notifier.budgets)
