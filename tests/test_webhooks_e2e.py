@@ -76,6 +76,14 @@ async def arrived(receiver: Receiver, count: int, seconds: float = 15.0) -> None
             await anyio.sleep(0.01)
 
 
+async def counted(metrics: Metrics, event: str, result: str, seconds: float) -> None:
+    """Wait until one webhook of ``event`` is counted as ``result``."""
+    with anyio.fail_after(seconds):
+        while metrics.registry.get_sample_value(
+                "gatekeeper_webhooks_total", {"event": event, "result": result}) != 1:
+            await anyio.sleep(0.02)
+
+
 def notify_policy(url: str, limits: dict[str, Any]) -> dict[str, Any]:
     return {"routes": {"protect": ["/v1/*"]},
             "tenants": {"acme": {"limits": limits,
@@ -242,11 +250,7 @@ async def test_a_receiver_that_hangs_is_given_up_on_at_the_attempt_deadline() ->
         try:
             started = time.monotonic()
             assert notifier.key_changed(KEY_LEAKED, "acme", "AbCdEfGhIjKl", time.time())
-            with anyio.fail_after(15):
-                while metrics.registry.get_sample_value(
-                        "gatekeeper_webhooks_total",
-                        {"event": KEY_LEAKED, "result": "failed"}) != 1:
-                    await anyio.sleep(0.02)
+            await counted(metrics, KEY_LEAKED, "failed", 15)
             took = time.monotonic() - started
             finished = receiver.finished
         finally:
@@ -267,11 +271,7 @@ async def test_a_failing_receiver_is_retried_with_back_off_until_it_accepts() ->
         try:
             notifier.key_changed(KEY_SUSPENDED, "acme", "AbCdEfGhIjKl", time.time())
             await arrived(receiver, 3)
-            with anyio.fail_after(5):
-                while metrics.registry.get_sample_value(
-                        "gatekeeper_webhooks_total",
-                        {"event": KEY_SUSPENDED, "result": "delivered"}) != 1:
-                    await anyio.sleep(0.02)
+            await counted(metrics, KEY_SUSPENDED, "delivered", 5)
         finally:
             await notifier.stop()
     times = [at for at, *_ in receiver.got]
@@ -293,11 +293,7 @@ async def test_a_refusing_receiver_is_not_retried() -> None:
         notifier.start()
         try:
             notifier.key_changed(KEY_SUSPENDED, "acme", "AbCdEfGhIjKl", time.time())
-            with anyio.fail_after(5):
-                while metrics.registry.get_sample_value(
-                        "gatekeeper_webhooks_total",
-                        {"event": KEY_SUSPENDED, "result": "failed"}) != 1:
-                    await anyio.sleep(0.02)
+            await counted(metrics, KEY_SUSPENDED, "failed", 5)
             await anyio.sleep(0.3)
         finally:
             await notifier.stop()
