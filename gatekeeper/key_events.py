@@ -1,4 +1,5 @@
-"""A key's status changed through the CLI (``keys suspend``/``revoke``): tell its owner.
+"""A key's status changed through the CLI (``keys suspend``/``revoke``): tell its owner, and
+the audit stream when the policy has one.
 
 The CLI posts the webhook itself, right after the store accepted the change, rather than
 every server reacting to the store's change notices: one notice per change whatever the
@@ -14,6 +15,8 @@ from collections.abc import Mapping
 
 import httpx
 
+from gatekeeper.audit import AuditLog
+from gatekeeper.audit_stream import audit_stream_for
 from gatekeeper.clock import SystemClock
 from gatekeeper.errors import ConfigError
 from gatekeeper.policy.model import Policy
@@ -40,3 +43,15 @@ async def announce(policy: Policy, kind: str, tenant: str, key_id: str, now: flo
     if accepted:
         return f"notified {target.endpoint} ({kind})"
     return f"warning: {kind} not delivered to {target.endpoint} after {tries} attempt(s)"
+
+
+async def record(policy: Policy, store: object, kind: str, tenant: str, key_id: str,
+                 now: float, detail: str = "") -> None:
+    """Write the change into the policy's audit stream (``audit.redis_stream``), if any, and
+    on the ``gatekeeper.audit`` logger."""
+    audit = AuditLog()
+    if policy.audit_stream is not None:
+        audit.stream = audit_stream_for(policy, store, None)
+        audit.stream.start()
+    audit.key_changed(kind, tenant, key_id, now, detail)
+    await audit.close_stream()

@@ -90,6 +90,12 @@ class Metrics:
         for event in EVENTS:
             for result in ("delivered", "failed", "dropped"):
                 self.webhooks.labels(event, result)
+        self.audit_stream = Counter(
+            "gatekeeper_audit_stream_entries",
+            "Audit lines for the Redis audit stream: written, or dropped (buffer full, Redis "
+            "failing, or shutdown).", ("result",), registry=self.registry)
+        for result in ("written", "dropped"):
+            self.audit_stream.labels(result)
         Info("gatekeeper_build", "The gatekeeper version serving.", registry=self.registry).info(
             {"version": _version()})
         directory = shared_directory()

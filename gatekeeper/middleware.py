@@ -23,6 +23,7 @@ import anyio
 
 from gatekeeper.admission import admit_plain, admit_request
 from gatekeeper.audit import AuditLog
+from gatekeeper.audit_stream import audit_stream_for
 from gatekeeper.breaker import Breaker
 from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.decision import FLAG, Decision
@@ -114,6 +115,8 @@ class Gatekeeper:
             raise
         self.store = store
         self.audit = audit or AuditLog()
+        if compiled.audit_stream is not None and self.audit.stream is None:
+            self.audit.stream = audit_stream_for(compiled, store, self.metrics)
         self.observer = observer
         self._now = self.clock.now
         self._mono = self.clock.monotonic
@@ -266,6 +269,7 @@ class Gatekeeper:
 
     async def shutdown(self) -> None:
         self.audit.stop()
+        await self.audit.close_stream()
         await self.notifier.stop()
         if self._follower is not None:
             self._follower.cancel()
@@ -303,6 +307,9 @@ class Gatekeeper:
             current = self.runtime.policy
             if compiled.store != current.store:
                 raise ConfigError("store", "(changed)", "cannot change on reload; restart instead")
+            if compiled.audit_stream != current.audit_stream:
+                raise ConfigError("audit.redis_stream", "(changed)",
+                                  "cannot change on reload; restart instead")
             if compiled.keys.pepper_env != current.keys.pepper_env or \
                     compiled.keys.pepper_file != current.keys.pepper_file:
                 raise ConfigError("keys.pepper_env", "(changed)",

@@ -153,8 +153,11 @@ async def _dispatch(args: argparse.Namespace, policy: Policy, store: Store, now:
         _show(args, record)
         event = {"revoke": KEY_REVOKED, "suspend": KEY_SUSPENDED}.get(action)
         if event is not None:
+            detail = "gatekeeper keys " + action
+            await key_events.record(policy, store, event, record.tenant, record.key_id, now,
+                                    detail)
             said = await key_events.announce(policy, event, record.tenant, record.key_id, now,
-                                             detail="gatekeeper keys " + action)
+                                             detail=detail)
             if said is not None:
                 print(said, file=sys.stderr)
     return 0

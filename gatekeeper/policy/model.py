@@ -11,6 +11,7 @@ from gatekeeper.geo.rules import CountryRule
 from gatekeeper.geo.travel import TravelRule
 from gatekeeper.limits.spend import NO_PRICES, Prices
 from gatekeeper.networks import EMPTY, NetworkSet
+from gatekeeper.policy.audit import AuditStreamPolicy
 from gatekeeper.policy.geo import GeoPolicy
 from gatekeeper.policy.issuers import IssuerPolicy
 from gatekeeper.policy.limits import NO_LIMITS, TenantLimits
@@ -77,6 +78,8 @@ class Policy:
     """Dollars per million tokens per model (``policy/prices.py``): what spend limits count."""
     resale: ResaleSettings = RESALE_OFF
     """The resale score's defaults (``policy/resale.py``); ``off`` without a section."""
+    audit_stream: AuditStreamPolicy | None = None
+    """Where audit lines also go: a Redis stream (``policy/audit.py``); None: the logger only."""
     on_store_error: str = "fail_closed"
     """A failing store: ``fail_closed`` refuses 503; ``fail_open`` keeps deciding with the
     keys already verified and limits counted in this process (``store/guarded.py``)."""
