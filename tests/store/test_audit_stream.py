@@ -59,7 +59,8 @@ def client(gk: Gatekeeper) -> httpx.AsyncClient:
 async def entries(port: int, key: str) -> list[dict[str, str]]:
     redis = Redis(port=port, decode_responses=True)
     try:
-        return [fields for _, fields in await redis.xrange(key)]
+        found: list[tuple[str, dict[str, str]]] = await redis.xrange(key)  # type: ignore[assignment]
+        return [fields for _, fields in found]
     finally:
         await redis.aclose()
 
