@@ -4,7 +4,7 @@ The scheme is Stripe's: the header ``Gatekeeper-Signature: t=<unix seconds>,v1=<
 ``<hex>`` is HMAC-SHA256, keyed with the tenant's secret, over ``b"<t>." + body`` (the raw
 bytes received, before any JSON parsing). A receiver recomputes it, compares in constant time,
 and refuses a timestamp more than ``TOLERANCE`` seconds from its own clock, so a captured
-delivery cannot be replayed later. ``verify`` is that recipe; a receiver in another language
+delivery cannot be replayed later. ``verify_webhook`` is that recipe; a receiver in another language
 follows the README's five lines.
 """
 
@@ -23,12 +23,12 @@ def signature(secret: bytes, timestamp: int, body: bytes) -> str:
     return hmac.new(secret, b"%d." % timestamp + body, hashlib.sha256).hexdigest()
 
 
-def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+def sign_webhook(secret: bytes, timestamp: int, body: bytes) -> str:
     """The ``Gatekeeper-Signature`` header value for ``body`` sent at ``timestamp``."""
     return f"t={timestamp},v1={signature(secret, timestamp, body)}"
 
 
-def verify(secret: bytes, header: str | None, body: bytes, now: float,
+def verify_webhook(secret: bytes, header: str | None, body: bytes, now: float,
            tolerance: float = TOLERANCE) -> bool:
     """True when ``header`` signs ``body`` with ``secret`` and its time is within
     ``tolerance`` seconds of ``now``. Several ``v1`` values (a secret being rotated) may be

@@ -32,7 +32,7 @@ from gatekeeper.errors import ConfigError, PolicyError
 from gatekeeper.limits.plan import CounterAnswer, Plan
 from gatekeeper.policy.model import Policy
 from gatekeeper.webhook_events import Event, budget_event, flagged_event, key_event
-from gatekeeper.webhook_signature import HEADER, sign
+from gatekeeper.webhook_signature import HEADER, sign_webhook
 
 if TYPE_CHECKING:
     from gatekeeper.admission import Admission
@@ -104,7 +104,7 @@ async def deliver(client: httpx.AsyncClient, target: Target, found: Event, clock
     """POST ``found`` to ``target`` until it is accepted (2xx), refused for good or out of
     attempts: (accepted, attempts made). Signed afresh at each attempt (a new timestamp)."""
     for attempt in range(1, attempts + 1):
-        headers = {"content-type": "application/json", HEADER: sign(
+        headers = {"content-type": "application/json", HEADER: sign_webhook(
             target.secret, int(clock.now()), found.body), "gatekeeper-event": found.type,
             "gatekeeper-delivery": found.id, "user-agent": "gatekeeper-webhooks"}
         problem: str

@@ -19,7 +19,7 @@ from gatekeeper.policy.limits import load_limits
 from gatekeeper.policy.load import compile_policy
 from gatekeeper.policy.notify import EVENTS, KEY_SUSPENDED
 from gatekeeper.webhook_events import budget_event, key_event
-from gatekeeper.webhook_signature import sign, verify
+from gatekeeper.webhook_signature import sign_webhook, verify_webhook
 from gatekeeper.webhooks import backoff, resolve_targets
 
 SECRET_ENV = "GK_TEST_HOOK_SECRET"
@@ -148,21 +148,21 @@ def test_a_budget_event_names_the_key_id_and_window_never_a_storage_key() -> Non
 
 def test_the_signature_verifies_with_the_documented_recipe() -> None:
     body = b'{"id":"evt_1","type":"key.suspended"}'
-    header = sign(SECRET.encode(), int(NOW), body)
+    header = sign_webhook(SECRET.encode(), int(NOW), body)
     # the README's recipe, written out as a receiver in any language would
     parts = dict(part.split("=", 1) for part in header.split(","))
     expected = hmac.new(SECRET.encode(), parts["t"].encode() + b"." + body,
                         hashlib.sha256).hexdigest()
     assert hmac.compare_digest(expected, parts["v1"])
     assert abs(NOW - int(parts["t"])) <= 300
-    assert verify(SECRET.encode(), header, body, NOW + 10)
+    assert verify_webhook(SECRET.encode(), header, body, NOW + 10)
 
 
 @pytest.mark.parametrize("change", ["body", "secret", "stale", "future", "garbage", "none",
                                     "unicode"])
 def test_a_wrong_or_stale_signature_does_not_verify(change: str) -> None:
     body = b'{"id":"evt_1"}'
-    header: str | None = sign(SECRET.encode(), int(NOW), body)
+    header: str | None = sign_webhook(SECRET.encode(), int(NOW), body)
     secret, now = SECRET.encode(), NOW
     if change == "body":
         body += b" "
@@ -178,7 +178,7 @@ def test_a_wrong_or_stale_signature_does_not_verify(change: str) -> None:
         header = None
     else:
         header = f"t={int(NOW)},v1=é"
-    assert not verify(secret, header, body, now)
+    assert not verify_webhook(secret, header, body, now)
 
 
 def test_back_off_doubles_with_jitter_up_to_its_cap() -> None:

@@ -24,7 +24,7 @@ from gatekeeper.clock import SystemClock
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy.notify import KEY_LEAKED, KEY_SUSPENDED
 from gatekeeper.types import Receive, Scope, Send
-from gatekeeper.webhook_signature import HEADER, verify
+from gatekeeper.webhook_signature import HEADER, verify_webhook
 from gatekeeper.webhooks import Notifier, Target
 from tests.conftest import PEPPER, Recorder, bearer
 from tests.serving import serving
@@ -55,7 +55,7 @@ class Receiver:
             if not message.get("more_body"):
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        signed = verify(SECRET.encode(), headers.get(HEADER), body, time.time())
+        signed = verify_webhook(SECRET.encode(), headers.get(HEADER), body, time.time())
         self.got.append((time.monotonic(), headers, body, signed))
         if self.hang:
             until = time.monotonic() + self.hang
