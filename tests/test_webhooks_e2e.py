@@ -320,3 +320,42 @@ def test_a_full_queue_drops_with_a_metric_and_a_log_line(
 def _target(base: str) -> Target:
     return Target(f"{base}/hook", "endpoint", SECRET.encode(),
                   frozenset({KEY_SUSPENDED, KEY_LEAKED}))
+
+
+def test_check_config_warns_about_an_unset_webhook_secret(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"tenants": {"acme": {"notify": {
+        "url": "https://hooks.example/x", "secret_env": SECRET_ENV}}}}))
+    assert main(["check-config", str(policy)]) == 0
+    err = capsys.readouterr().err
+    assert "tenants.acme.notify.secret_env" in err and "not set" in err
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    assert main(["check-config", str(policy)]) == 0
+    assert "secret_env" not in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_a_flagged_key_gets_one_signed_webhook(secret: None) -> None:
+    receiver = Receiver()
+    with serving(receiver) as base:
+        gk, keys = await gate({"routes": {"protect": ["/v1/*"]}, "tenants": {
+            "acme": {"countries": {"allow": ["DE"], "unknown": "flag"},
+                     "notify": {"url": f"{base}/hook", "secret_env": SECRET_ENV}},
+            "quiet": {}}})
+        try:
+            async with client(gk) as http:
+                # 192.0.2.0/24 is in no country: unknown, flagged and let through
+                for _ in range(3):
+                    assert (await http.get("/v1/models", headers=bearer(keys["acme"]))
+                            ).status_code == 200
+                    gk.runtime.decisions.clear()  # a new record each time: flagged again
+                await arrived(receiver, 1)
+                await anyio.sleep(0.3)
+        finally:
+            await gk.shutdown()
+    assert [e["type"] for e in receiver.events()] == ["key.flagged"]  # once per hour per key
+    assert receiver.got[0][3] and "country_unknown" in receiver.events()[0]["data"]["signals"]
+    assert gk.metrics.registry.get_sample_value("gatekeeper_flagged_total") == 3
