@@ -137,6 +137,10 @@ async def test_a_key_crossing_80_percent_of_its_budget_gets_one_signed_webhook(
                     assert (await http.get("/v1/models", headers=bearer(keys["acme"]))
                             ).status_code == 429
                 await anyio.sleep(0.3)
+            # only a tenant with a target has a watch: the others pay one attribute read
+            watches = {r.decision.tenant: r.admission.watch
+                       for r in gk.runtime.decisions.values() if r.admission is not None}
+            assert watches["quiet"] is None and watches["acme"] is not None
         finally:
             await gk.shutdown()
     events = receiver.events()
