@@ -138,6 +138,10 @@ class Notifier:
         """``timeout``: seconds for one attempt, connection to last byte; ``backoff``: the
         first retry's wait (doubling, up to ``max_backoff``); ``flag_every``: a flagged key
         is announced at most once per this many seconds (flags are decided per record)."""
+        for name, value in (("queue_size", queue_size), ("attempts", attempts),
+                            ("concurrency", concurrency), ("timeout", timeout)):
+            if not value > 0:
+                raise ConfigError(f"Notifier({name}=...)", value, "must be above 0")
         self.metrics = metrics
         self.clock = clock or SystemClock()
         self.targets: dict[str, Target] = {}

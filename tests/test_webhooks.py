@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from gatekeeper import Gatekeeper, MemoryStore
 from gatekeeper.budgets import EXHAUSTED, WARNING, crossings, scope_of, window_of
-from gatekeeper.errors import PolicyError
+from gatekeeper.errors import ConfigError, PolicyError
 from gatekeeper.limits.plan import CounterAnswer, build_plan
 from gatekeeper.policy.canonical import canonical
 from gatekeeper.policy.fields import Fields
@@ -20,7 +21,8 @@ from gatekeeper.policy.load import compile_policy
 from gatekeeper.policy.notify import EVENTS, KEY_SUSPENDED
 from gatekeeper.webhook_events import budget_event, key_event
 from gatekeeper.webhook_signature import sign_webhook, verify_webhook
-from gatekeeper.webhooks import backoff, resolve_targets
+from gatekeeper.webhooks import Notifier, backoff, resolve_targets
+from tests.conftest import PEPPER, Recorder
 
 SECRET_ENV = "GK_TEST_HOOK_SECRET"
 SECRET = "whsec-0123456789abcdef-test"
@@ -187,3 +189,27 @@ def test_back_off_doubles_with_jitter_up_to_its_cap() -> None:
     assert low == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
     assert high == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     assert all(high[i] <= low[i + 1] or low[i + 1] == 2.0 for i in range(5))
+
+
+def test_a_reload_needs_every_secret_and_swaps_the_targets(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    first = policy({"url": "https://a.example/x", "secret_env": SECRET_ENV})
+    gk = Gatekeeper(Recorder(), compile_policy(first), store=MemoryStore(), pepper=PEPPER)
+    assert gk.notifier.targets["acme"].url == "https://a.example/x"
+    gk.reload(compile_policy(policy({"url": "https://b.example/x", "secret_env": SECRET_ENV})))
+    assert gk.notifier.targets["acme"].url == "https://b.example/x"
+    unset = policy({"url": "https://c.example/x", "secret_env": "GK_TEST_UNSET_SECRET"})
+    with pytest.raises(PolicyError, match=r"tenants\.acme\.notify\.secret_env"):
+        gk.reload(compile_policy(unset))
+    assert gk.notifier.targets["acme"].url == "https://b.example/x"  # the old one stays
+    assert gk.metrics.registry.get_sample_value("gatekeeper_policy_reload_errors_total") == 1
+    with pytest.raises(PolicyError):  # and a server does not start without it
+        Gatekeeper(Recorder(), compile_policy(unset), store=MemoryStore(), pepper=PEPPER)
+
+
+@pytest.mark.parametrize("setting", ["attempts", "queue_size", "concurrency", "timeout"])
+def test_notifier_settings_must_be_positive(setting: str) -> None:
+    with pytest.raises(ConfigError, match=setting):
+        settings: dict[str, Any] = {setting: 0}
+        Notifier(**settings)
