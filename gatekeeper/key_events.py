@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-import httpx
-
 from gatekeeper.audit import AuditLog
 from gatekeeper.audit_stream import audit_stream_for
 from gatekeeper.clock import SystemClock
@@ -37,6 +35,8 @@ async def announce(policy: Policy, kind: str, tenant: str, key_id: str, now: flo
     if target is None or kind not in target.events:
         return None
     found = key_event(kind, tenant, key_id, now, detail)
+    import httpx  # only when a webhook is sent
+
     async with httpx.AsyncClient(follow_redirects=False) as client:
         accepted, tries = await deliver(client, target, found, SystemClock(), attempts=attempts,
                                         timeout=timeout, base=backoff, cap=backoff * 8)

@@ -23,8 +23,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-import httpx
-
 from gatekeeper.budgets import crossings
 from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.decision import Decision
@@ -35,6 +33,8 @@ from gatekeeper.webhook_events import Event, budget_event, flagged_event, key_ev
 from gatekeeper.webhook_signature import HEADER, sign_webhook
 
 if TYPE_CHECKING:
+    import httpx
+
     from gatekeeper.admission import Admission
     from gatekeeper.metrics import Metrics
 
@@ -103,6 +103,8 @@ async def deliver(client: httpx.AsyncClient, target: Target, found: Event, clock
                   rng: Callable[[], float] = random.random) -> tuple[bool, int]:
     """POST ``found`` to ``target`` until it is accepted (2xx), refused for good or out of
     attempts: (accepted, attempts made). Signed afresh at each attempt (a new timestamp)."""
+    import httpx  # imported when first used: it costs as much as the rest of gatekeeper
+
     for attempt in range(1, attempts + 1):
         headers = {"content-type": "application/json", HEADER: sign_webhook(
             target.secret, int(clock.now()), found.body), "gatekeeper-event": found.type,
@@ -220,8 +222,6 @@ class Notifier:
             queued, self._queue = self._queue, asyncio.Queue(self._queue.maxsize)
             while not queued.empty():  # a queue is bound to the loop it first waited on
                 self._queue.put_nowait(queued.get_nowait())
-            self._client = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(
-                self.timeout, connect=min(1.0, self.timeout)))
             self._task = asyncio.get_running_loop().create_task(self._drain())
 
     async def stop(self) -> None:
@@ -256,12 +256,12 @@ class Notifier:
     async def _send(self, found: Event) -> None:
         try:
             target = self.targets.get(found.tenant)  # a reload may have changed or removed it
-            if target is None or self._client is None:
+            if target is None or self._task is None:
                 self._count(found.type, "dropped")
                 return
             try:
                 accepted, _ = await deliver(
-                    self._client, target, found, self.clock, attempts=self.attempts,
+                    self._http(), target, found, self.clock, attempts=self.attempts,
                     timeout=self.timeout, base=self.base, cap=self.cap, rng=self.rng)
             except asyncio.CancelledError:
                 self._count(found.type, "dropped")
@@ -272,6 +272,16 @@ class Notifier:
             self._count(found.type, "delivered" if accepted else "failed")
         finally:
             self._slots.release()
+
+    def _http(self) -> httpx.AsyncClient:
+        """The HTTP client, made at the first delivery (a server without targets never
+        imports httpx)."""
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(
+                self.timeout, connect=min(1.0, self.timeout)))
+        return self._client
 
     def _count(self, kind: str, result: str) -> None:
         if self.metrics is not None:
