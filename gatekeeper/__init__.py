@@ -5,6 +5,7 @@
 """
 
 from gatekeeper.audit import AuditLog
+from gatekeeper.audit_stream import RedisAuditStream
 from gatekeeper.auth import Authenticator
 from gatekeeper.client_address import ClientAddressPolicy, resolve_client
 from gatekeeper.clock import Clock, ManualClock, SystemClock
@@ -46,6 +47,8 @@ from gatekeeper.runtime import Runtime
 from gatekeeper.secret_scanning import SecretScanning
 from gatekeeper.store import MemoryStore, SQLiteStore, Store, store_from_url
 from gatekeeper.store.locations import LocationStore, MemoryLocationStore
+from gatekeeper.webhook_signature import sign_webhook, verify_webhook
+from gatekeeper.webhooks import Notifier
 
 __version__ = "0.1.0"
 
@@ -86,10 +89,12 @@ __all__ = [
     "MemoryStore",
     "Metrics",
     "NetworkSet",
+    "Notifier",
     "Policy",
     "PolicyError",
     "Principal",
     "Reason",
+    "RedisAuditStream",
     "Refusal",
     "RequestFacts",
     "RequestRecord",
@@ -115,5 +120,7 @@ __all__ = [
     "read_records",
     "replay",
     "resolve_client",
+    "sign_webhook",
     "store_from_url",
+    "verify_webhook",
 ]

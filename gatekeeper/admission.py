@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gatekeeper import reasons
 from gatekeeper.charge import Charge
@@ -59,11 +59,15 @@ class Admission:
 
     __slots__ = ("client", "completes", "credential", "limits", "plan", "plan_until",
                  "priced", "prices", "quick_estimate", "reads_body", "report", "reserves",
-                 "rules", "tenant")
+                 "rules", "tenant", "watch")
 
     def __init__(self, tenant: str, credential: str, client: IPAddr | None,
                  limits: TenantLimits, prices: Prices = NO_PRICES,
-                 rules: RequestPolicy = NO_REQUEST_RULES) -> None:
+                 rules: RequestPolicy = NO_REQUEST_RULES, watch: BudgetWatch | None = None
+                 ) -> None:
+        self.watch = watch
+        """Called with (admission, plan, answers) after each charge: the owner's webhooks
+        (``Notifier.budgets``); None, the common case, when the tenant has no target."""
         self.tenant = tenant
         self.credential = credential
         self.client = client
@@ -104,9 +108,11 @@ class Admission:
 
 
 _new = tuple.__new__
+BudgetWatch = Callable[[Admission, Plan, Sequence[CounterAnswer]], None]
 
 
-def admission_for(policy: Policy, decision: Decision, facts: RequestFacts) -> Admission | None:
+def admission_for(policy: Policy, decision: Decision, facts: RequestFacts,
+                  watch: BudgetWatch | None = None) -> Admission | None:
     """None when the credential's tenant has nothing left to check (the common case). A key's
     own limits narrow its tenant's, once per decision record."""
     principal = decision.principal
@@ -117,7 +123,8 @@ def admission_for(policy: Policy, decision: Decision, facts: RequestFacts) -> Ad
     if limits.empty and tenant.request.empty:
         return None
     return Admission(principal.tenant, credential_part(principal.kind, principal.key_id),
-                     facts.client, limits, policy.prices, tenant.request)
+                     facts.client, limits, policy.prices, tenant.request,
+                     watch if tenant.notify is not None else None)
 
 
 async def admit_request(counters: CounterStore, clock: Clock, admission: Admission,
@@ -247,6 +254,8 @@ def _store_failed(decision: Decision, exc: Exception) -> Decision:
 def _conclude(counters: CounterStore, clock: Clock, admission: Admission, decision: Decision,
               plan: Plan, answers: Sequence[CounterAnswer],
               model: str) -> tuple[Decision, Charge | None]:
+    if admission.watch is not None:  # the tenant has a webhook target: budgets watched
+        admission.watch(admission, plan, answers)
     report = admission.report
     for answer in answers:
         if not answer[0] or not report.simple:

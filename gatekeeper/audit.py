@@ -15,6 +15,7 @@ from json.encoder import encode_basestring_ascii as _quote
 from logging.handlers import QueueHandler, QueueListener
 from queue import SimpleQueue
 
+from gatekeeper.audit_stream import RedisAuditStream
 from gatekeeper.decision import Decision
 from gatekeeper.facts import RequestFacts
 from gatekeeper.types import Scope
@@ -40,10 +41,14 @@ class AuditLog:
         self._second_text = ""
         self._listener: QueueListener | None = None
         self._handlers: list[logging.Handler] = []
+        self.stream: RedisAuditStream | None = None
+        """A copy of every line into a Redis stream (``audit.redis_stream``), when set."""
 
     def start(self) -> None:
         """Queue the logger's own handlers (those on ``gatekeeper.audit`` itself; handlers of
-        ancestors it propagates to stay as they are). Idempotent."""
+        ancestors it propagates to stay as they are) and start the stream's writer. Idempotent."""
+        if self.stream is not None:
+            self.stream.start()
         if self._listener is not None or not self.logger.handlers:
             return
         self._handlers = list(self.logger.handlers)
@@ -66,18 +71,36 @@ class AuditLog:
             self.logger.addHandler(handler)
         self._listener, self._handlers = None, []
 
+    async def close_stream(self) -> None:
+        """Write what the stream has buffered and close it."""
+        if self.stream is not None:
+            await self.stream.stop()
+
     def refused(self, decision: Decision, facts: RequestFacts | None, now: float,
                 scope: Scope | None = None) -> None:
         """``scope`` names the request when it was refused before its facts were read."""
-        if self.logger.isEnabledFor(logging.INFO):
-            self.logger.info(self._line("refused", decision, facts, now, scope))
+        if self.logger.isEnabledFor(logging.INFO) or self.stream is not None:
+            self._write("refused", self._line("refused", decision, facts, now, scope))
 
     def flagged(self, decision: Decision, facts: RequestFacts | None, now: float,
                 scope: Scope | None = None) -> None:
         """An allowed request marked by a signal (``action: flag``): once per decision record,
         not on every request it serves."""
+        if self.logger.isEnabledFor(logging.INFO) or self.stream is not None:
+            self._write("flagged", self._line("flagged", decision, facts, now, scope))
+
+    def key_changed(self, event: str, tenant: str, key_id: str, now: float,
+                    detail: str = "") -> None:
+        """A key suspended, revoked or reported leaked (``key.suspended``...)."""
+        self._write(event, f'{{"ts":"{self._timestamp(now)}","event":{_q(event)},'
+                           f'"key_id":{_q(key_id)},"tenant":{_q(tenant)},'
+                           f'"detail":{_q(detail)}}}')
+
+    def _write(self, event: str, line: str) -> None:
         if self.logger.isEnabledFor(logging.INFO):
-            self.logger.info(self._line("flagged", decision, facts, now, scope))
+            self.logger.info(line)
+        if self.stream is not None:
+            self.stream.add(event, line)
 
     def resale(self, decision: Decision, would: str, score: float, reasons: list[str],
                now: float, scope: Scope | None = None) -> None:

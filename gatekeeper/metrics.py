@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 from gatekeeper.metrics_shared import SharedExport, shared_directory
 from gatekeeper.policy.canonical import fingerprint
 from gatekeeper.policy.model import Policy
+from gatekeeper.policy.notify import EVENTS
 from gatekeeper.reasons import OK, REFUSALS, Reason
 from gatekeeper.types import ASGIApp, Receive, Scope, Send
 
@@ -80,6 +81,25 @@ class Metrics:
             "gatekeeper_store_fail_open",
             "1 while the counter store fails and on_store_error: fail_open counts limits in "
             "this process only; 0 otherwise.", registry=self.registry)
+        self.flagged = Counter(
+            "gatekeeper_flagged",
+            "Allowed requests marked by a signal (action: flag), once per decision record (a "
+            "credential and client within keys.cache_ttl), not per request.",
+            registry=self.registry)
+        self.webhooks = Counter(
+            "gatekeeper_webhooks",
+            "Owner webhooks by event and result: delivered (2xx), failed (refused or out of "
+            "attempts), dropped (queue full, target removed, or shutdown).",
+            ("event", "result"), registry=self.registry)
+        for event in EVENTS:
+            for result in ("delivered", "failed", "dropped"):
+                self.webhooks.labels(event, result)
+        self.audit_stream = Counter(
+            "gatekeeper_audit_stream_entries",
+            "Audit lines for the Redis audit stream: written, or dropped (buffer full, Redis "
+            "failing, or shutdown).", ("result",), registry=self.registry)
+        for result in ("written", "dropped"):
+            self.audit_stream.labels(result)
         Info("gatekeeper_build", "The gatekeeper version serving.", registry=self.registry).info(
             {"version": _version()})
         directory = shared_directory()

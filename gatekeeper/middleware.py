@@ -23,6 +23,7 @@ import anyio
 
 from gatekeeper.admission import admit_plain, admit_request
 from gatekeeper.audit import AuditLog
+from gatekeeper.audit_stream import audit_stream_for
 from gatekeeper.breaker import Breaker
 from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.decision import FLAG, Decision
@@ -43,6 +44,7 @@ from gatekeeper.store.guarded import GuardedCounters
 from gatekeeper.store.locations import LocationStore, MemoryLocationStore
 from gatekeeper.store.redis_changes import ALL as ALL_KEYS
 from gatekeeper.types import ASGIApp, Message, Receive, Scope, Send
+from gatekeeper.webhooks import Notifier, resolve_targets
 from gatekeeper.workers import declared_workers
 
 log = logging.getLogger("gatekeeper")
@@ -74,11 +76,13 @@ class Gatekeeper:
         counters: CounterStore | None = None,
         locations: LocationStore | None = None,
         watch_policy: float | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         """``counters``: where limits count (default: this process's memory); ``locations``:
         impossible travel's last sighting per key (default: in memory); ``watch_policy``:
         seconds between checks of the policy file for changes (a path ``policy`` only; SIGHUP
-        and ``reload_policy()`` reload it either way)."""
+        and ``reload_policy()`` reload it either way); ``notifier``: the owners' webhook
+        outbox (default: ``Notifier`` with its default delivery settings)."""
         self.app = app
         self.locations = MemoryLocationStore() if locations is None else locations
         try:
@@ -103,14 +107,21 @@ class Gatekeeper:
             self.resale = ResaleMemory(compiled, store, self.audit, self.metrics.resale_action,
                                        self.clock.now)
             """The resale score's per-key state, kept across policy reloads."""
+            self.notifier = notifier or Notifier(self.metrics, self.clock)
+            if self.notifier.metrics is None:
+                self.notifier.metrics = self.metrics
+            self.notifier.targets = resolve_targets(compiled, os.environ)
             self.runtime = Runtime(compiled, store, self._pepper, self.clock, counters,
-                                   self.locations, self.breaker, self.resale)
+                                   self.locations, self.breaker, resale=self.resale,
+                                   budget_watch=self.notifier.budgets)
         except GatekeeperError as exc:
             # Under FastAPI's add_middleware this runs at the first ASGI call, where uvicorn's
             # default lifespan mode swallows exceptions: say it where an operator looks.
             log.error("gatekeeper cannot start: %s", exc)
             raise
         self.store = store
+        if compiled.audit_stream is not None and self.audit.stream is None:
+            self.audit.stream = audit_stream_for(compiled, store, self.metrics)
         self.observer = observer
         self._now = self.clock.now
         self._mono = self.clock.monotonic
@@ -159,6 +170,7 @@ class Gatekeeper:
                     rt, scan, key, scope.get("method", "GET"), path, below, peer, now, mono)
                 if decision.action == FLAG:  # once per record, not per request it serves
                     self.audit.flagged(decision, facts, now, scope)
+                    self.notifier.flagged(decision, now)
             else:
                 decision, admission = record.decision, record.admission
             if admission is not None:
@@ -223,6 +235,7 @@ class Gatekeeper:
                             "so every limit is multiplied by %d; shared limits need the Redis "
                             "store (README 'Limits')", workers, workers)
             self.audit.start()
+            self.notifier.start()
             if not self.audit.logger.hasHandlers():
                 log.warning("the %s logger has no handler, so refusals are not "
                             "recorded anywhere; see README 'Metrics and audit'",
@@ -266,6 +279,8 @@ class Gatekeeper:
 
     async def shutdown(self) -> None:
         self.audit.stop()
+        await self.audit.close_stream()
+        await self.notifier.stop()
         if self._follower is not None:
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -308,18 +323,24 @@ class Gatekeeper:
             current = self.runtime.policy
             if compiled.store != current.store:
                 raise ConfigError("store", "(changed)", "cannot change on reload; restart instead")
+            if compiled.audit_stream != current.audit_stream:
+                raise ConfigError("audit.redis_stream", "(changed)",
+                                  "cannot change on reload; restart instead")
             if compiled.keys.pepper_env != current.keys.pepper_env or \
                     compiled.keys.pepper_file != current.keys.pepper_file:
                 raise ConfigError("keys.pepper_env", "(changed)",
                                   "the pepper cannot change on reload; restart instead")
+            targets = resolve_targets(compiled, os.environ)
             runtime = Runtime(compiled, self.store, self._pepper, self.clock,
-                              self.runtime.counters, self.locations, self.breaker, self.resale)
+                              self.runtime.counters, self.locations, self.breaker,
+                              resale=self.resale, budget_watch=self.notifier.budgets)
             if isinstance(runtime.counters, GuardedCounters):
                 runtime.counters.mode = compiled.on_store_error
         except GatekeeperError:
             self.metrics.policy_reload_failed()
             raise
         self.runtime = runtime
+        self.notifier.targets = targets
         self.metrics.policy_reloaded(compiled, self.clock.now())
         return runtime
 

@@ -99,7 +99,8 @@ async def evaluate(rt: Runtime, scan: Scan, key: tuple[Any, ...] | None, method:
             if rules is not None:
                 decision = await rt.geo.check(rules, decision, facts.client, scan[7],
                                               facts.peer_trusted, now)
-        admission = admission_for(rt.policy, decision, facts) if decision.allowed else None
+        admission = admission_for(rt.policy, decision, facts, rt.budget_watch) \
+            if decision.allowed else None
     except Exception:
         log.exception("gatekeeper failed to decide; refusing (fail closed)")
         return _INTERNAL, facts, None

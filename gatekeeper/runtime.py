@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from gatekeeper.admission import Admission
+from gatekeeper.admission import Admission, BudgetWatch
 from gatekeeper.auth import Authenticator
 from gatekeeper.breaker import Breaker
 from gatekeeper.clock import Clock
@@ -50,20 +50,23 @@ class DecisionRecord:
 
 
 class Runtime:
-    __slots__ = ("authenticator", "clock", "counters", "decisions", "geo", "keyed_by_path",
-                 "policy", "reader", "resale", "route_memo", "routes")
+    __slots__ = ("authenticator", "budget_watch", "clock", "counters", "decisions", "geo",
+                 "keyed_by_path", "policy", "reader", "resale", "route_memo", "routes")
 
     def __init__(self, policy: Policy, store: Store, pepper: bytes, clock: Clock,
                  counters: CounterStore | None = None,
                  locations: LocationStore | None = None,
                  breaker: Breaker | None = None,
-                 resale: ResaleMemory | None = None) -> None:
+                 resale: ResaleMemory | None = None,
+                 budget_watch: BudgetWatch | None = None) -> None:
         """``counters`` (limits), ``locations`` (impossible travel's last sightings), the
         key store's ``breaker`` and ``resale`` (the score's per-key state) belong to the
         process, not the policy: pass the same ones to every runtime so a reload keeps every
         count, sighting, outage state and score."""
         self.policy = policy
         self.clock = clock
+        self.budget_watch = budget_watch
+        """Given to the admissions of tenants with a webhook target (``Notifier.budgets``)."""
         self.counters: CounterStore = counters if counters is not None else MemoryCounterStore()
         """Owned by the Gatekeeper, not the policy: a reload keeps every count."""
         self.routes = policy.routes

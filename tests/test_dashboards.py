@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gatekeeper.policy.notify import EVENTS
 from gatekeeper.reasons import OK, REFUSALS
 from tests.exposition import metric_names, scrape
 
@@ -72,6 +73,9 @@ def test_the_alerts_cover_what_an_sre_pages_on() -> None:
     assert "store_unavailable" in text
     assert "histogram_quantile(0.99" in text and "gatekeeper_added_latency_seconds_bucket" in text
     assert "rate_limited" in text  # the share of 429s
+    assert "gatekeeper_store_fail_open" in text  # fail-open active
+    assert "gatekeeper_flagged_total" in text and 'reason="key_suspended"' in text
+    assert "gatekeeper_webhooks_total" in text and "failed|dropped" in text
 
 
 async def test_every_metric_reason_and_outcome_named_exists_in_a_real_exposition() -> None:
@@ -85,6 +89,8 @@ async def test_every_metric_reason_and_outcome_named_exists_in_a_real_exposition
             assert named <= exposed, (source, named - exposed)
             assert _label_values(expr, "reason") <= codes, (source, expr)
             assert _label_values(expr, "outcome") <= {"allow", "refuse"}, (source, expr)
+            assert _label_values(expr, "result") <= {"delivered", "failed", "dropped"}, expr
+            assert _label_values(expr, "event") <= set(EVENTS), (source, expr)
 
 
 def test_promtool_accepts_the_alerts_and_the_dashboard_queries(tmp_path: Path) -> None:

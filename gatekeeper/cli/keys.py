@@ -11,13 +11,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from gatekeeper import key_admin
+from gatekeeper import key_admin, key_events
 from gatekeeper.errors import MISSING, ConfigError
 from gatekeeper.keys import KeyRecord
 from gatekeeper.limits.overrides import FLAGS, apply_flags, flag_name, shown
 from gatekeeper.policy.keys import load_pepper
 from gatekeeper.policy.load import load_policy
 from gatekeeper.policy.model import Policy
+from gatekeeper.policy.notify import KEY_REVOKED, KEY_SUSPENDED
 from gatekeeper.principal import KeyStatus
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
 
@@ -148,7 +149,17 @@ async def _dispatch(args: argparse.Namespace, policy: Policy, store: Store, now:
     else:
         status = {"revoke": KeyStatus.REVOKED, "suspend": KeyStatus.SUSPENDED,
                   "reinstate": KeyStatus.ACTIVE}[action]
-        _show(args, await key_admin.set_status(store, args.key_id, status, now))
+        record = await key_admin.set_status(store, args.key_id, status, now)
+        _show(args, record)
+        event = {"revoke": KEY_REVOKED, "suspend": KEY_SUSPENDED}.get(action)
+        if event is not None:
+            detail = "gatekeeper keys " + action
+            await key_events.record(policy, store, event, record.tenant, record.key_id, now,
+                                    detail)
+            said = await key_events.announce(policy, event, record.tenant, record.key_id, now,
+                                             detail=detail)
+            if said is not None:
+                print(said, file=sys.stderr)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from gatekeeper.keys import key_pattern
 from gatekeeper.policy.keys import load_pepper
 from gatekeeper.policy.load import load_policy
 from gatekeeper.store import DEFAULT_STORE_URL, store_from_url
+from gatekeeper.webhooks import resolve_targets
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +120,12 @@ def check_config(path: str) -> int:
         JwtVerifier(policy.issuers)
     except GatekeeperError as exc:
         print(f"warning: {exc} (needed to verify JWTs)", file=sys.stderr)
+    try:
+        resolve_targets(policy, os.environ)
+    except PolicyError as exc:
+        for error in exc.errors:
+            print(f"warning: {error} (needed to sign webhooks; the server refuses to start "
+                  "without it)", file=sys.stderr)
     return 0
 
 

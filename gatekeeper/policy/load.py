@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from gatekeeper.errors import ConfigError, PolicyError
+from gatekeeper.policy.audit import load_audit, stream_url
 from gatekeeper.policy.client_address import load_client_address
 from gatekeeper.policy.fields import Fields
 from gatekeeper.policy.geo import load_geo
@@ -76,9 +77,15 @@ def compile_policy(data: object, source: str = "policy",
         answers=load_refusals(top.section("refusals")),
         prices=load_prices(top.section("prices")),
         resale=resale,
+        audit_stream=load_audit(top.section("audit")),
         on_store_error=top.choice("on_store_error", ("fail_closed", "fail_open"),
                                   "fail_closed"),
     )
+    if policy.audit_stream is not None and directory is not None:
+        try:
+            stream_url(policy.audit_stream, policy.store)
+        except ConfigError as exc:
+            errors.append(exc)
     _check_issuer_tenants(policy, errors)
     _check_spend_is_priced(policy, errors)
     if policy.geo.cdn_header and not policy.client_address.trusted_proxies:

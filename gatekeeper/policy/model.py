@@ -12,9 +12,11 @@ from gatekeeper.geo.travel import TravelRule
 from gatekeeper.keys import PREFIX, PREFIXES
 from gatekeeper.limits.spend import NO_PRICES, Prices
 from gatekeeper.networks import EMPTY, NetworkSet
+from gatekeeper.policy.audit import AuditStreamPolicy
 from gatekeeper.policy.geo import GeoPolicy
 from gatekeeper.policy.issuers import IssuerPolicy
 from gatekeeper.policy.limits import NO_LIMITS, TenantLimits
+from gatekeeper.policy.notify import NotifyTarget
 from gatekeeper.policy.request_policy import NO_REQUEST_RULES, RequestPolicy
 from gatekeeper.policy.resale import RESALE_OFF, ResaleSettings
 from gatekeeper.reasons import Reason
@@ -40,6 +42,8 @@ class TenantPolicy:
     """Impossible travel between consecutive uses of one key; None: not checked, no state."""
     resale: ResaleSettings | None = None
     """The tenant's own resale settings (``policy/resale.py``); None: the policy's."""
+    notify: NotifyTarget | None = None
+    """Where the tenant's owner gets webhooks (``policy/notify.py``); None: nowhere."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,8 @@ class Policy:
     """Dollars per million tokens per model (``policy/prices.py``): what spend limits count."""
     resale: ResaleSettings = RESALE_OFF
     """The resale score's defaults (``policy/resale.py``); ``off`` without a section."""
+    audit_stream: AuditStreamPolicy | None = None
+    """Where audit lines also go: a Redis stream (``policy/audit.py``); None: the logger only."""
     on_store_error: str = "fail_closed"
     """A failing store: ``fail_closed`` refuses 503; ``fail_open`` keeps deciding with the
     keys already verified and limits counted in this process (``store/guarded.py``)."""

@@ -1,6 +1,6 @@
 """The ``tenants`` section: every tenant by name, its networks, countries and travel rule,
-whether it is disabled, its limits (``policy/limits.py``) and its request policy
-(``policy/request_policy.py``)."""
+whether it is disabled, its limits (``policy/limits.py``), its request policy
+(``policy/request_policy.py``) and where its owner is notified (``policy/notify.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from gatekeeper.policy.fields import Fields
 from gatekeeper.policy.geo import load_country_rule, load_travel_rule
 from gatekeeper.policy.limits import load_limits
 from gatekeeper.policy.model import TENANT_NAME, TenantPolicy
+from gatekeeper.policy.notify import load_notify
 from gatekeeper.policy.request_policy import load_request_policy
 from gatekeeper.policy.resale import RESALE_OFF, SHADOW, ResaleSettings, load_resale
 
@@ -32,9 +33,10 @@ def load_tenants(entries: Iterator[tuple[str, Fields]],
         request = load_request_policy(fields.section("request"))
         own = load_resale(fields.section("resale"), _resale_base(resale), top=False) \
             if fields.has("resale") else None
+        notify = load_notify(fields.section("notify")) if fields.has("notify") else None
         fields.finish()
         tenants[name] = TenantPolicy(name, NetworkSet(nets), bool(disabled), countries, limits,
-                                     request, travel, own)
+                                     request, travel, own, notify)
     return tenants
 
 
