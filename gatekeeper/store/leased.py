@@ -56,8 +56,8 @@ store directly (strict) for its leased counters."""
 class _Slice:
     """One counter's slice in this replica."""
 
-    __slots__ = ("counter", "expires", "fetch", "held", "refused", "refused_until", "remote",
-                 "reset_at")
+    __slots__ = ("counter", "expires", "fetch", "held", "quiet_until", "refused",
+                 "refused_until", "remote", "reset_at")
 
     def __init__(self, counter: Counter, now: float) -> None:
         self.counter = counter
@@ -73,6 +73,8 @@ class _Slice:
         self.refused_until = 0.0
         """The store refused a fetch: requests short of units are refused here until then."""
         self.refused: CounterAnswer | None = None
+        self.quiet_until = 0.0
+        """A top-up was refused: no background top-up until then."""
 
 
 class LeasedCounters(CounterStore):
@@ -152,7 +154,7 @@ class LeasedCounters(CounterStore):
             reset = s.reset_at - now
             answers[i] = CounterAnswer(True, max(0, s.held + s.remote),
                                        reset if reset > 0 else 0.0, 0.0)
-            if s.held * 2 <= c.slice and s.fetch is None and s.refused_until <= now:
+            if s.held * 2 <= c.slice and s.fetch is None and s.quiet_until <= now:
                 top_up = True
         if top_up:
             self._top_up(plan, leased, now)
@@ -251,7 +253,7 @@ class LeasedCounters(CounterStore):
         chosen = {}
         for i in leased:
             s = self._slices[plan[i].key]
-            if s.fetch is None and s.held < plan[i].slice and s.refused_until <= now:
+            if s.fetch is None and s.held < plan[i].slice and s.quiet_until <= now:
                 chosen[plan[i].key] = s
         if not chosen:
             return
@@ -274,11 +276,10 @@ class LeasedCounters(CounterStore):
                         alone = await self.store.apply((s.counter._replace(cost=n, slice=0),), now)
                         if alone[0].allowed:
                             _granted(s, n, alone[0], now)
-                    elif a.retry_after != float("inf"):
-                        # no top-ups until the store could grant: requests drain the slice,
-                        # then ask on their own
-                        s.refused_until = now + min(a.retry_after, s.counter.ttl)
-                        s.refused = a
+                    else:
+                        # no more top-ups until the store could grant this much: requests
+                        # drain the slice, then ask for just their need on their own
+                        s.quiet_until = now + min(a.retry_after, s.counter.ttl)
                 return
             for s, n, a in zip(slices, asks, got, strict=True):
                 _granted(s, n, a, now)
@@ -386,7 +387,7 @@ def _granted(s: _Slice, units: int, answer: CounterAnswer, now: float) -> None:
     s.held += units
     s.remote = answer.remaining
     s.reset_at = now + answer.reset_after
-    s.refused_until, s.refused = 0.0, None
+    s.refused_until, s.refused, s.quiet_until = 0.0, None, 0.0
 
 
 def _refused(plan: Plan, answers: list[CounterAnswer | None]) -> list[CounterAnswer]:
