@@ -108,31 +108,94 @@ class LeasedCounters(CounterStore):
     async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
-        leased = [i for i, c in enumerate(plan) if c.slice and c.kind != CONCURRENCY]
-        for _ in range(ROUNDS):
-            shorts, waits = self._shortfall(plan, leased, now)
-            if waits:
-                await asyncio.wait(waits)
-                continue
-            if not shorts:
-                return await self._take(plan, leased, now)
-            refused = self._refused_here(plan, shorts, now)
-            if refused is None:
-                refused = await self._fetch_now(plan, shorts, now)
-            if refused is not None:
-                return refused
-        # every round found its slices drained by others meanwhile: ask the store directly
-        return await self.store.apply(tuple(c._replace(slice=0) for c in plan), now)
+        taken = self._take(plan, now)
+        if taken is None:  # a slice is short: wait for it, or fetch it
+            for _ in range(ROUNDS):
+                shorts, waits = self._shortfall(plan, now)
+                if waits:
+                    await asyncio.wait(waits)
+                elif shorts:
+                    refused = self._refused_here(plan, shorts, now)
+                    if refused is None:
+                        refused = await self._fetch_now(plan, shorts, now)
+                    if refused is not None:
+                        return refused
+                taken = self._take(plan, now)
+                if taken is not None:
+                    break
+            else:  # every round found its slices drained by others meanwhile: ask directly
+                return await self.store.apply(tuple(c._replace(slice=0) for c in plan), now)
+        answers, slots_allowed = taken
+        if not slots_allowed:
+            return _refused(plan, answers)
+        strict = [i for i, a in enumerate(answers) if a is None]
+        if not strict:
+            return answers  # type: ignore[return-value]  # no None left
+        try:
+            remote = await self.store.apply(tuple(plan[i] for i in strict), now)
+        except BaseException:
+            await self._undo(plan, answers, now)
+            raise
+        for i, a in zip(strict, remote, strict=True):
+            answers[i] = a
+        if not all(a.allowed for a in remote):
+            await self._undo(plan, answers, now)
+            return _refused(plan, answers)
+        return answers  # type: ignore[return-value]
 
-    def _shortfall(self, plan: Plan, leased: list[int],
-                   now: float) -> tuple[list[int], list[asyncio.Future[None]]]:
+    def _take(self, plan: Plan,
+              now: float) -> tuple[list[CounterAnswer | None], bool] | None:
+        """Take every leased counter's units from its slice and the local slots, in one pass
+        with no await: the answers (None for the strict counters) and whether the slots
+        allowed (if not, the units went back); None (nothing taken) when a slice is short."""
+        answers: list[CounterAnswer | None] = []
+        slices = self._slices
+        top_up = slots = False
+        for c in plan:
+            size = c[8]
+            if not size:
+                answers.append(None)
+                continue
+            if c[0] == CONCURRENCY:
+                slots = True
+                answers.append(None)
+                continue
+            s = slices.get(c[1])
+            if s is None or s.held < c[5]:
+                self._give_back(plan, answers)
+                return None
+            s.held -= c[5]
+            s.counter, s.expires = c, now + c[9]
+            reset = s.reset_at - now
+            answers.append(_new(CounterAnswer, (True, max(0, s.held + s.remote),
+                                                reset if reset > 0 else 0.0, 0.0, None)))
+            if s.held * 2 <= size and s.fetch is None and s.quiet_until <= now:
+                top_up = True
+        if top_up:
+            self._top_up(plan, now)
+        verdict = True
+        if slots:
+            index = [i for i, c in enumerate(plan) if c[8] and c[0] == CONCURRENCY]
+            local = self.local.apply_now(tuple(_new(Counter, (*plan[i][:3], plan[i][8],
+                                                              *plan[i][4:])) for i in index),
+                                         now)
+            for i, a in zip(index, local, strict=True):
+                answers[i] = a if a[4] is None else \
+                    a._replace(lease=_new(Lease, (_LOCAL + a[4][0], a[4][1])))
+                verdict = verdict and a[0]
+            if not verdict:
+                self._give_back(plan, answers)
+        return answers, verdict
+
+    def _shortfall(self, plan: Plan, now: float) -> tuple[list[int], list[asyncio.Future[None]]]:
         """The leased counters this plan cannot take from their slices, and the fetches in
         flight for them (wait for those rather than fetch twice)."""
         shorts: list[int] = []
         waits: list[asyncio.Future[None]] = []
         want: dict[str, int] = {}
-        for i in leased:
-            c = plan[i]
+        for i, c in enumerate(plan):
+            if not c.slice or c.kind == CONCURRENCY:
+                continue
             s = self._slices.get(c.key)
             want[c.key] = want.get(c.key, 0) + c.cost
             if s is None or s.held < want[c.key]:
@@ -142,53 +205,14 @@ class LeasedCounters(CounterStore):
                     shorts.append(i)
         return shorts, waits
 
-    async def _take(self, plan: Plan, leased: list[int], now: float) -> list[CounterAnswer]:
-        """Every leased counter has the units: take them, then the local and strict ones."""
-        answers: list[CounterAnswer | None] = [None] * len(plan)
-        top_up = False
-        for i in leased:
-            c = plan[i]
-            s = self._slices[c.key]
-            s.held -= c.cost
-            s.counter, s.expires = c, now + c.ttl
-            reset = s.reset_at - now
-            answers[i] = CounterAnswer(True, max(0, s.held + s.remote),
-                                       reset if reset > 0 else 0.0, 0.0)
-            if s.held * 2 <= c.slice and s.fetch is None and s.quiet_until <= now:
-                top_up = True
-        if top_up:
-            self._top_up(plan, leased, now)
-        slots = [i for i, c in enumerate(plan) if c.slice and c.kind == CONCURRENCY]
-        if slots:
-            local = self.local.apply_now(tuple(plan[i]._replace(limit=plan[i].slice)
-                                               for i in slots), now)
-            for i, a in zip(slots, local, strict=True):
-                answers[i] = a if a.lease is None else \
-                    a._replace(lease=Lease(_LOCAL + a.lease.key, a.lease.id))
-            if not all(a.allowed for a in local):
-                self._give_back(plan, leased)
-                return _refused(plan, answers)
-        strict = [i for i, c in enumerate(plan) if not c.slice]
-        if strict:
-            try:
-                remote = await self.store.apply(tuple(plan[i] for i in strict), now)
-            except BaseException:
-                await self._undo(plan, leased, answers, now)
-                raise
-            for i, a in zip(strict, remote, strict=True):
-                answers[i] = a
-            if not all(a.allowed for a in remote):
-                await self._undo(plan, leased, answers, now)
-                return _refused(plan, answers)
-        return [a for a in answers if a is not None]
+    def _give_back(self, plan: Plan, answers: Sequence[CounterAnswer | None]) -> None:
+        """Undo the slice takes of the counters answered so far (all of them, once done)."""
+        for c, a in zip(plan, answers, strict=False):
+            if a is not None and c.slice and c.kind != CONCURRENCY:
+                self._slices[c.key].held += c.cost
 
-    def _give_back(self, plan: Plan, leased: list[int]) -> None:
-        for i in leased:
-            self._slices[plan[i].key].held += plan[i].cost
-
-    async def _undo(self, plan: Plan, leased: list[int], answers: list[CounterAnswer | None],
-                    now: float) -> None:
-        self._give_back(plan, leased)
+    async def _undo(self, plan: Plan, answers: list[CounterAnswer | None], now: float) -> None:
+        self._give_back(plan, answers)
         slots = [a.lease for a in answers if a is not None and a.lease is not None
                  and a.lease.key.startswith(_LOCAL)]
         if slots:
@@ -248,13 +272,15 @@ class LeasedCounters(CounterStore):
 
     # --- in the background -------------------------------------------------------------------
 
-    def _top_up(self, plan: Plan, leased: list[int], now: float) -> None:
+    def _top_up(self, plan: Plan, now: float) -> None:
         """One store call that refills every leased counter of the plan below its slice."""
         chosen = {}
-        for i in leased:
-            s = self._slices[plan[i].key]
-            if s.fetch is None and s.held < plan[i].slice and s.quiet_until <= now:
-                chosen[plan[i].key] = s
+        for c in plan:
+            if not c.slice or c.kind == CONCURRENCY:
+                continue
+            s = self._slices[c.key]
+            if s.fetch is None and s.held < c.slice and s.quiet_until <= now:
+                chosen[c.key] = s
         if not chosen:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -381,6 +407,9 @@ class LeasedCounters(CounterStore):
             s.expires = 0.0
         with contextlib.suppress(StoreError):
             await self.sweep(self.clock())
+
+
+_new = tuple.__new__
 
 
 def _granted(s: _Slice, units: int, answer: CounterAnswer, now: float) -> None:
