@@ -56,7 +56,7 @@ def _free_port() -> int:
         return int(probe_socket.getsockname()[1])
 
 
-def _start_redis(directory: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], int]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server")
@@ -150,7 +150,7 @@ WHAT = {
 
 async def run(rounds: int, requests: int) -> str:
     with tempfile.TemporaryDirectory(prefix="gk-bench-redis-") as directory:
-        proc, port = _start_redis(directory)
+        proc, port = start_redis(directory)
         try:
             url = f"redis://127.0.0.1:{port}/0"
             scenarios = await _scenarios(url)
