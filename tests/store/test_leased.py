@@ -9,12 +9,16 @@ import time
 
 import pytest
 
+from gatekeeper import Gatekeeper, key_admin
 from gatekeeper.errors import PolicyError
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, TOKENS, Counter, build_plan
 from gatekeeper.policy.load import compile_policy
 from gatekeeper.store.leased import LeasedCounters
 from gatekeeper.store.redis import RedisStore
-from tests.store.conftest import empty_redis_store
+from tests.conftest import PEPPER, Recorder, asgi_request
+from tests.redis_server import redis_server
+from tests.store.conftest import SLACK, empty_redis_store
+from tests.store.test_redis_gatekeeper import auth
 from tests.store.test_redis_store import calls
 
 pytestmark = pytest.mark.anyio
@@ -246,3 +250,30 @@ async def _charged(store: RedisStore, counter: Counter) -> int:
     debt = (tat_us * counter.limit + rem) - now_us * counter.limit
     period_us = round(counter.period * 1_000_000)
     return max(0, round(debt / period_us))
+
+
+# --- store failure ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("rule", "after"), [("fail_closed", 503), ("fail_open", 200)])
+async def test_with_redis_down_a_slice_serves_what_it_holds_then_the_failure_rule_applies(
+        rule: str, after: int) -> None:
+    """Redis dies after a replica took a slice of 3: its 2 units left are served locally, and
+    the request that needs Redis gets what ``on_store_error`` says (503, or counted in the
+    process); nothing else is reached or raised."""
+    policy = compile_policy({"routes": {"protect": ["/v1/*"]}, "keys": {"cache_ttl": 60},
+                             "on_store_error": rule,
+                             "tenants": {"acme": {"limits": {"requests": "100/hour",
+                                                             "lease": {"requests": 3}}}}})
+    app = Recorder()
+    with redis_server() as port:
+        store = RedisStore(f"redis://127.0.0.1:{port}/0", **SLACK)
+        gk = Gatekeeper(app, policy, store=store, pepper=PEPPER)
+        key, _ = await key_admin.create_key(store, PEPPER, policy, "acme", time.time())
+        assert (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 200
+    try:
+        codes = [(await asgi_request(gk, "/v1/models", auth(key)))[0]["status"]
+                 for _ in range(3)]
+        assert codes == [200, 200, after]
+        assert len(app.paths) == 3 + (after == 200)
+    finally:
+        await gk.shutdown()
