@@ -99,6 +99,12 @@ class LeasedCounters(CounterStore):
                 return super().apply(plan, now)
         return self.store.apply(plan, now)
 
+    def release(self, leases: Sequence[Lease], now: float) -> Coroutine[Any, Any, int]:
+        for x in leases:
+            if x.key.startswith(_LOCAL):
+                return super().release(leases, now)
+        return self.store.release(leases, now)
+
     def reconcile(self, counter: Counter, reserved: int,
                   actual: int, now: float) -> Coroutine[Any, Any, None]:
         if counter.slice:
@@ -371,12 +377,15 @@ class LeasedCounters(CounterStore):
     # --- the rest of the contract ------------------------------------------------------------
 
     async def _release(self, leases: Sequence[Lease], now: float) -> int:
-        local = [Lease(x.key[len(_LOCAL):], x.id) for x in leases if x.key.startswith(_LOCAL)]
-        remote = [x for x in leases if not x.key.startswith(_LOCAL)]
-        released = self.local.release_now(local, now) if local else 0
-        if remote:
-            released += await self.store.release(remote, now)
-        return released
+        here: list[Lease] = []
+        there: list[Lease] = []
+        for x in leases:
+            if x.key.startswith(_LOCAL):
+                here.append(_new(Lease, (x.key[len(_LOCAL):], x.id)))
+            else:
+                there.append(x)
+        released = self.local.release_now(here, now) if here else 0
+        return released + (await self.store.release(there, now) if there else 0)
 
     async def _reconcile(self, counter: Counter, reserved: int, actual: int,
                          now: float) -> None:
