@@ -294,10 +294,14 @@ class LeasedCounters(CounterStore):
             s.fetch = done
         self._spawn(self._top_up_now(list(chosen.values()), done))
 
-    async def _top_up_now(self, slices: list[_Slice], done: asyncio.Future[None]) -> None:
-        now = self.clock()
+    async def _top_up_now(self, chosen: list[_Slice], done: asyncio.Future[None]) -> None:
+        now, slices = self.clock(), chosen
         try:
+            # asked when sent: the slices moved since (a reconcile may even have filled one)
+            slices = [s for s in slices if s.held < s.counter.slice]
             asks = [s.counter.slice - s.held for s in slices]
+            if not slices:
+                return
             plan = tuple(s.counter._replace(cost=n, slice=0)
                          for s, n in zip(slices, asks, strict=True))
             got = await self.store.apply(plan, now)
@@ -319,7 +323,7 @@ class LeasedCounters(CounterStore):
         except StoreError as exc:
             self._failed("top-up", exc)
         finally:
-            for s in slices:
+            for s in chosen:
                 s.fetch = None
             done.set_result(None)
 
