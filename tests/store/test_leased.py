@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from gatekeeper import Gatekeeper, key_admin
+from gatekeeper import Gatekeeper, MemoryStore, key_admin
 from gatekeeper.errors import PolicyError
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, TOKENS, Counter, build_plan
 from gatekeeper.policy.load import compile_policy
@@ -277,3 +277,15 @@ async def test_with_redis_down_a_slice_serves_what_it_holds_then_the_failure_rul
         assert len(app.paths) == 3 + (after == 200)
     finally:
         await gk.shutdown()
+
+
+async def test_the_memory_store_ignores_lease_and_counts_exactly() -> None:
+    policy = compile_policy({"routes": {"protect": ["/v1/*"]},
+                             "tenants": {"acme": {"limits": {"requests": "3/hour",
+                                                             "lease": {"requests": 2}}}}})
+    store = MemoryStore()
+    gk = Gatekeeper(Recorder(), policy, store=store, pepper=PEPPER)
+    key, _ = await key_admin.create_key(store, PEPPER, policy, "acme", time.time())
+    codes = [(await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+    assert gk.runtime.counters.embedded  # no lease layer: one process decides alone anyway
