@@ -37,9 +37,9 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from gatekeeper.errors import StoreError
+from gatekeeper.errors import GatekeeperError, StoreError
 from gatekeeper.limits.plan import CONCURRENCY, Counter, CounterAnswer, Lease, Plan
-from gatekeeper.store.counters import CounterStore
+from gatekeeper.store.counters import CounterStore, _cause
 from gatekeeper.store.memory_counters import MemoryCounterStore
 
 log = logging.getLogger("gatekeeper")
@@ -96,8 +96,18 @@ class LeasedCounters(CounterStore):
         """A strict plan goes to the store as is (no extra coroutine on its path)."""
         for c in plan:
             if c[8]:  # slice
-                return super().apply(plan, now)
+                return self._checked(plan, now)
         return self.store.apply(plan, now)
+
+    async def _checked(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        """``CounterStore.apply``'s error rule, with no coroutine in between: this runs on
+        every request in lease mode."""
+        try:
+            return await self._apply(plan, now)
+        except GatekeeperError:
+            raise
+        except Exception as exc:
+            raise StoreError("apply", _cause(exc)) from exc
 
     def release(self, leases: Sequence[Lease], now: float) -> Coroutine[Any, Any, int]:
         for x in leases:
@@ -107,9 +117,15 @@ class LeasedCounters(CounterStore):
 
     def reconcile(self, counter: Counter, reserved: int,
                   actual: int, now: float) -> Coroutine[Any, Any, None]:
-        if counter.slice:
-            return super().reconcile(counter, reserved, actual, now)
-        return self.store.reconcile(counter, reserved, actual, now)
+        """In lease mode only the slice moves (no I/O): the store hears of it with the next
+        top-up or when the slice lapses."""
+        if not counter.slice:
+            return self.store.reconcile(counter, reserved, actual, now)
+        s = self._slices.get(counter.key)
+        if s is None:
+            s = self._slices[counter.key] = _Slice(counter, now)
+        s.held += reserved - actual
+        return _nothing()
 
     async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
         if self._sweeper is None:
@@ -393,10 +409,7 @@ class LeasedCounters(CounterStore):
 
     async def _reconcile(self, counter: Counter, reserved: int, actual: int,
                          now: float) -> None:
-        s = self._slices.get(counter.key)
-        if s is None:
-            s = self._slices[counter.key] = _Slice(counter, now)
-        s.held += reserved - actual
+        await self.reconcile(counter, reserved, actual, now)
 
     def held(self, key: str) -> int:
         """Units of ``key`` this replica holds (for tests and metrics)."""
@@ -423,6 +436,10 @@ class LeasedCounters(CounterStore):
 
 
 _new = tuple.__new__
+
+
+async def _nothing() -> None:
+    """What a lease-mode reconcile awaits: it has already happened."""
 
 
 def _granted(s: _Slice, units: int, answer: CounterAnswer, now: float) -> None:
