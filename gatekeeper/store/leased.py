@@ -37,9 +37,9 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from gatekeeper.errors import GatekeeperError, StoreError
+from gatekeeper.errors import StoreError
 from gatekeeper.limits.plan import CONCURRENCY, Counter, CounterAnswer, Lease, Plan
-from gatekeeper.store.counters import CounterStore, _cause
+from gatekeeper.store.counters import CounterStore
 from gatekeeper.store.memory_counters import MemoryCounterStore
 
 log = logging.getLogger("gatekeeper")
@@ -96,18 +96,8 @@ class LeasedCounters(CounterStore):
         """A strict plan goes to the store as is (no extra coroutine on its path)."""
         for c in plan:
             if c[8]:  # slice
-                return self._checked(plan, now)
+                return super().apply(plan, now)
         return self.store.apply(plan, now)
-
-    async def _checked(self, plan: Plan, now: float) -> list[CounterAnswer]:
-        """``CounterStore.apply``'s error rule, with no coroutine in between: this runs on
-        every request in lease mode."""
-        try:
-            return await self._apply(plan, now)
-        except GatekeeperError:
-            raise
-        except Exception as exc:
-            raise StoreError("apply", _cause(exc)) from exc
 
     def release(self, leases: Sequence[Lease], now: float) -> Coroutine[Any, Any, int]:
         for x in leases:
