@@ -70,6 +70,8 @@ SCENARIOS: dict[str, tuple[str | None, str]] = {
     "gk-api-key": ("bare", "gatekeeper over the Starlette app: cached API key, tenant and "
                    "key networks checked"),
     "slowapi": ("bare", "slowapi over the Starlette app, one in-memory limit"),
+    "gk-one-limit": ("bare", "gk-api-key with one per-key request limit (what slowapi has), "
+                     "x-ratelimit headers added (trees with limits only)"),
     "gk-limits": ("bare", "gk-api-key with per-key request and token limits (memory store): "
                   "x-ratelimit headers, tokens reconciled from the JSON usage (trees with "
                   "limits only)"),
@@ -85,6 +87,7 @@ OWN_COST: tuple[tuple[str, str, str], ...] = (
     ("noop-middleware", "bare", "no-op middleware, over Starlette"),
     ("gk-api-key", "bare", "gatekeeper, same request, over Starlette"),
     ("slowapi", "bare", "slowapi, one in-memory limit, over Starlette"),
+    ("gk-one-limit", "bare", "gatekeeper with one request limit, over Starlette"),
     ("gk-limits", "bare", "gatekeeper with request + token limits, over Starlette"),
     ("gk-limits-all", "bare", "gatekeeper with request + token + concurrency limits, over "
      "Starlette"),
@@ -142,9 +145,11 @@ async def build(name: str, gk_module: ModuleType) -> Workload:
             return await super().get_key(key_id)
 
     data = WORKLOAD_POLICY
-    if name.startswith("gk-limits"):
+    if name.startswith("gk-limits") or name == "gk-one-limit":
         high = "1000000000/minute"  # always room: every request charged and allowed
-        limits: dict[str, Any] = {"requests": high, "tokens": high}
+        limits: dict[str, Any] = {"requests": high}
+        if name != "gk-one-limit":
+            limits["tokens"] = high
         if name == "gk-limits-all":
             limits["concurrency"] = 64
         data = {**data, "tenants": {TENANT: {**TENANTS[TENANT], "limits": limits}}}

@@ -24,7 +24,7 @@ from gatekeeper.clock import Clock
 from gatekeeper.decision import BLOCK, Decision
 from gatekeeper.errors import StoreError
 from gatekeeper.facts import RequestFacts, Scan
-from gatekeeper.limits.answer import outcome
+from gatekeeper.limits.answer import Report, outcome
 from gatekeeper.limits.overrides import narrow
 from gatekeeper.limits.plan import (
     CONCURRENCY,
@@ -58,8 +58,9 @@ class Admission:
     key fixes the client address, so the plan is built once and reused until its first quota
     window ends; a request only puts its own token and spend estimates in."""
 
-    __slots__ = ("client", "credential", "limits", "plan", "plan_until", "priced", "prices",
-                 "quick_estimate", "reads_body", "reserves", "rules", "tenant")
+    __slots__ = ("client", "completes", "credential", "limits", "plan", "plan_until",
+                 "priced", "prices", "quick_estimate", "reads_body", "report", "reserves",
+                 "rules", "tenant")
 
     def __init__(self, tenant: str, credential: str, client: IPAddr | None,
                  limits: TenantLimits, prices: Prices = NO_PRICES,
@@ -77,11 +78,14 @@ class Admission:
         self.quick_estimate = limits.charges_tokens and not limits.charges_spend and \
             not rules.needs_json
         """Only a token estimate is wanted: a small body need not be parsed for it."""
+        self.completes: dict[str, bool] = {}
+        """Per path: whether it generates tokens (``path_completes``), for the estimate."""
         self.plan: Plan = EMPTY_PLAN
         """Built once per quota window, every cost at its request-count (tokens and spend at 0)."""
         self.plan_until = -math.inf
         self.priced: tuple[int, ...] = ()
         """Where the plan's token and spend counters are: their cost is this request's."""
+        self.report = Report(EMPTY_PLAN)
 
     def plan_for(self, now: float, estimate: int = 0, spend: int = 0) -> Plan:
         if now >= self.plan_until:
@@ -90,6 +94,7 @@ class Admission:
             self.plan = plan
             self.plan_until = min((c.expires for c in plan if c.expires), default=math.inf)
             self.priced = tuple(i for i, c in enumerate(plan) if c.unit != REQUESTS)
+            self.report = Report(plan)
         if not self.priced:
             return self.plan
         priced = list(self.plan)
@@ -129,10 +134,10 @@ async def admit_request(counters: CounterStore, clock: Clock, admission: Admissi
     estimate, model = 0, ""
     if admission.reads_body and http:
         rules = admission.rules
-        declared = _length(scan[5])
-        if declared > rules.max_body_bytes:
+        declared = scan[5]
+        if declared is not None and _length(declared) > rules.max_body_bytes:
             return _refused(decision, reasons.BODY_TOO_LARGE,
-                            f"content-length {declared}"), None, None
+                            f"content-length {_length(declared)}"), None, None
         responder = Responder(receive, send, watch_usage=admission.reserves)
         body = await responder.read_body(rules.max_body_bytes)
         if body is None:
@@ -141,7 +146,7 @@ async def admit_request(counters: CounterStore, clock: Clock, admission: Admissi
         found = body_facts(admission, body, scan[4], scope["path"])
         if isinstance(found, Refusal):
             return _refused(decision, found.reason, found.detail), None, None
-        estimate, model = found.tokens, found.model or ""
+        estimate, model = found[6] + found[7], found[0] or ""  # tokens, model
         if rules.ask_usage and found.stream and not found.include_usage:
             rewritten = with_include_usage(body, found.document)
             if rewritten is not None:
@@ -150,8 +155,12 @@ async def admit_request(counters: CounterStore, clock: Clock, admission: Admissi
                                     (b"content-length", str(len(rewritten)).encode())]
     charge = None
     if not admission.limits.empty:
-        decision, charge = await admit(counters, clock, admission, decision, now, estimate,
-                                       model)
+        if counters.embedded:
+            decision, charge = admit_now(cast(EmbeddedCounterStore, counters), clock,
+                                         admission, decision, now, estimate, model)
+        else:
+            decision, charge = await admit(counters, clock, admission, decision, now,
+                                           estimate, model)
         if not decision.allowed:
             return decision, None, None
     if http and (responder is not None or charge is not None or decision.headers):
@@ -164,13 +173,17 @@ async def admit_request(counters: CounterStore, clock: Clock, admission: Admissi
 def body_facts(admission: Admission, body: bytes, content_type: bytes | None,
                path: str) -> BodyFacts | Refusal:
     """The body checked against the request policy, with the estimate limits reserve."""
+    completes = admission.completes.get(path)
+    if completes is None:
+        completes = path_completes(path)
+        if len(admission.completes) < 64:  # a record's paths: a handful
+            admission.completes[path] = completes
     if admission.quick_estimate:
-        found = quick_read(body, admission.rules.default_max_tokens, path_completes(path))
+        found = quick_read(body, admission.rules.default_max_tokens, completes)
         if found is not None:
             return found
     return read_request(body, None if content_type is None else content_type.decode("latin-1"),
-                        admission.rules, parse=admission.reserves,
-                        completes=path_completes(path))
+                        admission.rules, parse=admission.reserves, completes=completes)
 
 
 def _length(value: bytes | None) -> int:
@@ -203,7 +216,7 @@ def admit_now(counters: EmbeddedCounterStore, clock: Clock, admission: Admission
               decision: Decision, now: float, estimate: int = 0,
               model: str = "") -> tuple[Decision, Charge | None]:
     """``admit`` on a store that answers without I/O."""
-    plan = _plan(admission, now, estimate, model)
+    plan = admission.plan_for(now, estimate, _spend(admission, model, estimate))
     try:
         answers = counters.apply_now(plan, now)
     except Exception as exc:
@@ -219,7 +232,7 @@ async def admit(counters: CounterStore, clock: Clock, admission: Admission, deci
     if counters.embedded:
         counters = cast(EmbeddedCounterStore, counters)  # ``embedded`` said so; no ABC check
         return admit_now(counters, clock, admission, decision, now, estimate, model)
-    plan = _plan(admission, now, estimate, model)
+    plan = admission.plan_for(now, estimate, _spend(admission, model, estimate))
     try:
         answers = await counters.apply(plan, now)
     except Exception as exc:
@@ -227,10 +240,9 @@ async def admit(counters: CounterStore, clock: Clock, admission: Admission, deci
     return _conclude(counters, clock, admission, decision, plan, answers, model)
 
 
-def _plan(admission: Admission, now: float, estimate: int, model: str) -> Plan:
-    spend = spend_of(admission.prices, model, estimate, 0) if admission.limits.charges_spend \
+def _spend(admission: Admission, model: str, estimate: int) -> int:
+    return spend_of(admission.prices, model, estimate, 0) if admission.limits.charges_spend \
         else 0
-    return admission.plan_for(now, estimate, spend)
 
 
 def _store_failed(decision: Decision, exc: Exception) -> Decision:
@@ -241,6 +253,18 @@ def _store_failed(decision: Decision, exc: Exception) -> Decision:
 def _conclude(counters: CounterStore, clock: Clock, admission: Admission, decision: Decision,
               plan: Plan, answers: Sequence[CounterAnswer],
               model: str) -> tuple[Decision, Charge | None]:
+    report = admission.report
+    for answer in answers:
+        if not answer[0] or not report.simple:
+            break
+    else:  # every counter allowed: the compiled report, none of outcome()'s loops
+        headers, leases = report.allowed(answers)
+        allowed = decision.with_headers(headers) if headers else decision
+        if leases or admission.reserves:
+            return allowed, Charge(counters, clock, plan, leases, admission.priced,
+                                   admission.prices if admission.limits.charges_spend
+                                   else None, model)
+        return allowed, None
     result = outcome(plan, answers)
     if not result.allowed:
         assert result.refused is not None
@@ -249,7 +273,8 @@ def _conclude(counters: CounterStore, clock: Clock, admission: Admission, decisi
     allowed = decision.with_headers(result.headers) if result.headers else decision
     if result.leases or admission.reserves:
         prices = admission.prices if admission.limits.charges_spend else None
-        return allowed, Charge(counters, clock, plan, result.leases, prices, model)
+        return allowed, Charge(counters, clock, plan, result.leases, admission.priced, prices,
+                               model)
     return allowed, None
 
 

@@ -1,6 +1,7 @@
 """The charge of one admitted request: what it took from the counter store, given back or
 corrected exactly once when its response ends (concurrency slots released, token and spend
-reservations reconciled with the upstream's real usage). The Responder calls ``settle``."""
+reservations reconciled with the upstream's real usage), in ONE store call. The Responder
+calls ``settle``."""
 
 from __future__ import annotations
 
@@ -8,25 +9,28 @@ from collections.abc import Awaitable, Sequence
 from typing import cast
 
 from gatekeeper.clock import Clock
-from gatekeeper.limits.plan import CONCURRENCY, REQUESTS, Counter, Lease, Plan, settled_cost
+from gatekeeper.limits.plan import TOKENS, Lease, Plan
 from gatekeeper.limits.spend import Prices, spend_of
 from gatekeeper.responder import Responder, Usage
-from gatekeeper.store.counters import CounterStore, EmbeddedCounterStore
+from gatekeeper.store.counters import Correction, CounterStore, EmbeddedCounterStore
 
 
 class Charge:
     """What one admitted request took from the store, given back or corrected exactly once by
     ``settle`` (the Responder calls it once, however the exchange ends)."""
 
-    __slots__ = ("clock", "counters", "leases", "model", "plan", "prices")
+    __slots__ = ("clock", "counters", "leases", "model", "plan", "priced", "prices")
 
     def __init__(self, counters: CounterStore, clock: Clock, plan: Plan,
-                 leases: Sequence[Lease], prices: Prices | None = None, model: str = "") -> None:
-        """``prices``: None when no counter counts spend."""
+                 leases: Sequence[Lease], priced: tuple[int, ...] = (),
+                 prices: Prices | None = None, model: str = "") -> None:
+        """``priced``: where the plan's token and spend counters are; ``prices``: None when
+        no counter counts spend."""
         self.counters = counters
         self.clock = clock
         self.plan = plan
         self.leases = leases
+        self.priced = priced
         self.prices = prices
         self.model = model
 
@@ -35,28 +39,33 @@ class Charge:
         slots back). An in-process store settles at once and returns None; another returns
         the coroutine for the Responder to await, shielded and bounded."""
         usage = None if responder is None else responder.usage
-        counters, now = self.counters, self.clock.now()
+        corrections = () if usage is None or not self.priced else self._corrections(usage)
+        if not self.leases and not corrections:
+            return None
+        counters = self.counters
         if not counters.embedded:
-            return self.finish(usage, now)
-        counters = cast(EmbeddedCounterStore, counters)  # ``embedded`` said so; no ABC check
-        if self.leases:
-            counters.release_now(self.leases, now)
-        for counter, actual in self._corrections(usage):
-            counters.reconcile_now(counter, counter.cost, actual, now)
+            return self._settle(corrections, self.clock.now())
+        # ``embedded`` said so; no ABC check
+        cast(EmbeddedCounterStore, counters).settle_now(self.leases, corrections,
+                                                         self.clock.now())
         return None
 
     async def finish(self, usage: Usage | None, now: float) -> None:
         """Release the slots; correct the token and spend reservations when the real usage is
         known (unknown usage keeps them: the estimate is what the request cost)."""
-        if self.leases:
-            await self.counters.release(self.leases, now)
-        for counter, actual in self._corrections(usage):
-            await self.counters.reconcile(counter, counter.cost, actual, now)
+        corrections = () if usage is None or not self.priced else self._corrections(usage)
+        if self.leases or corrections:
+            await self.counters.settle(self.leases, corrections, now)
 
-    def _corrections(self, usage: Usage | None) -> list[tuple[Counter, int]]:
-        if usage is None:
-            return []
+    async def _settle(self, corrections: Sequence[Correction], now: float) -> None:
+        await self.counters.settle(self.leases, corrections, now)
+
+    def _corrections(self, usage: Usage) -> list[Correction]:
+        plan, tokens = self.plan, usage[2]
         spend = 0 if self.prices is None else \
-            spend_of(self.prices, self.model, usage.prompt_tokens, usage.completion_tokens)
-        return [(c, settled_cost(c, usage.total_tokens, spend)) for c in self.plan
-                if c.unit != REQUESTS and c.kind != CONCURRENCY]
+            spend_of(self.prices, self.model, usage[0], usage[1])
+        out: list[Correction] = []
+        for i in self.priced:
+            c = plan[i]
+            out.append((c, c[5], tokens if c[6] == TOKENS else spend))
+        return out

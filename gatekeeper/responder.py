@@ -88,8 +88,10 @@ class Responder:
         self._replay: Message | None = None
         self._disconnected = False
         self._watch = _OFF
-        self._buffer = bytearray()  # the JSON body so far, or the SSE line not yet ended
-        self._event = bytearray()  # the data of the SSE event not yet dispatched
+        self._buffer: bytearray | None = None
+        """The JSON body so far, or the SSE line not yet ended (made when first needed)."""
+        self._event: bytearray | None = None
+        """The data of the SSE event not yet dispatched."""
         self.usage: Usage | None = None
         self.outcome = PENDING
         self.status: int | None = None
@@ -107,11 +109,16 @@ class Responder:
         """The whole request body, or ``None`` as soon as it would pass ``limit`` bytes (nothing
         past the limit is kept). Call once, before ``run``; the app is then given the same bytes.
         """
+        message = await self._receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body: bytes = message.get("body", b"")  # the usual case: all of it at once
+            if len(body) > limit:
+                return None
+            self._replay = message  # given to the app as it came
+            return body
         chunks: list[bytes] = []
         size = 0
-        more = True
-        while more:
-            message = await self._receive()
+        while True:
             if message["type"] != "http.request":
                 self._disconnected = True
                 await self._finish(DISCONNECT)
@@ -121,7 +128,9 @@ class Responder:
             if size > limit:
                 return None
             chunks.append(chunk)
-            more = message.get("more_body", False)
+            if not message.get("more_body", False):
+                break
+            message = await self._receive()
         body = b"".join(chunks)
         self._replay = {"type": "http.request", "body": body, "more_body": False}
         return body
@@ -138,20 +147,34 @@ class Responder:
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
-        if kind == "http.response.start":
-            await self._forward(self._start(message))
-        elif kind == "http.response.body":
+        if kind == "http.response.body":
             # Read before forwarding: a middleware outside us may rewrite the message (gzip does).
             body, more = message.get("body", b""), message.get("more_body", False)
-            await self._forward(message)
-            if self._watch != _OFF:
+            try:
+                await self._send(message)
+            except OSError:  # the server's way to say the client is gone (uvicorn's)
+                self._disconnected = True
+                raise
+            watch = self._watch
+            if watch == _JSON and not more and self._buffer is None:
+                # the whole JSON body in one message (the common case): read it where it is
+                self._watch = _OFF
+                if len(body) <= USAGE_BUFFER_LIMIT:
+                    self._read_usage(body)
+            elif watch != _OFF:
                 self._observe(body if body.__class__ is bytes else bytes(body), more)
             if not more:
                 await self._finish(DISCONNECT if self._disconnected else COMPLETE)
-        else:
-            await self._forward(message)
-            if kind == "http.response.pathsend":
-                await self._finish(DISCONNECT if self._disconnected else COMPLETE)
+            return
+        if kind == "http.response.start":
+            message = self._start(message)
+        try:
+            await self._send(message)
+        except OSError:
+            self._disconnected = True
+            raise
+        if kind == "http.response.pathsend":
+            await self._finish(DISCONNECT if self._disconnected else COMPLETE)
 
     async def run(self, app: ASGIApp, scope: Scope) -> None:
         """Run the app through this responder; settle once however it ends, then re-raise."""
@@ -162,60 +185,74 @@ class Responder:
             raise
         finally:
             # Raising or returning before the last body: the client left, or the app failed.
-            await self._finish(DISCONNECT if self._disconnected else ERROR)
-
-    async def _forward(self, message: Message) -> None:
-        try:
-            await self._send(message)
-        except OSError:  # the server's way to say the client is gone (uvicorn ClientDisconnected)
-            self._disconnected = True
-            raise
+            if self.outcome == PENDING:
+                await self._finish(DISCONNECT if self._disconnected else ERROR)
 
     def _start(self, message: Message) -> Message:
+        """One pass over the app's headers: ours replace any of the same name, and the
+        content type and encoding say whether the body can be read for usage."""
         self.status = message["status"]
-        headers: Iterable[Any] = message.get("headers") or ()
-        if headers.__class__ is not list and not isinstance(headers, tuple):
-            # a one-shot iterable is read twice below
-            headers = list(headers)
-            message = {**message, "headers": headers}
-        if self._watch_usage:
-            self._watch = _watch_mode(headers)
-        return with_headers(message, headers, self._headers) if self._headers else message
+        ours = self._headers
+        if not ours and not self._watch_usage:
+            return message
+        names = {name for name, _ in ours} if ours else _NO_NAMES
+        kept: list[Any] = []
+        media = b""
+        plain = True
+        for header in message.get("headers") or ():
+            name = bytes(header[0]).lower()
+            if name in names:
+                continue
+            if name == b"content-type":
+                media = bytes(header[1]).partition(b";")[0].strip().lower()
+            elif name == b"content-encoding" and bytes(header[1]).strip().lower() != b"identity":
+                plain = False
+            kept.append(header)
+        if self._watch_usage and plain:
+            self._watch = _JSON if media == b"application/json" else \
+                _SSE if media == b"text/event-stream" else _OFF
+        if not ours:
+            return message  # nothing to add: forwarded as it came
+        kept += ours
+        return {**message, "headers": kept}
 
     def _observe(self, body: bytes, more: bool) -> None:
-        if not more and self._watch == _JSON and not self._buffer:
-            # the whole JSON body in one message (the common case): read it where it is
-            if len(body) <= USAGE_BUFFER_LIMIT:
-                self._read_usage(body)
-            self._watch = _OFF
-            return
-        self._buffer += body
+        buffer = self._buffer
+        if buffer is None:
+            buffer = self._buffer = bytearray()
+        buffer += body
         if self._watch == _SSE and b"\n" in body:
             self._read_lines()
-        if len(self._buffer) > USAGE_BUFFER_LIMIT:
+            buffer = self._buffer
+            if buffer is None:  # [DONE], or an event over the bound: no longer watching
+                return
+        if len(buffer) > USAGE_BUFFER_LIMIT:
             self._stop_watching()
         elif not more and self._watch == _JSON:
-            self._read_usage(self._buffer)
+            self._read_usage(buffer)
 
     def _read_lines(self) -> None:
+        assert self._buffer is not None
         lines = self._buffer.split(b"\n")
         self._buffer = lines.pop()
+        event = self._event
+        if event is None:
+            event = self._event = bytearray()
         for line in lines:
             if line.endswith(b"\r"):
                 line = line[:-1]
             if not line:
-                self._dispatch()
+                self._dispatch(event)
             elif line.startswith(b"data:"):
-                if self._event:
-                    self._event += b"\n"
-                self._event += line[6:] if line.startswith(b"data: ") else line[5:]
-                if len(self._event) > USAGE_BUFFER_LIMIT:
+                if event:
+                    event += b"\n"
+                event += line[6:] if line.startswith(b"data: ") else line[5:]
+                if len(event) > USAGE_BUFFER_LIMIT:
                     self._stop_watching()
             if self._watch == _OFF:
                 return
 
-    def _dispatch(self) -> None:
-        data = self._event
+    def _dispatch(self, data: bytearray) -> None:
         if data == b"[DONE]":
             self._stop_watching()
         else:
@@ -237,8 +274,8 @@ class Responder:
 
     def _stop_watching(self) -> None:
         self._watch = _OFF
-        self._buffer = bytearray()
-        self._event = bytearray()
+        self._buffer = None
+        self._event = None
 
     async def _finish(self, outcome: str) -> None:
         if self.outcome != PENDING:
@@ -266,13 +303,17 @@ class Responder:
             log.error("settle gave up after %.3g s (outcome %s)", self._settle_timeout, outcome)
 
 
+_NO_NAMES: frozenset[bytes] = frozenset()
+
+
 def with_headers(message: Message, headers: Iterable[Any],
                  ours: Sequence[tuple[bytes, bytes]]) -> Message:
     """``message`` (an ``http.response.start``) with ``ours`` added; an app header of the same
     name is dropped, so a client never sees two answers."""
     names = {name for name, _ in ours}
     kept = [h for h in headers if bytes(h[0]).lower() not in names]
-    return {**message, "headers": [*kept, *ours]}
+    kept += ours
+    return {**message, "headers": kept}
 
 
 class HeaderSend:
@@ -323,7 +364,8 @@ def _usage_at(raw: bytes | bytearray, at: int) -> Usage | None:
     """
     found = _USUAL.match(raw, at)
     if found is not None:  # OpenAI's own order and spacing: no decoder needed
-        prompt, completion, total = (int(n) for n in found.groups())
+        digits = found.groups()
+        prompt, completion, total = int(digits[0]), int(digits[1]), int(digits[2])
         if prompt <= MAX_TOKENS and completion <= MAX_TOKENS and total <= MAX_TOKENS:
             return _new(Usage, (prompt, completion, total))
         return None
@@ -336,16 +378,3 @@ def _usage_at(raw: bytes | bytearray, at: int) -> Usage | None:
     except (ValueError, RecursionError):
         return None
     return parse_usage({"usage": document})
-
-
-def _watch_mode(headers: Iterable[Any]) -> int:
-    media_type = b""
-    for name, value in headers:
-        name = bytes(name).lower()
-        if name == b"content-type":
-            media_type = bytes(value).partition(b";")[0].strip().lower()
-        elif name == b"content-encoding" and bytes(value).strip().lower() != b"identity":
-            return _OFF
-    if media_type == b"application/json":
-        return _JSON
-    return _SSE if media_type == b"text/event-stream" else _OFF

@@ -102,9 +102,45 @@ def duration(seconds: float) -> bytes:
         return b"0s"
     ms = math.ceil(seconds * 1000)
     if ms < 1000:
-        return f"{ms}ms".encode()
+        return b"%dms" % ms
     hours, rest = divmod(ms, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
     secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
     text = (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "")
     return f"{text}{secs}s".encode()
+
+
+class Report:
+    """What an allowed plan's answers say, compiled once with the plan (``Admission``): which
+    answers fill the rate-limit headers and which hold slots, so an allowed request pays for
+    none of ``outcome``'s loops. Plans with two rate counters of one unit (tightest one
+    chosen per request) and refusals go through ``outcome``."""
+
+    __slots__ = ("rates", "simple", "slots")
+
+    def __init__(self, plan: Plan) -> None:
+        rates: list[tuple[int, bytes, tuple[bytes, bytes], bytes]] = []
+        seen: list[str] = []
+        for i, c in enumerate(plan):
+            if c.kind == RATE and c.unit in (REQUESTS, TOKENS):
+                names = _REQUEST_NAMES if c.unit == REQUESTS else _TOKEN_NAMES
+                rates.append((i, names[1], (names[0], b"%d" % c.limit), names[2]))
+                seen.append(c.unit)
+        rates.sort(key=lambda r: r[1] != _REQUEST_NAMES[1])  # requests first, as outcome()
+        self.rates = tuple(rates)
+        self.simple = len(set(seen)) == len(seen)
+        """At most one rate counter per unit: its answer is the one the headers report."""
+        self.slots = tuple(i for i, c in enumerate(plan) if c.kind == CONCURRENCY)
+
+    def allowed(self, answers: Sequence[CounterAnswer]) -> tuple[Headers, tuple[Lease, ...]]:
+        """Headers and slots of a plan every counter allowed (the caller checked)."""
+        headers: Headers = ()
+        for i, remaining, limit, reset in self.rates:
+            answer = answers[i]
+            left = answer[1]
+            headers += (limit, (remaining, b"%d" % (left if left > 0 else 0)),
+                        (reset, duration(answer[2])))
+        leases: tuple[Lease, ...] = ()
+        for i in self.slots:
+            leases += (answers[i][4],)  # type: ignore[operator]  # a slot's answer has one
+        return headers, leases

@@ -17,6 +17,9 @@ Contract (``tests/store/test_counter_contract.py`` runs it against every backend
   (a second release is a no-op), and forgotten at its expiry if its holder died.
 * ``reconcile`` corrects a token reservation with the real usage, once per reservation (the
   caller's settle runs once); counts never go below zero.
+* ``settle(leases, corrections, now)`` is ``release`` of every lease plus ``reconcile`` of every
+  correction, what one response's end needs, in one call where the backend can (Redis: one
+  script, so a request costs two round trips at most: apply and settle).
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ from collections.abc import Sequence
 from gatekeeper.errors import GatekeeperError, StoreError
 from gatekeeper.limits.plan import Counter, CounterAnswer, Lease, Plan
 
-__all__ = ["CounterAnswer", "CounterStore", "EmbeddedCounterStore", "Lease"]
+__all__ = ["Correction", "CounterAnswer", "CounterStore", "EmbeddedCounterStore", "Lease"]
+
+Correction = tuple[Counter, int, int]
+"""``(counter, reserved, actual)``: what ``reconcile`` takes, for ``settle``."""
 
 
 class CounterStore(ABC):
@@ -64,6 +70,31 @@ class CounterStore(ABC):
             raise
         except Exception as exc:
             raise StoreError("reconcile", _cause(exc)) from exc
+
+    async def settle(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                     now: float) -> int:
+        """Give ``leases`` back and apply every correction (those with ``reserved == actual``
+        are skipped), in one store call where the backend can; how many slots were still
+        held. Nothing to do costs no call."""
+        if any(reserved == actual for _, reserved, actual in corrections):
+            corrections = [c for c in corrections if c[1] != c[2]]
+        if not leases and not corrections:
+            return 0
+        try:
+            return await self._settle(leases, corrections, now)
+        except GatekeeperError:
+            raise
+        except Exception as exc:
+            raise StoreError("settle", _cause(exc)) from exc
+
+    async def _settle(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                      now: float) -> int:
+        """The default: ``release``, then one ``reconcile`` per correction (a backend whose
+        calls cost a round trip each does it in one instead)."""
+        released = await self._release(leases, now) if leases else 0
+        for counter, reserved, actual in corrections:
+            await self._reconcile(counter, reserved, actual, now)
+        return released
 
     @abstractmethod
     async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]: ...
@@ -102,6 +133,19 @@ class EmbeddedCounterStore(CounterStore):
     async def _reconcile(self, counter: Counter, reserved: int, actual: int,
                          now: float) -> None:
         self.reconcile_now(counter, reserved, actual, now)
+
+    async def _settle(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                      now: float) -> int:
+        return self.settle_now(leases, corrections, now)
+
+    def settle_now(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                   now: float) -> int:
+        """``settle`` without I/O: one call at a request's end."""
+        released = self.release_now(leases, now) if leases else 0
+        for counter, reserved, actual in corrections:
+            if reserved != actual:
+                self.reconcile_now(counter, reserved, actual, now)
+        return released
 
     @abstractmethod
     def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]: ...

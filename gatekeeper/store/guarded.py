@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from gatekeeper.breaker import Breaker
 from gatekeeper.errors import StoreError
 from gatekeeper.limits.plan import Counter, CounterAnswer, Lease, Plan
-from gatekeeper.store.counters import CounterStore
+from gatekeeper.store.counters import Correction, CounterStore
 from gatekeeper.store.memory_counters import MemoryCounterStore
 
 log = logging.getLogger("gatekeeper")
@@ -59,21 +59,28 @@ class GuardedCounters(CounterStore):
                 for a in self.local.apply_now(plan, now)]
 
     async def _release(self, leases: Sequence[Lease], now: float) -> int:
-        local = [Lease(x.key[len(_LOCAL):], x.id) for x in leases if x.key.startswith(_LOCAL)]
-        remote = [x for x in leases if not x.key.startswith(_LOCAL)]
-        released = self.local.release_now(local, now) if local else 0
-        if remote:
-            # tried even with the breaker open: a slot not given back would hold its place
-            # until its lease ends (a failure here is logged by the settle; the lease expires)
-            released += await self.store.release(remote, now)
-        return released
+        return await self._settle(leases, (), now)
 
     async def _reconcile(self, counter: Counter, reserved: int, actual: int,
                          now: float) -> None:
-        if self.failing_open or not self.breaker.allow():
-            self.local.reconcile_now(counter, reserved, actual, now)
-        else:
-            await self.store.reconcile(counter, reserved, actual, now)
+        await self._settle((), ((counter, reserved, actual),), now)
+
+    async def _settle(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                      now: float) -> int:
+        """Local leases go back to the local store; the store's are given back to it even with
+        the breaker open (a slot not given back would hold its place until its lease ends; a
+        failure here is logged by the caller, and the lease expires). Corrections count where
+        limits count now: locally while failing open or while the breaker is open."""
+        local = [Lease(x.key[len(_LOCAL):], x.id) for x in leases if x.key.startswith(_LOCAL)]
+        remote = [x for x in leases if not x.key.startswith(_LOCAL)] if local else leases
+        released = self.local.release_now(local, now) if local else 0
+        if corrections and (self.failing_open or not self.breaker.allow()):
+            for counter, reserved, actual in corrections:
+                self.local.reconcile_now(counter, reserved, actual, now)
+            corrections = ()
+        if remote or corrections:
+            released += await self.store.settle(remote, corrections, now)
+        return released
 
     def _switch(self, failing: bool, exc: StoreError | None = None) -> None:
         if failing == self.failing_open:

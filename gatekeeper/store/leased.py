@@ -39,7 +39,7 @@ from typing import Any
 
 from gatekeeper.errors import StoreError
 from gatekeeper.limits.plan import CONCURRENCY, Counter, CounterAnswer, Lease, Plan
-from gatekeeper.store.counters import CounterStore
+from gatekeeper.store.counters import Correction, CounterStore
 from gatekeeper.store.memory_counters import MemoryCounterStore
 
 log = logging.getLogger("gatekeeper")
@@ -105,17 +105,33 @@ class LeasedCounters(CounterStore):
                 return super().release(leases, now)
         return self.store.release(leases, now)
 
+    def settle(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+               now: float) -> Coroutine[Any, Any, int]:
+        """Only what concerns the store goes to it, in one call: leased counters' corrections
+        move their slices, lease-mode slots go back here."""
+        for x in leases:
+            if x.key.startswith(_LOCAL):
+                return super().settle(leases, corrections, now)
+        for c in corrections:
+            if c[0][8]:  # slice
+                return super().settle(leases, corrections, now)
+        return self.store.settle(leases, corrections, now)
+
     def reconcile(self, counter: Counter, reserved: int,
                   actual: int, now: float) -> Coroutine[Any, Any, None]:
         """In lease mode only the slice moves (no I/O): the store hears of it with the next
         top-up or when the slice lapses."""
         if not counter.slice:
             return self.store.reconcile(counter, reserved, actual, now)
+        self._move(counter, reserved - actual, now)
+        return _nothing()
+
+    def _move(self, counter: Counter, units: int, now: float) -> None:
+        """A leased counter's correction: its slice gains ``units`` (loses, below 0)."""
         s = self._slices.get(counter.key)
         if s is None:
             s = self._slices[counter.key] = _Slice(counter, now)
-        s.held += reserved - actual
-        return _nothing()
+        s.held += units
 
     async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
         if self._sweeper is None:
@@ -387,6 +403,14 @@ class LeasedCounters(CounterStore):
     # --- the rest of the contract ------------------------------------------------------------
 
     async def _release(self, leases: Sequence[Lease], now: float) -> int:
+        return await self._settle(leases, (), now)
+
+    async def _reconcile(self, counter: Counter, reserved: int, actual: int,
+                         now: float) -> None:
+        await self.reconcile(counter, reserved, actual, now)
+
+    async def _settle(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                      now: float) -> int:
         here: list[Lease] = []
         there: list[Lease] = []
         for x in leases:
@@ -394,12 +418,17 @@ class LeasedCounters(CounterStore):
                 here.append(_new(Lease, (x.key[len(_LOCAL):], x.id)))
             else:
                 there.append(x)
+        strict: list[Correction] = []
+        for correction in corrections:
+            counter, reserved, actual = correction
+            if counter.slice:
+                self._move(counter, reserved - actual, now)
+            else:
+                strict.append(correction)
         released = self.local.release_now(here, now) if here else 0
-        return released + (await self.store.release(there, now) if there else 0)
-
-    async def _reconcile(self, counter: Counter, reserved: int, actual: int,
-                         now: float) -> None:
-        await self.reconcile(counter, reserved, actual, now)
+        if there or strict:
+            released += await self.store.settle(there, strict, now)
+        return released
 
     def held(self, key: str) -> int:
         """Units of ``key`` this replica holds (for tests and metrics)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from gatekeeper.limits.gcra import US, gcra, refund, to_us
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, Counter, Plan
-from gatekeeper.store.counters import CounterAnswer, EmbeddedCounterStore, Lease
+from gatekeeper.store.counters import Correction, CounterAnswer, EmbeddedCounterStore, Lease
 
 DEFAULT_MAX_COUNTERS = 200_000
 
@@ -40,81 +40,132 @@ class MemoryCounterStore(EmbeddedCounterStore):
         return len(self._entries)
 
     def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]:
-        now_us = round(now * US)  # to_us, inlined: this runs on every limited request
+        # Runs on every limited request: written flat (gcra() inlined, tuples built with
+        # tuple.__new__, nothing written until every counter has answered).
+        now_us = round(now * US)  # to_us, inlined
         entries = self._entries
         staged: dict[str, Entry] = {}
         answers: list[CounterAnswer] = []
         passed = True
-        for c in plan:
-            kind, key, _, limit, period, cost = c[:6]  # unpacked: NamedTuple fields are slower
-            entry: Entry | None
-            if key in staged:  # a key twice in one plan sees its first charge
-                entry = staged[key]
-            else:
-                entry = entries.get(key)
-                if entry is not None and entry[0] <= now_us:
-                    entry = None  # expired: as if never charged
+        for kind, key, _, limit, period, cost, _, expires, _, _ in plan:  # slice, ttl: lease
+            entry = entries.get(key)
+            if entry is not None and entry[0] <= now_us:
+                entry = None  # expired: as if never charged
             if kind == RATE:
-                # gcra() inlined, with burst = limit (``gcra.py`` is the reference and says why)
+                # gcra() with burst = limit (``gcra.py`` is the reference and says why)
                 period_us = round(period * US)
                 t_now = now_us * limit
                 tat = t_now if entry is None or entry[1] < t_now else entry[1]
                 allow_at = tat + (cost - limit) * period_us
-                scale = limit * US
                 if t_now < allow_at:
-                    retry = math.inf if cost > limit else (allow_at - t_now) / scale
+                    passed = False
+                    scale = limit * US
                     left = (limit * period_us - (tat - t_now)) // period_us
-                    answer = _new(CounterAnswer, (False, left if left > 0 else 0,
-                                                  (tat - t_now) / scale, retry, None))
-                else:
-                    tat += cost * period_us
-                    answer = _new(CounterAnswer, (True, (t_now - allow_at) // period_us,
-                                                  (tat - t_now) / scale, 0.0, None))
-                entry = [tat // limit + 1, tat]
-            elif kind == QUOTA:
-                answer, entry = _quota(c, entry, now_us)
+                    answers.append(_new(CounterAnswer, (
+                        False, left if left > 0 else 0, (tat - t_now) / scale,
+                        math.inf if cost > limit else (allow_at - t_now) / scale, None)))
+                    continue
+                tat += cost * period_us
+                answers.append(_new(CounterAnswer, (True, (t_now - allow_at) // period_us,
+                                                    (tat - t_now) / (limit * US), 0.0, None)))
+                staged[key] = [tat // limit + 1, tat]
             elif kind == CONCURRENCY:
-                answer, entry = _slot(c, entry, now_us, next(self._leases))
+                held: dict[int, int] = {} if entry is None else entry[1]
+                if len(held) >= limit:  # only at the limit are expired slots worth a sweep
+                    held = {k: v for k, v in held.items() if v > now_us}
+                    if len(held) >= limit:
+                        passed = False
+                        soonest = (min(held.values()) - now_us) / US
+                        answers.append(_new(CounterAnswer, (False, 0, soonest,
+                                                            min(1.0, soonest), None)))
+                        continue
+                    entry = [entry[0], held] if entry is not None else None
+                lease = _new(Lease, (key, next(self._leases)))
+                until = now_us + round(period * US)
+                answers.append(_new(CounterAnswer, (True, limit - len(held) - 1, 0.0, 0.0,
+                                                    lease)))
+                # the slot is added only once the whole plan passed (``_commit``)
+                staged[key] = [until if entry is None or until > entry[0] else entry[0], held,
+                               lease.id, until]
+            elif kind == QUOTA:
+                answer, entry = _quota(period, expires, limit, cost, entry, now_us)
+                if not answer[0]:
+                    passed = False
+                answers.append(answer)
+                staged[key] = entry
             else:
                 raise ValueError(f"unknown counter kind {kind!r}")
-            if not answer[0]:
-                passed = False
-            answers.append(answer)
-            staged[key] = entry
         if not passed:
-            return [a._replace(lease=None) if a.lease else a for a in answers]
+            return [a._replace(lease=None) if a[4] else a for a in answers]
+        if len(staged) != len(plan):
+            return self._apply_repeating(plan, now)
         move = entries.move_to_end
         for key, entry in staged.items():
+            if len(entry) == 4:  # a slot taken: [expires, held, lease id, its expiry]
+                entry[1][entry.pop(2)] = entry.pop()
             entries[key] = entry
             move(key)
         self._sweep(now_us)
         return answers
 
+    def _apply_repeating(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        """A plan naming one key twice (hand-built: policies never do): its counters charged
+        one by one, so the second sees the first's charge, and every entry the plan touched
+        restored when one refuses (all-or-nothing still)."""
+        entries = self._entries
+        saved = {c[1]: _copy(entries.get(c[1])) for c in plan}
+        answers = [self.apply_now((c,), now)[0] for c in plan]
+        if all(a[0] for a in answers):
+            return answers
+        for key, entry in saved.items():
+            if entry is None:
+                entries.pop(key, None)
+            else:
+                entries[key] = entry
+        return [a._replace(lease=None) if a[4] else a for a in answers]
+
     def release_now(self, leases: Sequence[Lease], now: float) -> int:
-        now_us, released = to_us(now), 0
-        for lease in leases:
-            entry = self._live(lease.key, now_us)
-            if entry is not None and entry[1].pop(lease.id, None) is not None:
-                released += 1
-        return released
+        return self.settle_now(leases, (), now)
 
     def reconcile_now(self, counter: Counter, reserved: int, actual: int, now: float) -> None:
-        now_us = to_us(now)
-        entry = self._live(counter.key, now_us)
-        period_us = round(counter.period * US)
-        if counter.kind == RATE:
-            tat = 0 if entry is None else entry[1]
-            tat = refund(tat, now_us, counter.limit, period_us, reserved - actual)
-            self._put(counter.key, [tat // counter.limit + 1, tat], now_us)
-        elif counter.kind == QUOTA:
-            end = _window_end(counter, now_us)
-            if entry is not None:
-                used = max(0, entry[1] + actual - reserved)
-            elif actual > reserved and end > now_us:
-                used = actual - reserved  # the entry was evicted: count the extra usage
-            else:  # the window is over (or nothing to refund): it is not reopened
-                return
-            self._put(counter.key, [end, used], now_us)
+        self.settle_now((), ((counter, reserved, actual),), now)
+
+    def settle_now(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                   now: float) -> int:
+        now_us = round(now * US)
+        entries = self._entries
+        released = 0
+        for key, lease_id in leases:
+            entry = entries.get(key)
+            if entry is not None and entry[0] > now_us and \
+                    entry[1].pop(lease_id, None) is not None:
+                released += 1
+        for counter, reserved, actual in corrections:
+            if reserved == actual:
+                continue
+            kind, key, _, limit, period = counter[:5]
+            entry = entries.get(key)
+            if entry is not None and entry[0] <= now_us:
+                entry = None
+            if kind == RATE:
+                tat = refund(0 if entry is None else entry[1], now_us, limit,
+                             round(period * US), reserved - actual)
+                entries[key] = [tat // limit + 1, tat]
+            elif kind == QUOTA:
+                end = _window_end(period, counter.expires, now_us)
+                if entry is not None:
+                    used = max(0, entry[1] + actual - reserved)
+                elif actual > reserved and end > now_us:
+                    used = actual - reserved  # the entry was evicted: count the extra usage
+                else:  # the window is over (or nothing to refund): it is not reopened
+                    continue
+                entries[key] = [end, used]
+            else:
+                continue
+            entries.move_to_end(key)
+        if len(entries) > self.max_counters:  # a reconcile may put back an evicted entry
+            self._sweep(now_us)
+        return released
 
     def peek(self, plan: Plan, now: float) -> list[CounterAnswer]:
         """Each counter's state now, charging nothing and taking no slot: what is left
@@ -137,25 +188,13 @@ class MemoryCounterStore(EmbeddedCounterStore):
                 out.append(CounterAnswer(allowed, remaining, reset, retry))
             elif c.kind == QUOTA:
                 used = 0 if entry is None else entry[1]
-                reset = max(0.0, (_window_end(c, now_us) - now_us) / US)
+                reset = max(0.0, (_window_end(c.period, c.expires, now_us) - now_us) / US)
                 fits = used + c.cost <= c.limit
                 out.append(CounterAnswer(fits, c.limit - used, reset, 0.0 if fits else reset))
             else:
                 held = 0 if entry is None else sum(1 for v in entry[1].values() if v > now_us)
                 out.append(CounterAnswer(held < c.limit, c.limit - held, 0.0, 0.0))
         return out
-
-    def _live(self, key: str, now_us: int) -> Entry | None:
-        entry = self._entries.get(key)
-        if entry is None or entry[0] > now_us:
-            return entry
-        del self._entries[key]
-        return None
-
-    def _put(self, key: str, entry: Entry, now_us: int) -> None:
-        self._entries[key] = entry
-        self._entries.move_to_end(key)
-        self._sweep(now_us)
 
     def _sweep(self, now_us: int) -> None:
         """Every 8th write, drop up to 16 expired entries from the least recently used end;
@@ -177,40 +216,33 @@ class MemoryCounterStore(EmbeddedCounterStore):
 _new = tuple.__new__
 
 
-def _window_end(c: Counter, now_us: int) -> int:
+def _copy(entry: Entry | None) -> Entry | None:
+    """An entry as it is now: a slot taken later adds to a copy of its slots, not to this."""
+    if entry is None:
+        return None
+    return [entry[0], dict(entry[1]) if isinstance(entry[1], dict) else entry[1]]
+
+
+def _window_end(period: float, expires: float, now_us: int) -> int:
     """The quota's window end: the plan's (calendar windows), else aligned to its period."""
-    if c.expires:
-        return round(c.expires * US)
-    period_us = round(c.period * US)
+    if expires:
+        return round(expires * US)
+    period_us = round(period * US)
     return now_us - now_us % period_us + period_us
 
 
-def _quota(c: Counter, entry: Entry | None, now_us: int) -> tuple[CounterAnswer, Entry]:
-    end = _window_end(c, now_us)
+def _quota(period: float, expires: float, limit: int, cost: int, entry: Entry | None,
+           now_us: int) -> tuple[CounterAnswer, Entry]:
+    end = _window_end(period, expires, now_us)
     if end <= now_us:
         # a plan kept past its window would count into a key that is already gone: every
         # request would pass. Loud instead (a StoreError: the fail rule applies).
-        raise ValueError(f"a quota counter applied after its window ended ({c.expires:.0f}): "
+        raise ValueError(f"a quota counter applied after its window ended ({expires:.0f}): "
                          "build the plan with the same now as apply")
     used = 0 if entry is None else entry[1]
     reset = (end - now_us) / US
-    if used + c.cost > c.limit:
-        retry = float("inf") if c.cost > c.limit else reset
-        return _new(CounterAnswer, (False, c.limit - used, reset, retry, None)), [end, used]
-    used += c.cost
-    return _new(CounterAnswer, (True, c.limit - used, reset, 0.0, None)), [end, used]
-
-
-def _slot(c: Counter, entry: Entry | None, now_us: int,
-          lease_id: int) -> tuple[CounterAnswer, Entry]:
-    held: dict[int, int] = {} if entry is None else \
-        {k: v for k, v in entry[1].items() if v > now_us}
-    if len(held) >= c.limit:
-        soonest = (min(held.values()) - now_us) / US
-        return (_new(CounterAnswer, (False, 0, soonest, min(1.0, soonest), None)),
-                [entry[0] if entry else 0, held])
-    expires = now_us + round(c.period * US)
-    held[lease_id] = expires
-    return (_new(CounterAnswer, (True, c.limit - len(held), 0.0, 0.0,
-                                 _new(Lease, (c.key, lease_id)))),
-            [max(expires, entry[0] if entry else 0), held])
+    if used + cost > limit:
+        retry = float("inf") if cost > limit else reset
+        return _new(CounterAnswer, (False, limit - used, reset, retry, None)), [end, used]
+    used += cost
+    return _new(CounterAnswer, (True, limit - used, reset, 0.0, None)), [end, used]

@@ -11,10 +11,12 @@ a WATCH compare-and-set applying ``checked_update``, the rule every backend shar
 announced to every replica (``redis_changes.py``).
 
 Counters: one request's whole plan is one EVALSHA of ``lua/apply.lua`` (``redis_counters``
-packs it and reads the reply). With ``server_time=True`` (the default) the scripts read the
-Redis server's clock, so replicas with skewed clocks count alike and the ``now`` argument
-only matters to the memory store; quota windows are still named by the caller's ``now`` (the
-plan's keys), and one applied after its window ended on the server's clock is a store error.
+packs it and reads the reply), and the end of its response (slots given back, reservations
+corrected) one EVALSHA of ``lua/settle.lua``. With ``server_time=True`` (the default) the
+scripts read the Redis server's clock, so replicas with skewed clocks count alike and the
+``now`` argument only matters to the memory store; quota windows are still named by the
+caller's ``now`` (the plan's keys), and one applied after its window ended on the server's
+clock is a store error.
 ``server_time=False`` uses the ``now`` given (replay, tests).
 """
 
@@ -28,7 +30,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import NoScriptError, RedisError, WatchError
 
 from gatekeeper.errors import KeyExistsError, StoreError
 from gatekeeper.keys import KeyRecord
@@ -37,21 +39,31 @@ from gatekeeper.limits.plan import Counter, CounterAnswer, Lease, Plan
 from gatekeeper.store.base import Store, checked_update
 from gatekeeper.store.base import decode_record as _decode
 from gatekeeper.store.base import encode_record as _encode
-from gatekeeper.store.counters import CounterStore, _cause
+from gatekeeper.store.counters import Correction, CounterStore, _cause
 from gatekeeper.store.redis_changes import CHANNEL, key_changes
 from gatekeeper.store.redis_counters import (
     answers,
     apply_args,
+    bulk,
     now_arg,
+    packed,
+    packed_command,
+    packed_head,
     reconcile_args,
     release_args,
+    settle_args,
 )
 from gatekeeper.store.redis_health import findings
-from gatekeeper.store.redis_scripts import APPLY, RECONCILE, RELEASE, SCRIPTS, LuaScript
+from gatekeeper.store.redis_lane import ScriptLane
+from gatekeeper.store.redis_scripts import APPLY, RECONCILE, RELEASE, SCRIPTS, SETTLE, LuaScript
 
 SOCKET_TIMEOUT = 0.1
 CONNECT_TIMEOUT = 0.25
 MAX_CONNECTIONS = 64
+"""For key records and other commands, and as many again for the counter scripts (the lane)."""
+PLANS_PACKED = 1024
+"""Plans whose packed apply command is kept: a decision record reuses its plan object until a
+quota window ends, so most requests send bytes packed once."""
 PREFIX = "gk:{keys}:"
 """Every key record and index shares this hash tag: one slot, so a write is one MULTI."""
 _ALL = PREFIX + "all"
@@ -77,13 +89,18 @@ class RedisStore(Store, CounterStore):
                 socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
                 retry=Retry(NoBackoff(), 0), retry_on_error=[])
             client = Redis(connection_pool=pool)
+            self._lane: ScriptLane | None = ScriptLane(pool)
+        else:
+            self._lane = None  # a cluster: redis-py routes each command to its slot's node
         self.redis = client
+        self._packed: dict[int, tuple[Plan, bytes, bytes]] = {}
 
     async def connect(self) -> None:
-        """Load the scripts now (a server's startup), so no request pays for it."""
+        """Load the scripts now (a server's startup), so no request pays for it (nor for the
+        lane's first connection)."""
         try:
             for script in SCRIPTS:
-                await script.load(self.redis)
+                await self._load(script)
         except _FAILURES as exc:
             raise StoreError("connect", _cause(exc)) from exc
 
@@ -186,8 +203,28 @@ class RedisStore(Store, CounterStore):
     async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
         if not plan:
             return []
-        keys, specs = apply_args(plan)
-        return answers(plan, await self._run(APPLY, keys, [now_arg(self._now_us(now)), specs]))
+        if self._lane is None:
+            keys, specs = apply_args(plan)
+            reply = await self._run(APPLY, keys, [now_arg(self._now_us(now)), specs])
+        else:
+            reply = await self._call(APPLY, self._packed_apply(plan, now))
+        return answers(plan, reply)
+
+    def _packed_apply(self, plan: Plan, now: float) -> bytes:
+        """The apply command for ``plan``, packed once per plan object (whole with the
+        server's time; around ``now`` otherwise)."""
+        found = self._packed.get(id(plan))
+        if found is None or found[0] is not plan:
+            keys, specs = apply_args(plan)
+            head, tail = packed_head(APPLY.sha, keys, 2), bulk(specs)
+            if self.server_time:
+                head, tail = head + bulk("") + tail, b""
+            if len(self._packed) >= PLANS_PACKED:
+                self._packed.clear()
+            found = self._packed[id(plan)] = (plan, head, tail)  # holds plan: its id stays
+        if self.server_time:
+            return found[1]
+        return found[1] + bulk(to_us(now)) + found[2]
 
     async def _release(self, leases: Sequence[Lease], now: float) -> int:
         if not leases:
@@ -201,11 +238,38 @@ class RedisStore(Store, CounterStore):
         if args is not None:
             await self._run(RECONCILE, [counter.key], args)
 
+    async def _settle(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                      now: float) -> int:
+        """One EVALSHA of ``settle.lua``: every slot given back, every reservation corrected."""
+        found = settle_args(leases, corrections, self._now_us(now))
+        return 0 if found is None else int(await self._run(SETTLE, *found))
+
     async def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
-        return await script(self.redis, keys, args)
+        if self._lane is None:
+            return await script(self.redis, keys, args)
+        return await self._call(script, packed(script.sha, keys, args))
+
+    async def _call(self, script: LuaScript, command: bytes) -> Any:
+        """``command`` (that script's EVALSHA) on the lane; loaded again once after NOSCRIPT."""
+        assert self._lane is not None
+        try:
+            return await self._lane.call(command)
+        except NoScriptError:
+            await self._load(script)
+            return await self._lane.call(command)
+
+    async def _load(self, script: LuaScript) -> None:
+        """SCRIPT LOAD, on the lane when there is one (its connections are the ones that
+        just learnt the server restarted)."""
+        if self._lane is None:
+            await script.load(self.redis)
+        else:
+            await self._lane.call(packed_command("SCRIPT", "LOAD", script.text))
 
     async def close(self) -> None:
         self._closed = True
+        if self._lane is not None:
+            await self._lane.close()
         await self.redis.aclose()
         if isinstance(self.redis, Redis):
             await self.redis.connection_pool.disconnect()

@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from gatekeeper.errors import StoreError
 from gatekeeper.keys import KeyRecord
 from gatekeeper.limits.plan import CONCURRENCY, CounterAnswer, Lease, Plan
-from gatekeeper.store.counters import _cause
+from gatekeeper.store.counters import Correction, _cause
 from gatekeeper.store.redis import _FAILURES, CONNECT_TIMEOUT, SOCKET_TIMEOUT, RedisStore
 from gatekeeper.store.redis_scripts import LuaScript
 
@@ -102,23 +102,27 @@ class RedisClusterStore(RedisStore):
                 for a in _in_plan_order(groups, replies)]
 
     async def _undo(self, group: Plan, answers: list[CounterAnswer], now: float) -> None:
-        """Give back what an allowing group charged: its slots and its costs."""
-        leases = [a.lease for a in answers if a.lease is not None]
-        await asyncio.gather(
-            *(self._reconcile(c, c.cost, 0, now) for c in group
-              if c.kind != CONCURRENCY and c.cost),
-            *([self._release_group(leases, now)] if leases else []))
+        """Give back what an allowing group charged, its slots and its costs: one call."""
+        await super()._settle([a.lease for a in answers if a.lease is not None],
+                              [(c, c.cost, 0) for c in group if c.kind != CONCURRENCY and c.cost],
+                              now)
 
     async def _release(self, leases: Sequence[Lease], now: float) -> int:
-        groups: dict[str, list[Lease]] = {}
+        return await self._settle(leases, (), now)
+
+    async def _settle(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                      now: float) -> int:
+        """One settle call per hash tag, sent together."""
+        groups: dict[str, tuple[list[Lease], list[Correction]]] = {}
         for lease in leases:
-            groups.setdefault(_tag(lease.key), []).append(lease)
-        counts = await asyncio.gather(*(self._release_group(group, now)
+            groups.setdefault(_tag(lease.key), ([], []))[0].append(lease)
+        for correction in corrections:
+            groups.setdefault(_tag(correction[0].key), ([], []))[1].append(correction)
+        if len(groups) == 1:
+            return await super()._settle(leases, corrections, now)
+        counts = await asyncio.gather(*(super(RedisClusterStore, self)._settle(*group, now)
                                         for group in groups.values()))
         return sum(counts)
-
-    async def _release_group(self, leases: Sequence[Lease], now: float) -> int:
-        return await super()._release(leases, now)
 
 
 def cluster_client(url: str, socket_timeout: float = SOCKET_TIMEOUT,

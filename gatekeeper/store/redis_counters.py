@@ -82,16 +82,61 @@ def quota_answer(c: Counter, used: int, now_us: int) -> CounterAnswer:
 def reconcile_args(counter: Counter, reserved: int, actual: int,
                    now_us: int | None) -> list[Any] | None:
     """ARGV of ``reconcile.lua``; None when there is nothing to do (a concurrency slot)."""
+    spec = _correction(counter, actual - reserved)
+    return None if spec is None else [now_arg(now_us), *spec]
+
+
+def settle_args(leases: Sequence[Lease], corrections: Sequence[tuple[Counter, int, int]],
+                now_us: int | None) -> tuple[list[str], list[Any]] | None:
+    """KEYS and ARGV of ``settle.lua`` (the lease ids in one string, every correction's
+    values in another); None when there is nothing to do."""
+    keys = [lease.key for lease in leases]
+    specs: list[str] = []
+    for counter, reserved, actual in corrections:
+        spec = _correction(counter, actual - reserved)
+        if spec is not None and spec[2]:
+            keys.append(counter.key)
+            specs.append(" ".join(map(str, spec)))
+    if not keys:
+        return None
+    return keys, [now_arg(now_us), " ".join(str(lease.id) for lease in leases),
+                  " ".join(specs)]
+
+
+def _correction(counter: Counter, delta: int) -> list[Any] | None:
+    """kind, limit, delta, delta_us, delta_rem, ends_us, period_us: one correction, as
+    ``settling.lua``'s ``correct`` takes it; None for a concurrency slot."""
     if counter.kind not in (RATE, QUOTA):
         return None
-    delta = actual - reserved
     period_us = round(counter.period * US)
     d_us, d_rem = divmod(abs(delta) * period_us, counter.limit)
     if d_us >= FAR_US:
         d_us, d_rem = FAR_US, 0
-    return [now_arg(now_us), _KIND[counter.kind], counter.limit, delta,
-            d_us, d_rem, round(counter.expires * US), period_us]
+    return [_KIND[counter.kind], counter.limit, delta, d_us, d_rem,
+            round(counter.expires * US), period_us]
 
 
 def release_args(leases: Sequence[Lease], now_us: int | None) -> tuple[list[str], list[Any]]:
     return [lease.key for lease in leases], [now_arg(now_us), *(lease.id for lease in leases)]
+
+
+def packed(sha: str, keys: Sequence[str], args: Sequence[str | int]) -> bytes:
+    """One EVALSHA in Redis's wire format (RESP), as ``ScriptLane.call`` sends it."""
+    return packed_head(sha, keys, len(args)) + b"".join(bulk(a) for a in args)
+
+
+def packed_command(*args: str) -> bytes:
+    """Any command in the wire format."""
+    return b"*%d\r\n" % len(args) + b"".join(bulk(a) for a in args)
+
+
+def packed_head(sha: str, keys: Sequence[str], arg_count: int) -> bytes:
+    """An EVALSHA's wire format up to its first argument (ARGV[1])."""
+    return b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + len(keys) + arg_count) + bulk(sha) + \
+        bulk(len(keys)) + b"".join(bulk(key) for key in keys)
+
+
+def bulk(value: str | int) -> bytes:
+    """One argument in the wire format."""
+    data = value.encode() if isinstance(value, str) else b"%d" % value
+    return b"$%d\r\n%s\r\n" % (len(data), data)

@@ -19,11 +19,12 @@ from redis.exceptions import NoScriptError
 class LuaScript:
     __slots__ = ("name", "sha", "text")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *parts: str) -> None:
+        """``parts``: the shared fragments it needs, sent before it (``prelude`` always)."""
         self.name = name
         lua = files("gatekeeper.store") / "lua"
-        self.text = (lua / "prelude.lua").read_text("utf-8") + "\n" + \
-            (lua / f"{name}.lua").read_text("utf-8")
+        self.text = "\n".join((lua / f"{part}.lua").read_text("utf-8")
+                              for part in ("prelude", *parts, name))
         self.sha = hashlib.sha1(self.text.encode(), usedforsecurity=False).hexdigest()
 
     async def load(self, client: Redis | RedisCluster) -> None:
@@ -37,5 +38,8 @@ class LuaScript:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
-APPLY, RELEASE, RECONCILE = LuaScript("apply"), LuaScript("release"), LuaScript("reconcile")
-SCRIPTS = (APPLY, RELEASE, RECONCILE)
+APPLY = LuaScript("apply")
+RELEASE = LuaScript("release", "settling")
+RECONCILE = LuaScript("reconcile", "settling")
+SETTLE = LuaScript("settle", "settling")
+SCRIPTS = (APPLY, RELEASE, RECONCILE, SETTLE)

@@ -14,10 +14,10 @@ import pytest
 
 from gatekeeper import Gatekeeper, MemoryStore, key_admin
 from gatekeeper.clock import ManualClock
-from gatekeeper.limits.plan import Counter, CounterAnswer, Lease, Plan
+from gatekeeper.limits.plan import CounterAnswer, Lease, Plan
 from gatekeeper.policy.load import compile_policy
 from gatekeeper.request_body import BodyFacts, quick_read
-from gatekeeper.store.counters import CounterStore
+from gatekeeper.store.counters import Correction, CounterStore
 from gatekeeper.store.memory_counters import MemoryCounterStore
 from gatekeeper.types import Message, Receive, Scope, Send
 from tests.conftest import CHAT, PEPPER, POLICY, Recorder, asgi_request, make_env
@@ -38,16 +38,14 @@ class Counting(MemoryCounterStore):
         self.calls.append("apply")
         return super().apply_now(plan, now)
 
-    def release_now(self, leases: Sequence[Lease], now: float) -> int:
-        self.calls.append("release")
-        released = super().release_now(leases, now)
-        self.released.append(released)
+    def settle_now(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                   now: float) -> int:
+        self.calls.append("settle")
+        self.reconciled += [(c.unit, reserved, actual) for c, reserved, actual in corrections]
+        released = super().settle_now(leases, corrections, now)
+        if leases:
+            self.released.append(released)
         return released
-
-    def reconcile_now(self, counter: Counter, reserved: int, actual: int, now: float) -> None:
-        self.calls.append("reconcile")
-        self.reconciled.append((counter.unit, reserved, actual))
-        super().reconcile_now(counter, reserved, actual, now)
 
     released: list[int]
     reconciled: list[tuple[str, int, int]]
@@ -224,7 +222,7 @@ async def test_slots_are_released_exactly_once_however_the_exchange_ends() -> No
         assert status(await asgi_request(gk, "/v1/models", auth(key))) == 429
         tg.cancel_scope.cancel()
     assert counters.released == [1, 1, 1]
-    assert counters.calls.count("release") == 3
+    assert counters.calls.count("settle") == 3
     await run(b"disconnect")  # and the slot is free again: taken, then released once
     assert counters.released == [1, 1, 1, 1]
 

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from gatekeeper.errors import StoreError
-from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, Counter
+from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, TOKENS, Counter
 from gatekeeper.store.redis_cluster import RedisClusterStore
 from tests.store.conftest import SLACK, empty_redis_store
 
@@ -55,6 +55,21 @@ async def test_a_plan_over_two_slots_is_one_call_per_slot(store: RedisClusterSto
     assert answers[1].lease is not None
     assert await evalsha_calls(store) == 2  # one per hash tag, sent together
     assert await store.release([answers[1].lease], START) == 1
+
+
+async def test_a_settle_over_two_slots_is_one_call_per_slot(store: RedisClusterStore) -> None:
+    tokens = Counter(RATE, f"gk:{TENANT}:tk", TENANT, 100, 60.0, 50, TOKENS)
+    plan = (counter(CONCURRENCY, TENANT, "cc", 1), tokens, counter(CONCURRENCY, CLIENT, "cc", 1))
+    answers = await store.apply(plan, START)
+    leases = [a.lease for a in answers if a.lease is not None]
+    assert len(leases) == 2
+    await store.connect()
+    await store.redis.config_resetstat(target_nodes=RedisCluster.PRIMARIES)
+    assert await store.settle(leases, [(tokens, 50, 10)], START) == 2
+    assert await evalsha_calls(store) == 2  # one per hash tag, sent together
+    again = await store.apply(plan, START)
+    assert all(a.allowed for a in again)  # both slots free again
+    assert again[1].remaining == 100 - 10 - 50  # the tokens corrected in the tenant's slot
 
 
 async def test_a_refusal_in_one_slot_gives_back_what_the_other_slot_charged(

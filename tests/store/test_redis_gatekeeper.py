@@ -5,6 +5,7 @@ with one EVALSHA per allowed request and one more to release a concurrency slot.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from gatekeeper import Gatekeeper, key_admin, load_policy, store_from_url
+from gatekeeper.demo.upstream import create_upstream
 from gatekeeper.policy.load import compile_policy
 from gatekeeper.principal import KeyStatus
 from gatekeeper.store.redis import RedisStore
@@ -90,6 +92,50 @@ async def test_one_evalsha_per_allowed_request_and_one_per_release(redis_port: i
         assert await calls(store, "evalsha") == 20
         # the GETs are the two rate counters read inside each script; no key record was read
         assert await calls(store, "get") == 20
+    finally:
+        await gk.shutdown()
+
+
+@pytest.mark.parametrize(("limits", "per_request"), [
+    ({"requests": "1000/hour"}, 1),
+    ({"requests": "1000/hour", "tokens": "100000/day", "concurrency": 60}, 2)])
+async def test_round_trips_per_chat_request_apply_then_one_settle(
+        redis_port: int, limits: dict[str, object], per_request: int) -> None:
+    """Counted by the server (``INFO commandstats``): a request limit alone is one EVALSHA
+    (nothing to settle); request, token and concurrency limits are two: the apply, then one
+    settle at the response's end giving the slot back and correcting the tokens reserved with
+    the usage the upstream reported."""
+    policy = compile_policy({"routes": {"protect": ["/v1/*"]},
+                             "tenants": {"acme": {"limits": limits}}})
+    store = await empty_redis_store(redis_port, server_time=True)
+    gk = Gatekeeper(create_upstream(), policy, store=store, counters=store, pepper=PEPPER)
+    key, _ = await key_admin.create_key(store, PEPPER, policy, "acme", time.time())
+    body = json.dumps({"model": "gpt-4o-mini", "max_tokens": 40,
+                       "messages": [{"role": "user", "content": "one two three"}]}).encode()
+    headers = [*auth(key), (b"content-type", b"application/json")]
+
+    async def chat() -> dict[bytes, bytes]:
+        sent = await asgi_request(gk, "/v1/chat/completions", headers, method="POST",
+                                  body=body)
+        assert sent[0]["status"] == 200
+        assert b'"usage"' in b"".join(m.get("body", b"") for m in sent[1:])
+        return dict(sent[0]["headers"])
+
+    try:
+        await gk.startup()
+        await anyio.sleep(0.2)  # its follower subscribes to key changes and forgets the cache once
+        first = await chat()
+        await store.redis.config_resetstat()
+        for _ in range(10):
+            await chat()
+        assert await calls(store, "evalsha") == 10 * per_request
+        if "tokens" in limits:
+            # each reservation was corrected: the demo upstream uses far less than estimated
+            estimate = 100_000 - int(first[b"x-ratelimit-remaining-tokens"])
+            last = int((await chat())[b"x-ratelimit-remaining-tokens"])
+            assert 100_000 - last < estimate + 11 * (estimate // 2)  # not 12 * estimate
+        # every slot was given back at the end of its response
+        assert await store.redis.zcount("gk:{t:acme}:all:cc", "(0", "+inf") == 0
     finally:
         await gk.shutdown()
 

@@ -78,14 +78,24 @@ async def test_each_plan_is_one_evalsha_on_the_wire(redis_port: int) -> None:
         sent = await client_commands(store, twenty_requests)
         assert sent == ["EVALSHA"] * 20  # one round trip per request, nothing else
         assert await calls(store, "evalsha") == 20
-        # the release at the end of a response is the second (and last) call
-        lease = (await store.apply(request_plan(time.time()), time.time()))[2].lease
+        # the end of the response is the second (and last) call: the slot given back and both
+        # token reservations corrected in one settle
+        plan = request_plan(time.time())
+        lease = (await store.apply(plan, time.time()))[2].lease
         assert lease is not None
 
-        async def release() -> None:
-            assert await store.release([lease], time.time()) == 1
+        async def settle() -> None:
+            corrections = [(plan[1], 50, 20), (plan[3], 50, 70), (plan[0], 1, 1)]
+            assert await store.settle([lease], corrections, time.time()) == 1
 
-        assert await client_commands(store, release) == ["EVALSHA"]
+        assert await client_commands(store, settle) == ["EVALSHA"]
+        after = await store.apply(plan, time.time())  # (the server's clock: rates refill)
+        assert after[3].remaining == 10_000_000 - 20 * 50 - 70 - 50  # that one used 70, not 50
+
+        async def nothing() -> None:
+            assert await store.settle((), [(plan[1], 50, 50)], time.time()) == 0
+
+        assert await client_commands(store, nothing) == []  # nothing to settle: no call
     finally:
         await store.close()
 

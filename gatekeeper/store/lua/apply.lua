@@ -111,13 +111,17 @@ for _, key in ipairs(order) do
     local id = last and -tonumber(last) or 0
     local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
     local ends = top[2] and tonumber(top[2]) or 0
+    local members = {}  -- the new leases and the sequence, in one ZADD
     for _, add in ipairs(s.adds) do
       id = math.max(id + 1, now)
-      redis.call('ZADD', key, fmt(add[2]), fmt(id))
+      table.insert(members, fmt(add[2]))
+      table.insert(members, fmt(id))
       out[add[1]] = id
       if add[2] > ends then ends = add[2] end
     end
-    redis.call('ZADD', key, fmt(-id), '#')
+    table.insert(members, fmt(-id))
+    table.insert(members, '#')
+    redis.call('ZADD', key, unpack(members))
     redis.call('PEXPIRE', key, ms(ends - now))
   end
 end
