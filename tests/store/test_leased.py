@@ -289,3 +289,28 @@ async def test_the_memory_store_ignores_lease_and_counts_exactly() -> None:
     codes = [(await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] for _ in range(5)]
     assert codes == [200, 200, 200, 429, 429]
     assert gk.runtime.counters.embedded  # no lease layer: one process decides alone anyway
+
+
+async def test_settle_moves_slices_here_and_sends_the_rest_in_one_call(redis_port: int) -> None:
+    store = await fresh(redis_port)
+    leased = LeasedCounters(store)
+    tokens = rate("k:tk", 1_000_000, 5000, MONTH, cost=400, unit=TOKENS)
+    strict_tokens = rate("all:tk", 1_000_000, 0, MONTH, cost=400, unit=TOKENS)
+    here = Counter(CONCURRENCY, "gk:{t:a}:k:cc", "{t:a}", 8, 600.0, 1, REQUESTS, 0.0, 2, 5.0)
+    there = Counter(CONCURRENCY, "gk:{t:a}:all:cc", "{t:a}", 8, 600.0, 1, REQUESTS)
+    await store.connect()  # every script loaded: no NOSCRIPT retry in the count
+    try:
+        answers = await leased.apply((tokens, strict_tokens, here, there), time.time())
+        assert all(a.allowed for a in answers)
+        slots = [a.lease for a in answers if a.lease is not None]
+        assert len(slots) == 2
+        before = await calls(store, "evalsha")
+        released = await leased.settle(slots, [(tokens, 400, 100), (strict_tokens, 400, 100)],
+                                       time.time())
+        assert released == 2
+        assert await calls(store, "evalsha") == before + 1  # the remote slot and correction
+        assert leased.held(tokens.key) == 5000 - 100
+        assert await _charged(store, strict_tokens) == 100
+        assert await store.redis.zcount(there.key, "(0", "+inf") == 0
+    finally:
+        await leased.close()
