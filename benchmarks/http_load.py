@@ -6,7 +6,9 @@ own process, driven by wrk on loopback.
 
 Variants (``http_variants.py``): the bare Starlette app, a do-nothing middleware, slowapi with
 one in-memory limit, and gatekeeper (foundation; with request, token and concurrency limits;
-with limits and a country rule). All servers start at once (``http_server.py``) and each is
+with limits and a country rule; with the limits in Redis, strict and in lease mode, on a
+``redis-server`` the harness starts on a free loopback port, skipped without one). All
+servers start at once (``http_server.py``) and each is
 checked (200 with the chat reply; gatekeeper refuses a malformed key with 401) before and after
 timing. Every round runs, for each connection count, each variant in turn (the first one
 rotating): a warm-up run, then a timed run, reading the server's CPU time before and after it.
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -30,7 +34,8 @@ from benchmarks.driver import CheckFailed, rotation
 from benchmarks.http_measure import Series, timed_run, wire_headers
 from benchmarks.http_report import http_section
 from benchmarks.http_server import Server
-from benchmarks.http_variants import VARIANTS, Variant
+from benchmarks.http_variants import REDIS_URL_ENV, VARIANTS, Variant
+from benchmarks.redis_path import start_redis
 from benchmarks.scenarios import GARBAGE_KEY
 from benchmarks.wrk import WrkFailed, WrkUnavailable, find_wrk, wrk_version
 
@@ -74,13 +79,33 @@ def _check(variant: Variant, server: Server, when: str) -> None:
 
 def run(wrk: str, rounds: int, seconds: int, warmup: int, connections: tuple[int, ...],
         progress: bool) -> tuple[dict[tuple[str, int], Series], list[str]]:
-    servers = [Server(v.name) for v in VARIANTS]
+    with tempfile.TemporaryDirectory(prefix="gk-bench-http-redis-") as directory:
+        try:
+            redis, port = start_redis(directory)
+        except FileNotFoundError:
+            variants = [v for v in VARIANTS if not v.redis]
+            measured, notes = _run(variants, wrk, rounds, seconds, warmup, connections,
+                                   progress)
+            return measured, [*notes, "the Redis variants were skipped: redis-server is not "
+                              "installed (apt-get install redis-server)"]
+        os.environ[REDIS_URL_ENV] = f"redis://127.0.0.1:{port}/0"  # the servers inherit it
+        try:
+            return _run(list(VARIANTS), wrk, rounds, seconds, warmup, connections, progress)
+        finally:
+            redis.terminate()
+            redis.wait(5)
+
+
+def _run(variants: list[Variant], wrk: str, rounds: int, seconds: int, warmup: int,
+         connections: tuple[int, ...],
+         progress: bool) -> tuple[dict[tuple[str, int], Series], list[str]]:
+    servers = [Server(v.name) for v in variants]
     try:
-        for v, s in zip(VARIANTS, servers, strict=True):
+        for v, s in zip(variants, servers, strict=True):
             s.ready()
             check(v, s, "before timing")
-        measured = {(v.name, c): Series() for v in VARIANTS for c in connections}
-        pairs = list(zip(VARIANTS, servers, strict=True))
+        measured = {(v.name, c): Series() for v in variants for c in connections}
+        pairs = list(zip(variants, servers, strict=True))
         for r in range(rounds):
             for c in connections:
                 for v, s in rotation(pairs, r):

@@ -1,6 +1,7 @@
 """The apps ``http_load.py`` serves, one per server process: the in-process harness's apps and
 policies, with the tenant and key networks moved to loopback (over HTTP the client is
-127.0.0.1, not the documentation address the in-process scope carries).
+127.0.0.1, not the documentation address the in-process scope carries). The Redis variants
+use the ``redis-server`` the harness started (its URL in ``GK_BENCH_REDIS_URL``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from benchmarks.apps import (
     make_app,
     make_slowapi_app,
 )
-from benchmarks.scenarios import COUNTRY_RULE, FORGED_KEY, LIMITS_RTC
+from benchmarks.scenarios import COUNTRY_RULE, FORGED_KEY, LIMITS_LEASE, LIMITS_RTC
 from gatekeeper import key_admin
+from gatekeeper.store.redis import RedisStore
+
+REDIS_URL_ENV = "GK_BENCH_REDIS_URL"
 
 TENANT_NETWORKS = ["127.0.0.0/8", "::1/128"]
 KEY_NETWORKS = ["127.0.0.0/28"]
@@ -46,6 +50,8 @@ class Variant:
     """The app without gatekeeper; None: gatekeeper over the Starlette app."""
     limits: dict[str, Any] | None = None
     countries: bool = False
+    redis: bool = False
+    """Keys and limits in the harness's redis-server (skipped without one)."""
 
     @property
     def gatekeeper(self) -> bool:
@@ -65,6 +71,11 @@ VARIANTS = (
             limits=LIMITS_RTC),
     Variant("gk-limits-country", "gk-limits with the tenant's country rule (checked once per "
             "decision record)", limits=LIMITS_RTC, countries=True),
+    Variant("gk-limits-redis", "gk-limits with keys and limits in Redis, strict (one EVALSHA "
+            "per request, plus the slot's release and the tokens' reconcile)",
+            limits=LIMITS_RTC, redis=True),
+    Variant("gk-limits-lease", "gk-limits-redis in lease mode: slices of 100 requests and "
+            "200000 tokens, concurrency counted per replica", limits=LIMITS_LEASE, redis=True),
 )
 BY_NAME = {v.name: v for v in VARIANTS}
 
@@ -87,6 +98,16 @@ async def build(variant: Variant) -> tuple[ASGIApp, str]:
     if variant.plain is not None:
         return variant.plain(calls), FORGED_KEY
     policy = loopback_policy(variant.limits, variant.countries)
+    if variant.redis:
+        url = os.environ[REDIS_URL_ENV]
+        writer = RedisStore(url)  # this loop's connections close with it; the server's
+        try:                      # store connects in uvicorn's loop
+            token, _ = await key_admin.create_key(writer, PEPPER, policy, TENANT, time.time(),
+                                                  networks=KEY_NETWORKS)
+        finally:
+            await writer.close()
+        return gatekeeper.Gatekeeper(make_app(calls), policy, store=RedisStore(url),
+                                     pepper=PEPPER), token
     store = gatekeeper.MemoryStore()
     token, _ = await key_admin.create_key(store, PEPPER, policy, TENANT, time.time(),
                                           networks=KEY_NETWORKS)

@@ -99,6 +99,8 @@ HIGH = "1000000000/minute"
 """Limits that always have room, so every timed request is charged and allowed."""
 LIMITS_RT = {"requests": HIGH, "tokens": HIGH}
 LIMITS_RTC = {**LIMITS_RT, "concurrency": 64}
+LIMITS_LEASE = {**LIMITS_RTC, "lease": {"requests": 100, "tokens": 200_000, "concurrency": 64}}
+"""LIMITS_RTC in lease mode (Redis): a top-up every 50 requests, concurrency per replica."""
 
 
 async def credential_for(kind: str | None, store: gatekeeper.MemoryStore,

@@ -41,6 +41,7 @@ from gatekeeper.runtime import Runtime
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
 from gatekeeper.store.counters import CounterStore
 from gatekeeper.store.guarded import GuardedCounters
+from gatekeeper.store.leased import LeasedCounters
 from gatekeeper.store.locations import LocationStore, MemoryLocationStore
 from gatekeeper.store.redis_changes import ALL as ALL_KEYS
 from gatekeeper.types import ASGIApp, Message, Receive, Scope, Send
@@ -100,7 +101,8 @@ class Gatekeeper:
             self.breaker = Breaker(self.clock.monotonic)
             """The key store's circuit breaker; a remote counter store gets its own."""
             if counters is not None and not counters.embedded:
-                counters = GuardedCounters(counters, Breaker(self.clock.monotonic),
+                counters = GuardedCounters(LeasedCounters(counters, self.clock.now),
+                                           Breaker(self.clock.monotonic),
                                            compiled.on_store_error,
                                            self.metrics.store_fail_open.set)
             self.audit = audit or AuditLog()
@@ -303,10 +305,13 @@ class Gatekeeper:
             self.metrics.shared.process_ended()
         await self.runtime.authenticator.aclose()
         await self.locations.close()
-        await self.store.close()
         counters: object = self.runtime.counters
         if isinstance(counters, GuardedCounters):
             counters = counters.store
+        if isinstance(counters, LeasedCounters):
+            await counters.stop()  # hands unused slices back while the store still answers
+            counters = counters.store
+        await self.store.close()
         if counters is not self.store:  # one object with both capabilities closes once
             await self.runtime.counters.close()
         self._started = False

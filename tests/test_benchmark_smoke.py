@@ -100,7 +100,8 @@ def test_quick_http_load_runs(tmp_path: Path) -> None:
     output = tmp_path / "results.md"
     out = bench("benchmarks/http_load.py", "--quick", "--no-install", "--output",
                 str(output)).stdout
-    for name in HTTP_VARIANTS:  # one row per connection count: 1 and 16
+    redis = ("gk-limits-redis", "gk-limits-lease") if shutil.which("redis-server") else ()
+    for name in HTTP_VARIANTS + redis:  # one row per connection count: 1 and 16
         rows = re.findall(rf"^\| {re.escape(name)} \| [\d,]+ \(.*\| \d+\.\d \(", out,
                           re.MULTILINE)
         assert len(rows) == 2, (name, out)
@@ -153,3 +154,5 @@ def test_quick_redis_path_runs() -> None:
     assert one is not None and float(one.group(1)) == 1.0  # one round trip per request
     full = re.search(r"^\| gk-limits-redis \| .* \| (\d+\.\d\d) \|$", out, re.MULTILINE)
     assert full is not None and float(full.group(1)) == 2.0  # apply, then one settle
+    lease = re.search(r"^\| gk-limits-lease \| .* \| (\d+\.\d\d) \|$", out, re.MULTILINE)
+    assert lease is not None and float(lease.group(1)) <= 0.05  # issue #18's lease-mode bar

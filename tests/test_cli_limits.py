@@ -138,3 +138,15 @@ def test_rotation_carries_the_key_limits_over(cli: Cli) -> None:
     _, record = cli.create("acme", "--rpm", "60")
     rotated = cli.keys("rotate", record["key_id"], as_json=True).json()["record"]
     assert rotated["limits"] == {"requests": "60/minute"}
+
+
+def test_limits_show_says_which_counters_are_in_lease_mode(tmp_path: Path) -> None:
+    cli = cli_with(tmp_path, LIMITS_POLICY.replace(
+        "      monthly_spend: 500\n", "      monthly_spend: 500\n      lease: {{requests: 10}}\n"))
+    result = cli.run("limits", "show", "--tenant", "acme", "--policy", str(cli.policy), "--json")
+    leases = {c["unit"]: c.get("lease") for c in result.json()["storage_keys"]}
+    assert leases == {"requests": {"slice": 10, "ttl": 2.0}, "spend": None, "tokens": None}
+    text = cli.run("limits", "show", "--tenant", "acme", "--policy", str(cli.policy)).out
+    line = next(x for x in text.splitlines() if ":rq:100/60" in x)
+    assert line.endswith("  lease mode: slice 10, ttl 2s"), text
+    assert text.count("lease mode") == 1

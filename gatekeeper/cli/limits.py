@@ -103,6 +103,8 @@ def _counter(c: Counter) -> dict[str, Any]:
            "kind": c.kind, "unit": c.unit, "limit": c.limit, "period": c.period}
     if c.expires:
         out["until"] = datetime.fromtimestamp(c.expires, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    if c.slice:
+        out["lease"] = {"slice": c.slice, "ttl": c.ttl}  # lease mode (README "Lease mode")
     return out
 
 
@@ -132,6 +134,8 @@ def _text(view: dict[str, Any]) -> list[str]:
         detail = "" if "kind" not in c else \
             f"  {c['kind']} {c['unit']} {shown(c['unit'] + '_spend', c['limit'])}" + \
             (f" until {c['until']}" if "until" in c else f"/{c['period']:g}s")
+        if "lease" in c:
+            detail += f"  lease mode: slice {c['lease']['slice']}, ttl {c['lease']['ttl']:g}s"
         lines.append(f"  {c['key']}{detail}")
     lines += ["", view["counters"]]
     return lines

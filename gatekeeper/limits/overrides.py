@@ -73,7 +73,8 @@ def narrow(tenant: TenantLimits, key: LimitSet | None) -> TenantLimits:
     per_key = narrow_set(tenant.per_key, key)
     if per_key == tenant.per_key:
         return tenant
-    return TenantLimits(per_key, tenant.per_tenant, tenant.per_client, tenant.lease)
+    return TenantLimits(per_key, tenant.per_tenant, tenant.per_client, tenant.lease,
+                        tenant.slices)
 
 
 def narrow_set(tenant: LimitSet, key: LimitSet) -> LimitSet:

@@ -59,6 +59,11 @@ class Counter(NamedTuple):
     expires: float = 0.0
     """A quota's window end (Unix seconds; its key names the window): the counter is
     forgotten then. 0: a window aligned to ``period`` (for counters built by hand)."""
+    slice: int = 0
+    """Lease mode: the units a replica takes from the shared store at a time (concurrency:
+    the slots it counts alone); 0 is strict. Only ``store/leased.py`` reads it."""
+    ttl: float = 0.0
+    """Lease mode: seconds a slice lives after its last top-up."""
 
 
 class Lease(NamedTuple):
@@ -141,7 +146,7 @@ def settled_cost(counter: Counter, tokens: int, spend: int) -> int:
 
 def _scope(out: list[Counter], templates: tuple[Template, ...], tag: str, base: str,
            costs: dict[str, int], now: float | None) -> None:
-    for kind, suffix, limit, period, unit, window in templates:
+    for kind, suffix, limit, period, unit, window, slice_, ttl in templates:
         expires = 0.0
         key = base + suffix
         if window:
@@ -151,7 +156,7 @@ def _scope(out: list[Counter], templates: tuple[Template, ...], tag: str, base: 
             period, expires = found.end - found.start, found.end
         # tuple.__new__ skips the NamedTuple's keyword-parsing __new__ (about 3x cheaper)
         out.append(_new(Counter, (kind, key, tag, limit, period, costs[unit], unit,
-                                  expires)))
+                                  expires, slice_, ttl)))
 
 
 _new = tuple.__new__

@@ -10,6 +10,7 @@
           monthly_spend: 200                 # dollars, priced by the top-level `prices:`
           per_tenant: {requests: 600/minute}   # all of the tenant's keys together
           per_client: {requests: 20/second}    # each client address (IPv6 by /64)
+          lease: {requests: 20, tokens: 5000}  # lease mode (Redis): slices per replica
 
 The top level is per credential because a stolen key is the unit of damage; ``per_tenant``
 caps a tenant whatever number of keys it mints; ``per_client`` caps one address (or /64)
@@ -18,6 +19,12 @@ across keys. A tenant without the section has no limits and pays nothing for the
 Quotas are UTC calendar windows: ``daily_*`` the UTC day, ``monthly_*`` the UTC calendar
 month. Spend (``daily_spend``, ``monthly_spend``) is given in dollars and counted in whole
 micro-dollars (``limits/spend.py``), so every counter is an integer.
+
+``lease`` (in any scope) puts the named limits of that scope in lease mode: on a shared
+(Redis) store each replica takes a slice of the budget and decides locally until it is spent
+(``store/leased.py``). Strict is the default; the memory store ignores it. A slice is counted
+in the limit's unit (requests, tokens, dollars for spend); ``concurrency: N`` there means N
+slots counted in each replica's memory instead of the shared count.
 """
 
 from __future__ import annotations
@@ -52,11 +59,20 @@ MONTHLY = "month"
 MAX_SPEND = 10**9
 """Dollars: a larger spend limit is a typo."""
 
-Template = tuple[str, str, int, float, str, str]
+Template = tuple[str, str, int, float, str, str, int, float]
 """One counter of a scope, precomputed: (kind, storage key suffix, limit, period, unit,
-calendar window). The unit says what it is charged (requests 1, tokens the token estimate,
-spend the spend estimate); a quota's window (``day`` or ``month``, else "") is named in its
-key by the plan, which knows the time."""
+calendar window, lease slice (0: strict), slice ttl). The unit says what it is charged
+(requests 1, tokens the token estimate, spend the spend estimate); a quota's window (``day``
+or ``month``, else "") is named in its key by the plan, which knows the time."""
+
+DEFAULT_SLICE_TTL = 2.0
+"""Seconds a lease-mode slice lives after its last top-up: an idle replica hands its unused
+units back then."""
+MIN_SLICE_TTL = 0.1
+MAX_SLICE_TTL = 60.0
+LEASABLE = ("requests", "tokens", "concurrency", "daily_requests", "daily_tokens",
+            "daily_spend", "monthly_requests", "monthly_tokens", "monthly_spend")
+"""The fields a scope's ``lease`` may name: every limit (a quota's slice in its unit)."""
 
 _UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
           "h": 3600.0, "hour": 3600.0, "d": 86_400.0, "day": 86_400.0}
@@ -71,6 +87,26 @@ class Rate:
 
     def __str__(self) -> str:
         return f"{self.limit}/{self.period:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class Slices:
+    """Lease mode for one scope: the slice each replica takes per limit field (micro-dollars
+    for spend); a field not named stays strict."""
+
+    sizes: tuple[tuple[str, int], ...] = ()
+    ttl: float = DEFAULT_SLICE_TTL
+
+    def of(self, name: str, limit: int) -> int:
+        """The slice of ``name`` (0: strict), never above its limit (a key's own narrower limit
+        narrows its slice too)."""
+        for field_name, size in self.sizes:
+            if field_name == name:
+                return min(size, limit)
+        return 0
+
+
+NO_SLICES = Slices()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,21 +134,27 @@ class LimitSet:
         found = ((name, unit, window, getattr(self, name)) for name, unit, window in QUOTAS)
         return tuple(q for q in found if q[3] is not None)
 
-    def templates(self, lease: float) -> tuple[Template, ...]:
+    def templates(self, lease: float, slices: Slices = NO_SLICES) -> tuple[Template, ...]:
         """The counters this scope charges, in check order. A rate's limit and period are in
         its key (its GCRA state is in units of its rate, so a changed rate starts afresh);
-        quotas and slots keep their key, so raising a quota does not forgive usage."""
+        quotas and slots keep their key, so raising a quota does not forgive usage. A slice
+        is not in the key: strict and lease mode share one budget."""
         out: list[Template] = []
+        ttl = slices.ttl
         if self.requests is not None:
             r = self.requests
-            out.append((RATE, f":rq:{r.limit}/{r.period:g}", r.limit, r.period, REQUESTS, ""))
+            out.append((RATE, f":rq:{r.limit}/{r.period:g}", r.limit, r.period, REQUESTS, "",
+                        slices.of("requests", r.limit), ttl))
         if self.tokens is not None:
             r = self.tokens
-            out.append((RATE, f":tk:{r.limit}/{r.period:g}", r.limit, r.period, TOKENS, ""))
+            out.append((RATE, f":tk:{r.limit}/{r.period:g}", r.limit, r.period, TOKENS, "",
+                        slices.of("tokens", r.limit), ttl))
         for name, unit, window, limit in self.quotas:
-            out.append((QUOTA, _QUOTA_SUFFIX[name], limit, DAY, unit, window))
+            out.append((QUOTA, _QUOTA_SUFFIX[name], limit, DAY, unit, window,
+                        slices.of(name, limit), ttl))
         if self.concurrency is not None:
-            out.append((CONCURRENCY, ":cc", self.concurrency, lease, REQUESTS, ""))
+            out.append((CONCURRENCY, ":cc", self.concurrency, lease, REQUESTS, "",
+                        slices.of("concurrency", self.concurrency), ttl))
         return tuple(out)
 
 
@@ -132,6 +174,8 @@ class TenantLimits:
     per_client: LimitSet = _NONE
     lease: float = DEFAULT_LEASE
     """Concurrency slot lease (seconds)."""
+    slices: tuple[Slices, Slices, Slices] = (NO_SLICES, NO_SLICES, NO_SLICES)
+    """Lease mode per scope (key, tenant, client): ``Slices``."""
     charges_tokens: bool = field(init=False, default=False)
     """Some scope limits tokens: the request needs a token estimate and a reconcile."""
     charges_spend: bool = field(init=False, default=False)
@@ -147,9 +191,12 @@ class TenantLimits:
     def __post_init__(self) -> None:
         scopes = (self.per_key, self.per_tenant, self.per_client)
         object.__setattr__(self, "empty", all(s.empty for s in scopes))
-        object.__setattr__(self, "key_counters", self.per_key.templates(self.lease))
-        object.__setattr__(self, "tenant_counters", self.per_tenant.templates(self.lease))
-        object.__setattr__(self, "client_counters", self.per_client.templates(self.lease))
+        key, tenant, client = self.slices
+        object.__setattr__(self, "key_counters", self.per_key.templates(self.lease, key))
+        object.__setattr__(self, "tenant_counters",
+                           self.per_tenant.templates(self.lease, tenant))
+        object.__setattr__(self, "client_counters",
+                           self.per_client.templates(self.lease, client))
         units = {t[4] for s in scopes for t in s.templates(self.lease)}
         object.__setattr__(self, "charges_tokens", TOKENS in units)
         object.__setattr__(self, "charges_spend", SPEND in units)
@@ -180,11 +227,18 @@ def parse_rate(text: str) -> Rate:
 def load_limits(fields: Fields) -> TenantLimits:
     """The tenant's ``limits`` mapping (``fields`` is already that section)."""
     per_key = _load_set(fields)
-    per_tenant = _load_set(fields.section("per_tenant"), nested=True)
-    per_client = _load_set(fields.section("per_client"), nested=True)
+    key_slices = _load_slices(fields, per_key)
+    tenant_fields, client_fields = fields.section("per_tenant"), fields.section("per_client")
+    per_tenant = _load_set(tenant_fields)
+    tenant_slices = _load_slices(tenant_fields, per_tenant)
+    tenant_fields.finish()
+    per_client = _load_set(client_fields)
+    client_slices = _load_slices(client_fields, per_client)
+    client_fields.finish()
     lease = fields.number("concurrency_lease", DEFAULT_LEASE, MIN_PERIOD, MAX_PERIOD)
     fields.finish()
-    return TenantLimits(per_key, per_tenant, per_client, lease)
+    return TenantLimits(per_key, per_tenant, per_client, lease,
+                        (key_slices, tenant_slices, client_slices))
 
 
 def load_key_limits(data: Mapping[str, Any], source: str = "limits") -> LimitSet:
@@ -206,6 +260,44 @@ def _load_set(fields: Fields, nested: bool = False) -> LimitSet:
     if nested:
         fields.finish()
     return found
+
+
+def _load_slices(scope: Fields, limits: LimitSet) -> Slices:
+    """A scope's ``lease``: ``{requests: 20, tokens: 5000, ttl: 2}``; each field names a
+    limit set in the same scope, with a slice from 1 to that limit."""
+    if not scope.has("lease"):
+        return NO_SLICES
+    fields = scope.section("lease")
+    ttl = fields.number("ttl", DEFAULT_SLICE_TTL, MIN_SLICE_TTL, MAX_SLICE_TTL)
+    sizes: list[tuple[str, int]] = []
+    for name, value in fields.items():
+        if name == "ttl":
+            continue
+        if name not in LEASABLE:
+            fields.error(name, value, f"is not a limit; lease mode takes {', '.join(LEASABLE)}")
+            continue
+        limit = getattr(limits, name)
+        if limit is None:
+            fields.error(name, value, f"has no {name} limit to lease in this scope")
+            continue
+        top = limit.limit if isinstance(limit, Rate) else limit
+        if name.endswith("_spend"):
+            try:
+                size = dollars(value)
+            except ValueError as exc:
+                fields.error(name, value, str(exc))
+                continue
+        elif isinstance(value, bool) or not isinstance(value, int):
+            fields.error(name, value, "must be a whole number (the slice each replica takes)")
+            continue
+        else:
+            size = value
+        if not 1 <= size <= top:
+            fields.error(name, value, f"must be from 1 to the limit ({top})")
+            continue
+        sizes.append((name, size))
+    fields.finish()
+    return Slices(tuple(sizes), ttl)
 
 
 def _rate(fields: Fields, name: str) -> Rate | None:

@@ -47,7 +47,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
         staged: dict[str, Entry] = {}
         answers: list[CounterAnswer] = []
         passed = True
-        for kind, key, _, limit, period, cost, _, expires in plan:
+        for kind, key, _, limit, period, cost, _, expires, _, _ in plan:  # slice, ttl: lease
             entry = entries.get(key)
             if entry is not None and entry[0] <= now_us:
                 entry = None  # expired: as if never charged
