@@ -15,6 +15,7 @@ from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, TOKENS, C
 from gatekeeper.policy.load import compile_policy
 from gatekeeper.store.leased import LeasedCounters
 from gatekeeper.store.redis import RedisStore
+from gatekeeper.store.redis_changes import CHANNEL
 from tests.conftest import PEPPER, Recorder, asgi_request
 from tests.redis_server import redis_server
 from tests.store.conftest import SLACK, empty_redis_store
@@ -269,6 +270,12 @@ async def test_with_redis_down_a_slice_serves_what_it_holds_then_the_failure_rul
         store = RedisStore(f"redis://127.0.0.1:{port}/0", **SLACK)
         gk = Gatekeeper(app, policy, store=store, pepper=PEPPER)
         key, _ = await key_admin.create_key(store, PEPPER, policy, "acme", time.time())
+        # the key-change follower's first "anything may have changed" must come before the
+        # key is cached, or it would send the next request to a dead store
+        await gk.startup()
+        while (await store.redis.pubsub_numsub(CHANNEL))[0][1] < 1:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
         assert (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 200
     try:
         codes = [(await asgi_request(gk, "/v1/models", auth(key)))[0]["status"]

@@ -62,7 +62,7 @@ async def test_the_primary_of_the_tenants_slot_dies_and_its_replica_takes_over(
         gk = Gatekeeper(app, compiled, store=store, pepper=PEPPER)
         sample = gk.metrics.registry.get_sample_value
         with serving(gk, lifespan="on") as base:
-            load = app.load = PhasedLoad(f"{base}/v1/models", key)
+            load = PhasedLoad(f"{base}/v1/models", key)
             killed: list[float] = []
 
             def kill() -> None:

@@ -57,7 +57,7 @@ async def test_kill_redis_during_a_load_run_then_start_it_again(tmp_path: Path,
         gk = Gatekeeper(app, compiled, store=store, pepper=PEPPER)
         fail_open = gk.metrics.registry.get_sample_value
         with serving(gk, lifespan="on") as base:
-            load = app.load = PhasedLoad(f"{base}/v1/models", key)
+            load = PhasedLoad(f"{base}/v1/models", key)
             restarted: list[int] = []
 
             async def restart() -> None:

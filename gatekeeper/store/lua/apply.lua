@@ -100,7 +100,7 @@ end
 for _, key in ipairs(order) do
   local s = staged[key]
   if s.kind == 'r' then
-    redis.call('SET', key, fmt(s.tat) .. ' ' .. fmt(s.rem), 'PX', ms(s.tat + 1 - now))
+    redis.call('SET', key, fmt(s.tat) .. ' ' .. fmt(s.rem), 'PX', ms(s.tat + 1 - now + RATE_SLACK_US))
   elseif s.kind == 'q' then
     redis.call('SET', key, fmt(s.used), 'PX', ms(s.ends - now))
   elseif #s.adds > 0 then

@@ -5,6 +5,10 @@
 
 local function fmt(x) return string.format('%.0f', x) end
 local function ms(us) return fmt(math.ceil(us / 1000)) end
+-- A rate key outlives its tat by a second. A tat that has passed reads as fresh (tat < now), so
+-- this changes no answer; it only keeps Redis's own clock, which expires keys, from dropping a
+-- key that a caller's time (a replica a little behind, replay's clock) still sees as live.
+local RATE_SLACK_US = 1000000
 local function window_end(now, period)  -- a window aligned to its period (hand-built counters)
   local r = now - math.floor(now / period) * period
   if r < 0 then r = r + period elseif r >= period then r = r - period end

@@ -31,7 +31,7 @@ local function correct(key, kind, limit, delta, d_us, d_rem, ends, period)
       if rem < 0 then tat, rem = tat - 1, rem + limit end
       if tat < now then tat, rem = now, 0 end
     end
-    redis.call('SET', key, fmt(tat) .. ' ' .. fmt(rem), 'PX', ms(tat + 1 - now))
+    redis.call('SET', key, fmt(tat) .. ' ' .. fmt(rem), 'PX', ms(tat + 1 - now + RATE_SLACK_US))
   elseif kind == 'q' then
     if ends == 0 then ends = window_end(now, period) end
     if ends <= now then return end
