@@ -47,20 +47,24 @@ class Event(NamedTuple):
     """Where it was, for impossible travel."""
 
 
+def network_of(settings: ResaleSettings, addr: IPAddr | None,
+               location: Location) -> tuple[str | None, bool]:
+    """The network a request is counted under (a declared known network's name, else the
+    located one) and whether the tenant declared it legitimate (by network or ASN)."""
+    known = settings.known
+    network = location.network
+    if addr is not None:
+        for name, nets in known.networks:
+            if addr in nets:
+                return name, True
+    return network, location.asn is not None and location.asn in known.asns
+
+
 def event_for(settings: ResaleSettings, ts: float, key_id: str, addr: IPAddr | None,
               location: Location, method: str, path: str, user_agent: str | None,
               body: Any, reason_code: str, duration: float = 0.0) -> Event:
     """The event for one request of a known key, allowed or refused."""
-    known = settings.known
-    network = location.network
-    known_network = False
-    if addr is not None:
-        for name, nets in known.networks:
-            if addr in nets:
-                network, known_network = name, True
-                break
-    if not known_network and location.asn is not None and location.asn in known.asns:
-        known_network = True
+    network, known_network = network_of(settings, addr, location)
     model = end_user = None
     tiny = False
     invalid = reason_code in INVALID_REASONS
@@ -78,5 +82,5 @@ def event_for(settings: ResaleSettings, ts: float, key_id: str, addr: IPAddr | N
     return Event(ts, key_id, None if addr is None else addr.text, network, location.country,
                  user_agent, end_user, model,
                  method == "GET" and path.rstrip("/").endswith("/models"), tiny, invalid,
-                 max(0.0, duration), addr is not None and addr in known.nat_egress,
+                 max(0.0, duration), addr is not None and addr in settings.known.nat_egress,
                  known_network, sighting(location, ts))

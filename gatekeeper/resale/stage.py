@@ -40,7 +40,7 @@ from gatekeeper.geo.travel import Sighting, sighting
 from gatekeeper.networks import IPAddr
 from gatekeeper.policy.model import Policy
 from gatekeeper.policy.resale import OFF
-from gatekeeper.resale.event import INVALID_REASONS, Event
+from gatekeeper.resale.event import INVALID_REASONS, Event, network_of
 from gatekeeper.resale.scorer import Scorer
 from gatekeeper.resale.snapshot import FLUSH_EVERY, Snapshot
 from gatekeeper.resale.state import ResaleTracker
@@ -216,17 +216,9 @@ class ResaleStage:
                                       scope.get("client"))
         addr = facts.client
         location = UNKNOWN if addr is None else self.locate(addr)
-        known = settings.known
-        network, known_network = location.network, False
-        if addr is not None:
-            for name, nets in known.networks:
-                if addr in nets:
-                    network, known_network = name, True
-                    break
-        if not known_network and location.asn is not None and location.asn in known.asns:
-            known_network = True
+        network, known_network = network_of(settings, addr, location)
         found = sighting(location, 0.0)
         return (None if addr is None else addr.text, network, location.country,
-                addr is not None and addr in known.nat_egress, known_network,
+                addr is not None and addr in settings.known.nat_egress, known_network,
                 None if found is None else found[:3], tenant)
 
