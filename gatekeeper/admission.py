@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from gatekeeper import reasons
-from gatekeeper.charge import Charge
+from gatekeeper.charge import AnyCharge, Charge, LocalCharge
 from gatekeeper.clock import Clock
 from gatekeeper.decision import BLOCK, Decision
 from gatekeeper.errors import StoreError
@@ -46,6 +46,7 @@ from gatekeeper.reasons import Reason, Refusal
 from gatekeeper.request_body import BodyFacts, quick_read, read_request, with_include_usage
 from gatekeeper.responder import Responder
 from gatekeeper.store.counters import CounterStore, EmbeddedCounterStore
+from gatekeeper.store.memory_counters import Compiled, MemoryCounterStore, compile_plan
 from gatekeeper.token_estimate import path_completes
 from gatekeeper.types import Receive, Scope, Send
 
@@ -57,9 +58,9 @@ class Admission:
     key fixes the client address, so the plan is built once and reused until its first quota
     window ends; a request only puts its own token and spend estimates in."""
 
-    __slots__ = ("client", "completes", "credential", "limits", "plan", "plan_until",
-                 "priced", "prices", "quick_estimate", "reads_body", "report", "reserves",
-                 "rules", "tenant", "watch")
+    __slots__ = ("client", "completes", "credential", "limits", "local", "local_priced",
+                 "plan", "plan_until", "priced", "prices", "quick_estimate", "reads_body",
+                 "report", "reserves", "rules", "spend_prices", "tenant", "watch")
 
     def __init__(self, tenant: str, credential: str, client: IPAddr | None,
                  limits: TenantLimits, prices: Prices = NO_PRICES,
@@ -89,15 +90,29 @@ class Admission:
         self.priced: tuple[int, ...] = ()
         """Where the plan's token and spend counters are: their cost is this request's."""
         self.report = Report(EMPTY_PLAN)
+        self.local: Compiled | None = None
+        """The plan compiled for the memory store's ``take``: None for other stores, for a
+        watched budget (it reads every answer) and for plans ``take`` leaves to ``apply``."""
+        self.local_priced: Compiled = ()
+        """``local``'s token and spend counters: what a settle corrects."""
+        self.spend_prices = prices if limits.charges_spend else None
+
+    def renew(self, now: float, counters: CounterStore | None = None) -> None:
+        """Build the plan of this quota window (and compile it for ``counters``)."""
+        plan = build_plan(self.tenant, self.credential, self.client, self.limits, 0,
+                          now=now, spend=0)
+        self.plan = plan
+        self.plan_until = min((c.expires for c in plan if c.expires), default=math.inf)
+        self.priced = tuple(i for i, c in enumerate(plan) if c.unit != REQUESTS)
+        self.report = Report(plan)
+        local = compile_plan(plan) if isinstance(counters, MemoryCounterStore) and \
+            self.watch is None and self.report.simple else None
+        self.local = local
+        self.local_priced = () if local is None else tuple(c for c in local if c[4])
 
     def plan_for(self, now: float, estimate: int = 0, spend: int = 0) -> Plan:
         if now >= self.plan_until:
-            plan = build_plan(self.tenant, self.credential, self.client, self.limits, 0,
-                              now=now, spend=0)
-            self.plan = plan
-            self.plan_until = min((c.expires for c in plan if c.expires), default=math.inf)
-            self.priced = tuple(i for i, c in enumerate(plan) if c.unit != REQUESTS)
-            self.report = Report(plan)
+            self.renew(now)
         if not self.priced:
             return self.plan
         priced = list(self.plan)
@@ -130,7 +145,7 @@ def admission_for(policy: Policy, decision: Decision, facts: RequestFacts,
 async def admit_request(counters: CounterStore, clock: Clock, admission: Admission,
                         decision: Decision, scope: Scope, receive: Receive, send: Send,
                         scan: Scan, now: float) -> tuple[Decision, Responder | None,
-                                                         Charge | None]:
+                                                         AnyCharge | None]:
     """Every stage after an allowed decision: the body (read once, bounded, checked against
     the request policy, estimated), then the limits. Answers the final decision, the
     Responder to run the app through (None when nothing wraps it) and the charge to settle.
@@ -200,7 +215,7 @@ def _refused(decision: Decision, reason: Reason, detail: str) -> Decision:
 
 def admit_plain(counters: CounterStore, clock: Clock, admission: Admission,
                 decision: Decision, receive: Receive, send: Send, now: float,
-                http: bool) -> tuple[Decision, Responder | None, Charge | None]:
+                http: bool) -> tuple[Decision, Responder | None, AnyCharge | None]:
     """``admit_request`` for the common case, with no coroutine: the body is not needed and
     the counter store answers without I/O (``counters.embedded``)."""
     charge = None
@@ -218,10 +233,28 @@ def admit_plain(counters: CounterStore, clock: Clock, admission: Admission,
 
 def admit_now(counters: EmbeddedCounterStore, clock: Clock, admission: Admission,
               decision: Decision, now: float, estimate: int = 0,
-              model: str = "") -> tuple[Decision, Charge | None]:
+              model: str = "") -> tuple[Decision, AnyCharge | None]:
     """``admit`` on a store that answers without I/O."""
-    plan = admission.plan_for(now, estimate, spend_of(admission.prices, model, estimate, 0)
-                              if admission.limits.charges_spend else 0)
+    if now >= admission.plan_until:
+        admission.renew(now, counters)
+    prices = admission.spend_prices
+    spend = 0 if prices is None else spend_of(prices, model, estimate, 0)
+    local = admission.local
+    if local is not None:  # the memory store: a compiled plan, answered only when allowed
+        memory: MemoryCounterStore = counters  # type: ignore[assignment]  # renew() checked
+        costs = (1, estimate, spend)
+        try:
+            answers = memory.take(local, costs, now)
+        except Exception as exc:
+            return _store_failed(decision, exc), None
+        if answers is not None:
+            headers, leases = admission.report.allowed(answers)
+            allowed = decision.with_headers(headers) if headers else decision
+            if leases or admission.reserves:
+                return allowed, LocalCharge(memory, clock, admission.local_priced, leases,
+                                            costs, prices, model)
+            return allowed, None
+    plan = admission.plan_for(now, estimate, spend)
     try:
         answers = counters.apply_now(plan, now)
     except Exception as exc:
@@ -230,7 +263,8 @@ def admit_now(counters: EmbeddedCounterStore, clock: Clock, admission: Admission
 
 
 async def admit(counters: CounterStore, clock: Clock, admission: Admission, decision: Decision,
-                now: float, estimate: int = 0, model: str = "") -> tuple[Decision, Charge | None]:
+                now: float, estimate: int = 0,
+                model: str = "") -> tuple[Decision, AnyCharge | None]:
     """The final decision after the limits (with its rate-limit headers) and the charge to
     settle when the response ends (None when there is nothing to give back or correct).
     ``estimate`` is the tokens reserved; ``model`` prices the spend reserved and settled."""
@@ -253,7 +287,7 @@ def _store_failed(decision: Decision, exc: Exception) -> Decision:
 
 def _conclude(counters: CounterStore, clock: Clock, admission: Admission, decision: Decision,
               plan: Plan, answers: Sequence[CounterAnswer],
-              model: str) -> tuple[Decision, Charge | None]:
+              model: str) -> tuple[Decision, AnyCharge | None]:
     if admission.watch is not None:  # the tenant has a webhook target: budgets watched
         admission.watch(admission, plan, answers)
     report = admission.report

@@ -12,6 +12,7 @@ from gatekeeper.limits.plan import TOKENS, Lease, Plan
 from gatekeeper.limits.spend import Prices, spend_of
 from gatekeeper.responder import Responder, Usage
 from gatekeeper.store.counters import Correction, CounterStore, EmbeddedCounterStore
+from gatekeeper.store.memory_counters import Compiled, Costs, MemoryCounterStore
 
 
 class Charge:
@@ -67,3 +68,49 @@ class Charge:
             c = plan[i]
             out.append((c, c[5], tokens if c[6] == TOKENS else spend))
         return out
+
+
+class LocalCharge:
+    """``Charge`` for a request the memory store charged with ``take`` (a compiled plan):
+    settled with ``give``, at once, in the same call however the exchange ended."""
+
+    __slots__ = ("clock", "costs", "counters", "leases", "model", "priced", "prices")
+
+    def __init__(self, counters: MemoryCounterStore, clock: Clock, priced: Compiled,
+                 leases: Sequence[Lease], costs: Costs, prices: Prices | None,
+                 model: str) -> None:
+        """``priced``: the compiled plan's token and spend counters (what usage corrects);
+        ``costs``: what ``take`` reserved, ``(1, tokens, spend)``; ``prices``: None when no
+        counter counts spend."""
+        self.counters = counters
+        self.clock = clock
+        self.priced = priced
+        self.leases = leases
+        self.costs = costs
+        self.prices = prices
+        self.model = model
+
+    def settle(self, responder: Responder | None) -> None:
+        usage = None if responder is None or not self.priced else responder.usage
+        if usage is None and not self.leases:
+            return None
+        self.counters.give(self.priced, self.leases, self.costs, self._actual(usage),
+                           self.clock.now())
+        return None
+
+    async def finish(self, usage: Usage | None, now: float) -> None:
+        self.counters.give(self.priced, self.leases, self.costs,
+                           self._actual(usage if self.priced else None), now)
+
+    def _actual(self, usage: Usage | None) -> Costs:
+        """What the request cost: its usage priced, or, unknown, what it reserved (the
+        estimate is then what the request cost)."""
+        if usage is None:
+            return self.costs
+        prices = self.prices
+        return (1, usage[2], 0 if prices is None else
+                spend_of(prices, self.model, usage[0], usage[1]))
+
+
+AnyCharge = Charge | LocalCharge
+"""What an admitted request's settle is called on."""

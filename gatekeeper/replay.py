@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from gatekeeper.admission import admit, body_facts
-from gatekeeper.charge import Charge
+from gatekeeper.charge import AnyCharge
 from gatekeeper.clock import ManualClock
 from gatekeeper.decision import BLOCK, Decision
 from gatekeeper.errors import ConfigError
@@ -86,7 +86,7 @@ def read_records(lines: Iterable[str]) -> Iterator[RequestRecord]:
 
 
 async def decide_record(runtime: Runtime, record: RequestRecord,
-                        clock: ManualClock) -> tuple[Decision, Charge | None]:
+                        clock: ManualClock) -> tuple[Decision, AnyCharge | None]:
     """One recorded request, decided exactly as the middleware decides it live, with the
     charge its limits took (to be settled when the recorded request ended)."""
     clock.set(record.ts)
@@ -144,7 +144,7 @@ async def replay_each(records: Iterable[RequestRecord], policy: Policy, store: S
     request as it is decided (the resale score, progress)."""
     clock = clock or ManualClock()
     runtime = Runtime(policy, store, pepper, clock)
-    ending: list[tuple[float, int, Charge, Usage | None]] = []  # a heap by end time
+    ending: list[tuple[float, int, AnyCharge, Usage | None]] = []  # a heap by end time
     for number, record in enumerate(records):
         if runtime.routes.answer(record.path, record.root_path) == "":
             continue

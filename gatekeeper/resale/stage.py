@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gatekeeper.audit import AuditLog
-from gatekeeper.charge import Charge
+from gatekeeper.charge import AnyCharge
 from gatekeeper.decision import ALLOW, SUSPEND, Decision
 from gatekeeper.facts import FactReader, RequestFacts, Scan
 from gatekeeper.geo.location import UNKNOWN, Location
@@ -158,7 +158,7 @@ class ResaleStage:
 
     def run(self, decision: Decision, facts: RequestFacts | None, scan: Scan,
             key: tuple[Any, ...] | None, scope: Scope, below: str, now: float,
-            charge: Charge | None) -> Decision:
+            charge: AnyCharge | None) -> Decision:
         """The decision after the score; counts the request. For a decision with a
         principal (a known key, allowed or refused after authentication)."""
         scorer = self.scorer
@@ -189,7 +189,7 @@ class ResaleStage:
         return self._acted(decision, acted, before, would, scope, now, charge)
 
     def _acted(self, decision: Decision, acted: Decision, before: Any, would: str,
-               scope: Scope, now: float, charge: Charge | None) -> Decision:
+               scope: Scope, now: float, charge: AnyCharge | None) -> Decision:
         memory = self.memory
         key_id = decision.key_id or ""
         if memory.on_action is not None:

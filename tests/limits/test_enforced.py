@@ -18,7 +18,7 @@ from gatekeeper.limits.plan import CounterAnswer, Lease, Plan
 from gatekeeper.policy.load import compile_policy
 from gatekeeper.request_body import BodyFacts, quick_read
 from gatekeeper.store.counters import Correction, CounterStore
-from gatekeeper.store.memory_counters import MemoryCounterStore
+from gatekeeper.store.memory_counters import UNIT_NAMES, Compiled, Costs, MemoryCounterStore
 from gatekeeper.types import Message, Receive, Scope, Send
 from tests.conftest import CHAT, PEPPER, POLICY, Recorder, asgi_request, make_env
 
@@ -37,6 +37,22 @@ class Counting(MemoryCounterStore):
     def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]:
         self.calls.append("apply")
         return super().apply_now(plan, now)
+
+    def take(self, plan: Compiled, costs: Costs, now: float) -> list[CounterAnswer] | None:
+        answers = super().take(plan, costs, now)
+        if answers is not None:  # a refusal is answered by apply_now, which counts itself
+            self.calls.append("apply")
+        return answers
+
+    def give(self, plan: Compiled, leases: Sequence[Lease], reserved: Costs, actual: Costs,
+             now: float) -> int:
+        self.calls.append("settle")
+        if actual is not reserved:
+            self.reconciled += [(UNIT_NAMES[c[4]], reserved[c[4]], actual[c[4]]) for c in plan]
+        released = super().give(plan, leases, reserved, actual, now)
+        if leases:
+            self.released.append(released)
+        return released
 
     def settle_now(self, leases: Sequence[Lease], corrections: Sequence[Correction],
                    now: float) -> int:
@@ -340,6 +356,9 @@ async def test_the_request_policy_refuses_before_any_counter_is_charged(
 
 class Broken(MemoryCounterStore):
     def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        raise ConnectionError("counter backend down")
+
+    def take(self, plan: Compiled, costs: Costs, now: float) -> list[CounterAnswer] | None:
         raise ConnectionError("counter backend down")
 
 
