@@ -69,6 +69,9 @@ class BodyFacts(NamedTuple):
 
 
 NO_BODY = BodyFacts()
+BODY_FACTS = "gatekeeper.body"
+"""Where ``admit_request`` leaves a read body's ``BodyFacts`` in the scope for the resale
+stage, which takes it out before the app runs."""
 
 
 def is_json_type(content_type: str | None) -> bool:
