@@ -47,12 +47,18 @@ class Shared:
         self.folded_at = float("-inf")
 
 
+LATE = 5.0
+"""Seconds a request may take between its time and being counted (a slow body) and still have
+its values in the next batch; a later one's wait for their next use."""
+
+
 def collect(tracker: ResaleTracker, since: float,
             limit: int = MAX_BATCH) -> list[tuple[KeyState, KeySignals]]:
-    """Every key used at or after ``since`` (the tail of the tracker's least-recently-used
-    order, walked back until an older key), with its values and requests since then."""
+    """Every key used since the last batch (collected at ``since``), with the values it used
+    since then and its requests not yet sent."""
     found: list[tuple[KeyState, KeySignals]] = []
-    for key_id, state in _used_since(tracker, since):
+    since -= LATE
+    for key_id, state in _unsent(tracker):
         if len(found) >= limit:
             break
         settings = state.settings
@@ -94,11 +100,15 @@ def fleet(state: KeyState, now: float, short: float) -> Counts | None:
     return shared.counts
 
 
-def _used_since(tracker: ResaleTracker, since: float) -> Iterator[tuple[str, KeyState]]:
+def _unsent(tracker: ResaleTracker) -> Iterator[tuple[str, KeyState]]:
+    """The keys with requests not yet sent: the tail of the tracker's least-recently-used
+    order, walked back to the first key whose requests were all sent (every key before it
+    was used before it, so none of them has any either). Not by time: a request's time is
+    when it started, and a slow one is counted after quicker, later ones."""
     keys = tracker.keys
     for key_id in reversed(keys):
         state = keys[key_id]
-        if state.last_seen < since:
+        if state.shared is not None and state.shared.synced == state.requests:
             return
         yield key_id, state
 

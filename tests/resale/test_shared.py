@@ -6,6 +6,7 @@ for the score."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,15 +15,17 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
-from gatekeeper import Gatekeeper, ManualClock, MemoryStore, SQLiteStore, key_admin
+from gatekeeper import AuditLog, Gatekeeper, ManualClock, MemoryStore, SQLiteStore, key_admin
 from gatekeeper.decision import Decision
 from gatekeeper.policy.load import compile_policy
+from gatekeeper.resale.event import Event
+from gatekeeper.resale.stage import ResaleMemory
 from gatekeeper.store.redis import RedisStore
 from gatekeeper.store.redis_changes import CHANNEL
 from gatekeeper.store.signals import SignalStore
 from gatekeeper.types import Scope
 from tests.conftest import PEPPER, Recorder, asgi_request
-from tests.redis_server import redis_server
+from tests.redis_server import free_port, redis_server
 from tests.store.conftest import SLACK
 
 pytestmark = pytest.mark.anyio
@@ -152,6 +155,21 @@ async def test_the_memory_and_sqlite_stores_share_nothing_and_do_no_io(tmp_path:
                         clock=ManualClock(T0))
         assert gk.resale.signals is None
         assert await gk.resale.share() == 0
+
+
+async def test_a_dead_store_loses_one_batch_says_so_and_answers_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0")  # nobody listens there
+    policy = compile_policy(POLICY)
+    memory = ResaleMemory(policy, store, AuditLog(), clock=lambda: T0)
+    memory.tracker.observe(Event(T0, "kid", "192.0.2.1"), policy.resale)
+    try:
+        with caplog.at_level(logging.WARNING, "gatekeeper"):
+            assert await memory.share() == 0
+        assert "resale signals not shared (1 keys): StoreError" in caplog.text
+        assert await memory.share() == 0  # sent (and lost): not sent again
+    finally:
+        await store.close()
 
 
 async def _stats(server: Redis) -> dict[str, int]:
