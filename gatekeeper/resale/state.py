@@ -8,11 +8,14 @@ of ``RING`` request counts, a duty-cycle bitmask, the end times of requests in f
 (``IN_FLIGHT_CAP``) and small capped lists of event times (``EVENT_CAP``, made on first use).
 Measured with ``tracemalloc`` (CPython 3.11): about 1.7 KB for a key used from one place,
 about 30 KB at most for a key at every cap; 50,000 keys hold about 85 MB in the common case.
+On a store that shares signals, a key also holds the fleet's view (``shared.Shared``, about
+250 bytes).
 A forgotten key starts again as new: it has no baseline and learns for
 ``resale.learn`` before anything it does can count as "new" again.
 
 Distinct counts saturate at the cap, which is far above every default ``allow``: the score
-only needs to know that a key is far out, not how far.
+only needs to know that a key is far out, not how far. (The fleet's counts, ``shared.py``, do
+not saturate.)
 """
 
 from __future__ import annotations
