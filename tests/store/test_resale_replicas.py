@@ -56,7 +56,8 @@ async def test_two_replica_processes_flag_a_fan_out_neither_sees_whole(
             answer = await client.get(f"{bases[replica]}/v1/chat/completions",
                                       headers={**auth, "x-forwarded-for": f"198.18.{network}.7"})
             assert answer.status_code == 200, answer.text
-            return answer.headers.get("x-gatekeeper-resale")
+            found: str | None = answer.headers.get("x-gatekeeper-resale")
+            return found
 
         async with httpx.AsyncClient(timeout=30) as client:
             for network in range(4):
