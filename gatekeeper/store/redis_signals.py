@@ -15,6 +15,7 @@ are estimates (Redis: 0.81% standard error), exact in practice for the few value
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,8 @@ from gatekeeper.store.signals import Counts, KeySignals
 LETTERS = "ancuem"
 """One per dimension of ``resale/state.DIMENSIONS``, in its order."""
 _REQUESTS = "q"
+MEMBER_CHARS = 64
+"""Longer values are sent as a 33-character digest."""
 
 
 def bucket_names(key_id: str, letter: str, slot: float, last: int, slots: int) -> list[str]:
@@ -43,7 +46,7 @@ def queue(pipe: Any, batch: Sequence[KeySignals], now: float) -> None:
                 continue
             names = bucket_names(key.key_id, letter, key.slot, last, key.slots)
             if members:
-                pipe.pfadd(names[-1], *members)
+                pipe.pfadd(names[-1], *(_short(m) for m in members))
                 pipe.expire(names[-1], ttl)
             pipe.execute_command("PFCOUNT", *names)  # one slot: allowed on a cluster too
         names = bucket_names(key.key_id, _REQUESTS, key.slot, last, key.slots)
@@ -51,6 +54,14 @@ def queue(pipe: Any, batch: Sequence[KeySignals], now: float) -> None:
             pipe.incrby(names[-1], key.requests)
             pipe.expire(names[-1], ttl)
         pipe.execute_command("MGET", *names)
+
+
+def _short(member: str) -> str:
+    """A long value (a user agent, a ``user`` id: what clients send) as a digest: distinct
+    values stay distinct, and a batch stays small however long they are."""
+    if len(member) <= MEMBER_CHARS:
+        return member
+    return "#" + hashlib.blake2b(member.encode(), digest_size=16).hexdigest()
 
 
 def counts(batch: Sequence[KeySignals], replies: Sequence[Any]) -> list[Counts]:

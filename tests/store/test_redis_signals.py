@@ -51,3 +51,17 @@ async def test_counts_pool_the_batches_and_follow_the_window(request: pytest.Fix
             assert all(t <= 660 for t in held)  # a window and a bucket
     finally:
         await store.close()
+
+
+async def test_long_values_are_sent_as_digests_and_stay_distinct(redis_port: int) -> None:
+    store = await empty_redis_store(redis_port)
+    agents = tuple("Mozilla/5.0 " + "x" * 8000 + str(i) for i in range(3))
+    key = KeySignals("kid", 60.0, 10, ((), (), (), agents, (), ()), 0,
+                     (False, False, False, True, False, False))
+    try:
+        await store.redis.config_resetstat()
+        assert await store.share_signals([key, key], T0) == [(0, 0, 0, 3, 0, 0, 0)] * 2
+        stats = await store.redis.info("stats")
+        assert int(stats["total_net_input_bytes"]) < 4000  # not 2 x 3 x 8 KB
+    finally:
+        await store.close()
