@@ -6,20 +6,15 @@ eight networks. Each replica alone cannot: the in-process test
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 
-from tests.redis_server import free_port
-from tests.serving import wait_until_up
 from tests.store.conftest import empty_redis_store
-from tests.test_cli import POLICY_YAML, Cli, clean_env, write_pepper
-
-ROOT = Path(__file__).parent.parent.parent
+from tests.store.redis_replica import replicas
+from tests.test_cli import POLICY_YAML, Cli, write_pepper
 
 pytestmark = pytest.mark.anyio
 
@@ -41,15 +36,7 @@ async def test_two_replica_processes_flag_a_fan_out_neither_sees_whole(
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(POLICY_YAML.format(pepper=pepper) + RESALE)
     key, _ = Cli(tmp_path, policy_file, url).create("globex")
-    ports = [free_port() for _ in range(2)]
-    replicas = [subprocess.Popen([sys.executable, "-m", "tests.store.redis_replica", str(port),
-                                  url, str(policy_file)], cwd=ROOT, env=clean_env(),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for port in ports]
-    try:
-        bases = [f"http://127.0.0.1:{port}" for port in ports]
-        for base, process in zip(bases, replicas, strict=True):
-            await anyio.to_thread.run_sync(wait_until_up, base, process)
+    async with replicas(2, url, policy_file) as bases:
         auth = {"authorization": f"Bearer {key}"}
 
         async def send(client: httpx.AsyncClient, replica: int, network: int) -> str | None:
@@ -71,7 +58,3 @@ async def test_two_replica_processes_flag_a_fan_out_neither_sees_whole(
                     for replica in (0, 1):
                         flagged[replica] |= await send(client, replica, 4 * replica) == "flag"
                     await anyio.sleep(0.2)
-    finally:
-        for process in replicas:
-            process.terminate()
-            process.communicate(timeout=10)
