@@ -43,7 +43,13 @@ from gatekeeper.policy.limits import TenantLimits
 from gatekeeper.policy.model import Policy
 from gatekeeper.policy.request_policy import NO_REQUEST_RULES, RequestPolicy
 from gatekeeper.reasons import Reason, Refusal
-from gatekeeper.request_body import BodyFacts, quick_read, read_request, with_include_usage
+from gatekeeper.request_body import (
+    BODY_FACTS,
+    BodyFacts,
+    quick_read,
+    read_request,
+    with_include_usage,
+)
 from gatekeeper.responder import Responder
 from gatekeeper.store.counters import CounterStore, EmbeddedCounterStore
 from gatekeeper.store.memory_counters import Compiled, MemoryCounterStore, compile_plan
@@ -168,6 +174,7 @@ async def admit_request(counters: CounterStore, clock: Clock, admission: Admissi
         found = body_facts(admission, body, scan[4], scope["path"])
         if isinstance(found, Refusal):
             return _refused(decision, found.reason, found.detail), None, None
+        scope[BODY_FACTS] = found  # for the resale stage's body signals
         estimate, model = found[6] + found[7], found[0] or ""  # tokens, model
         if rules.ask_usage and found.stream and not found.include_usage:
             rewritten = with_include_usage(body, found.document)

@@ -189,6 +189,8 @@ class Gatekeeper:
                         return  # gone while sending its body: nothing charged or answered
             if rt.resale is not None and decision.principal is not None:
                 decision = rt.resale.run(decision, facts, scan, key, scope, below, now, charge)
+                if responder is not None and decision.headers:  # the score's header too
+                    responder.arm(decision.headers, None if charge is None else charge.settle)
         self.metrics.record(decision.reason, perf_counter() - started)
         if self.observer is not None:
             self.observer(scope, decision, now)

@@ -69,6 +69,9 @@ class BodyFacts(NamedTuple):
 
 
 NO_BODY = BodyFacts()
+BODY_FACTS = "gatekeeper.body"
+"""Where ``admit_request`` leaves a read body's ``BodyFacts`` in the scope for the resale
+stage, which takes it out before the app runs (with every score off it stays there, unused)."""
 
 
 def is_json_type(content_type: str | None) -> bool:

@@ -6,12 +6,14 @@ The score is the sum; its contributions, largest first, are its explanation ("ne
 (+40)"). ``action_for`` maps the total onto the graduated actions. Values:
 
 - ``addresses``, ``networks``, ``countries``, ``user_agents``, ``models``: distinct values in
-  the short window (a declared network counts as one);
+  the short window (a declared network counts as one), the fleet's when the store shares them
+  and they are more (``shared.py``);
 - ``end_users``: distinct ``user`` ids per client address in the short window (a declared
   NAT egress does not count them);
 - ``volume``: requests in the short window over the key's baseline (its average per short
-  window while active, at least ``MIN_BASELINE``); ``concurrency``: requests in flight over
-  the baseline of its peaks (at least ``MIN_PEAK``); both only once the key has learned;
+  window while active, at least ``MIN_BASELINE``), or the fleet's over the fleet's if more;
+  ``concurrency``: requests in flight over the baseline of its peaks (at least
+  ``MIN_PEAK``); both only once the key has learned;
 - ``duty_cycle``: hours of the last 24 with any use (a person sleeps; a resold key does not);
 - ``new_networks``, ``new_countries``, ``new_user_agents``: values first used in the long
   window by a key that had learned, and still in use in the short window (never a declared
@@ -27,6 +29,7 @@ from typing import NamedTuple
 
 from gatekeeper.decision import ALLOW, BLOCK, FLAG, SUSPEND, THROTTLE
 from gatekeeper.policy.resale import ResaleSettings
+from gatekeeper.resale.shared import fleet
 from gatekeeper.resale.state import (
     ADDRESS,
     DIMENSIONS,
@@ -69,15 +72,24 @@ ZERO = Score(0.0)
 def signal_values(state: KeyState, settings: ResaleSettings, now: float) -> dict[str, float]:
     """What each signal counted at ``now``: the score's inputs, before any weight."""
     settle(state)
-    since = now - settings.short_window
+    short = settings.short_window
+    since = now - short
     values: dict[str, float] = {}
+    shared = None if state.shared is None else fleet(state, now, short)
     for dim, name in enumerate(DIMENSIONS):
         values[name] = _recent(state.seen[dim], since)
+        if shared is not None and shared[dim] > values[name]:
+            values[name] = float(shared[dim])
     values["end_users"] = values.pop(DIMENSIONS[END_USER]) / max(1.0, values[DIMENSIONS[ADDRESS]])
     learned = state.learned(settings, now)
-    recent = recent_requests(state, now, settings.short_window)
+    recent = recent_requests(state, now, short)
     baseline = max(state.baseline or 0.0, MIN_BASELINE)
     values["volume"] = recent / baseline if learned and state.baseline is not None else 0.0
+    if learned and shared is not None:
+        fleet_baseline = state.shared.fleet_baseline  # type: ignore[union-attr]  # fleet() said
+        if fleet_baseline is not None:
+            values["volume"] = max(values["volume"],
+                                   shared[-1] / max(fleet_baseline, MIN_BASELINE))
     in_flight = sum(1 for end in state.in_flight if end > now)
     values["concurrency"] = in_flight / max(state.peak_baseline or 0.0, MIN_PEAK) \
         if learned and state.peak_baseline is not None else 0.0

@@ -18,9 +18,17 @@ and stores the key's status ``suspended`` off the hot path, so every replica ref
 audit line and counted in ``gatekeeper_resale_actions_total``, in ``shadow`` as in
 ``enforce``: shadow computes and logs everything and changes no answer.
 
-Not seen live (yet): the request body (``model``, ``user``, ``max_tokens``) unless a refusal
-says it was invalid, and the upstream's duration (concurrency): replay reads both from its
-records.
+The body's signals (``model``, the ``user`` id, ``max_tokens`` of 0 or 1) are seen live only
+when the body was read anyway, before this stage: a limit reserving tokens or spend, or a
+request rule, reads it (``admit_request`` leaves its ``BodyFacts`` in the scope under
+``BODY_FACTS``, taken out here). A request whose body is not read gives no body signal, and a
+body estimated without parsing (a token limit alone, a body under 4 KB) gives ``max_tokens``
+but no ``user`` or model. Not seen live (yet): the upstream's duration (concurrency). Replay
+reads both from its records.
+
+With several replicas on a store that pools signals (Redis), the fan-out and volume signals
+count the whole fleet's requests within about a second (``shared.py``), with nothing more on
+the request path.
 """
 
 from __future__ import annotations
@@ -40,11 +48,14 @@ from gatekeeper.geo.travel import Sighting, sighting
 from gatekeeper.networks import IPAddr
 from gatekeeper.policy.model import Policy
 from gatekeeper.policy.resale import OFF
+from gatekeeper.request_body import BODY_FACTS, BodyFacts
 from gatekeeper.resale.event import INVALID_REASONS, Event, network_of
 from gatekeeper.resale.scorer import Scorer
+from gatekeeper.resale.shared import absorb, collect
 from gatekeeper.resale.snapshot import FLUSH_EVERY, Snapshot
 from gatekeeper.resale.state import ResaleTracker
 from gatekeeper.store.base import Store
+from gatekeeper.store.signals import SignalStore
 from gatekeeper.types import Scope
 
 log = logging.getLogger("gatekeeper")
@@ -85,6 +96,33 @@ class ResaleMemory:
         """Keys scored again since the last batch of snapshots: key id -> tenant."""
         self.ttl = policy.resale.long_window
         """How long a snapshot is kept in the store."""
+        self.signals = store if isinstance(store, SignalStore) else None
+        """Where the fleet pools its signals (``shared.py``); None: this process alone."""
+        self.shared_since = clock()
+        """When the last batch of shared signals was collected."""
+        self.every = FLUSH_EVERY
+        """Seconds between two batches (signals shared, snapshots written)."""
+
+    async def share(self) -> int:
+        """Send the signals of the keys used since the last batch and take back the fleet's
+        counts, in one round trip; the number of keys. A store that fails loses this batch's
+        news (logged): a value used again is sent again."""
+        if self.signals is None:
+            return 0
+        now = self.clock()
+        found = collect(self.tracker, self.shared_since)
+        self.shared_since = now
+        if not found:
+            return 0
+        try:
+            counts = await self.signals.share_signals([signals for _, signals in found], now)
+        except Exception as exc:
+            log.warning("resale signals not shared (%d keys): %s", len(found),
+                        type(exc).__name__)
+            return 0
+        for (state, _), found_counts in zip(found, counts, strict=True):
+            absorb(state, found_counts, now)
+        return len(found)
 
     async def flush(self) -> int:
         """Write the snapshots of the keys scored since the last call, in one batch; the
@@ -107,10 +145,13 @@ class ResaleMemory:
                 return 0
         return len(found)
 
-    async def run(self, every: float = FLUSH_EVERY) -> None:
-        """Flush every ``every`` seconds until cancelled (the middleware's lifespan)."""
+    async def run(self) -> None:
+        """Share signals (a store that pools them) and flush snapshots every ``every``
+        seconds until cancelled (the middleware's lifespan)."""
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(self.every)
+            if self.signals is not None:
+                await self.share()
             await self.flush()
 
     def suspend_later(self, key_id: str, now: float, hold: float) -> None:
@@ -178,10 +219,17 @@ class ResaleStage:
         agent = scan[6]
         point = place[5]
         key_id: str = decision.key_id  # type: ignore[assignment]  # a principal's
+        body: BodyFacts | None = scope.pop(BODY_FACTS, None)
+        if body is None:
+            user = model = None
+            tiny = False
+        else:
+            user, model, most = body[5], body[0], body[1]
+            tiny = most is not None and most <= 1
         scorer.tracker.observe(_new(Event, (
             now, key_id, place[0], place[1], place[2],
-            None if agent is None else agent.decode("latin-1"), None, None,
-            method == "GET" and scope["path"].rstrip("/").endswith("/models"), False,
+            None if agent is None else agent.decode("latin-1"), user, model,
+            method == "GET" and scope["path"].rstrip("/").endswith("/models"), tiny,
             decision.reason.code in INVALID_REASONS, 0.0, place[3], place[4],
             None if point is None else _new(Sighting, (*point, now)))), settings)
         if would is ALLOW:

@@ -8,11 +8,14 @@ of ``RING`` request counts, a duty-cycle bitmask, the end times of requests in f
 (``IN_FLIGHT_CAP``) and small capped lists of event times (``EVENT_CAP``, made on first use).
 Measured with ``tracemalloc`` (CPython 3.11): about 1.7 KB for a key used from one place,
 about 30 KB at most for a key at every cap; 50,000 keys hold about 85 MB in the common case.
+On a store that shares signals, a key also holds the fleet's view (``shared.Shared``, about
+250 bytes).
 A forgotten key starts again as new: it has no baseline and learns for
 ``resale.learn`` before anything it does can count as "new" again.
 
 Distinct counts saturate at the cap, which is far above every default ``allow``: the score
-only needs to know that a key is far out, not how far.
+only needs to know that a key is far out, not how far. (The fleet's counts, ``shared.py``, do
+not saturate.)
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from gatekeeper.resale.event import Event
 
 if TYPE_CHECKING:
     from gatekeeper.resale.score import Score
+    from gatekeeper.resale.shared import Shared
 
 ADDRESS, NETWORK, COUNTRY, AGENT, END_USER, MODEL = range(6)
 DIMENSIONS = ("addresses", "networks", "countries", "user_agents", "end_users", "models")
@@ -52,7 +56,8 @@ class KeyState:
                  "cached", "cached_until", "first_seen", "hour_at", "hours", "in_flight",
                  "invalid", "last_place", "last_seen", "last_values", "listings", "news",
                  "peak_baseline", "requests", "ring", "ring_at", "scored", "scored_at", "seen",
-                 "throttle_at", "tiny", "travel", "unscored", "woke_at", "woke_count", "would")
+                 "settings", "shared", "throttle_at", "tiny", "travel", "unscored", "woke_at",
+                 "woke_count", "would")
 
     def __init__(self, ts: float) -> None:
         self.first_seen = self.last_seen = ts
@@ -92,6 +97,10 @@ class KeyState:
         """The action last written to the audit log for this key (the live path's)."""
         self.throttle_at = 0.0
         """When a throttled key's next request is due (GCRA)."""
+        self.settings: ResaleSettings | None = None
+        """The settings its last new values were counted under (windows: ``shared.py``)."""
+        self.shared: Shared | None = None
+        """What the other replicas saw (``shared.py``); None on a store that shares nothing."""
 
     def learned(self, settings: ResaleSettings, ts: float) -> bool:
         """Whether the key has history enough for a baseline and for "new" to mean new."""
@@ -111,18 +120,19 @@ def observe(state: KeyState, event: Event, settings: ResaleSettings) -> KeyState
     if state.woke_at is not None and ts - state.woke_at <= short:
         state.woke_count += 1
         state.cached = None
-    learned = state.learned(settings, ts)
     place, last = event.place, state.last_place
     # travel only counts towards a new country, judged before this request joins the maps;
     # the same point again cannot be travel
-    fresh = place is not None and last is not None and last[:3] != place[:3] and learned \
-        and _fresh_country(state, event, settings)
+    fresh = place is not None and last is not None and last[:3] != place[:3] and \
+        state.learned(settings, ts) and _fresh_country(state, event, settings)
 
     values = (event.address, event.network, event.country, event.user_agent,
               None if event.shared else event.end_user, event.model)
     if values != state.last_values:  # a repeat moves nothing: its values are last_seen's
         settle(state)
         state.last_values = values
+        state.settings = settings
+        learned = state.learned(settings, ts)  # here and in _count only: a repeat needs none
         for dim, value in enumerate(values):
             if value is None:
                 continue
@@ -151,7 +161,7 @@ def observe(state: KeyState, event: Event, settings: ResaleSettings) -> KeyState
             state.cached = None
         state.last_place = place
 
-    _count(state, ts, short, learned)
+    _count(state, ts, settings)
     in_flight = state.in_flight
     if in_flight:
         while in_flight and in_flight[0] <= ts:
@@ -220,12 +230,14 @@ def _known(event: Event, dim: int, settings: ResaleSettings) -> bool:
     return False
 
 
-def _count(state: KeyState, ts: float, short: float, learned: bool) -> None:
+def _count(state: KeyState, ts: float, settings: ResaleSettings) -> None:
     """The request into the ring of short-window slots and the baseline's current bucket."""
+    short = settings.short_window
     if ts - state.bucket_start >= short:
         if state.bucket_count:
-            state.baseline = _fold(state.baseline, state.bucket_count, learned)
-            state.peak_baseline = _fold(state.peak_baseline, state.bucket_peak, learned)
+            learned = state.learned(settings, ts)
+            state.baseline = fold(state.baseline, state.bucket_count, learned)
+            state.peak_baseline = fold(state.peak_baseline, state.bucket_peak, learned)
             state.cached = None
         state.bucket_start, state.bucket_count, state.bucket_peak = ts, 0, 0
     state.bucket_count += 1
@@ -238,7 +250,7 @@ def _count(state: KeyState, ts: float, short: float, learned: bool) -> None:
     state.ring[min(slot, state.ring_at) % RING] += 1
 
 
-def _fold(baseline: float | None, value: int, learned: bool) -> float:
+def fold(baseline: float | None, value: int, learned: bool) -> float:
     if baseline is None:
         return float(value)
     if not learned:

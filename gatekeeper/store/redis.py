@@ -10,6 +10,9 @@ keys, one per tenant), all under one hash tag so a write is one MULTI on one nod
 a WATCH compare-and-set applying ``checked_update``, the rule every backend shares, and is
 announced to every replica (``redis_changes.py``).
 
+Shared resale signals (``SignalStore``): per key, HyperLogLogs of its values and request
+counters per bucket of its window, one pipelined batch a second (``redis_signals.py``).
+
 Counters: one request's whole plan is one EVALSHA of ``lua/apply.lua`` (``redis_counters``
 packs it and reads the reply), and the end of its response (slots given back, reservations
 corrected) one EVALSHA of ``lua/settle.lua``. With ``server_time=True`` (the default) the
@@ -59,6 +62,9 @@ from gatekeeper.store.redis_counters import (
 from gatekeeper.store.redis_health import findings
 from gatekeeper.store.redis_lane import ScriptLane
 from gatekeeper.store.redis_scripts import APPLY, RECONCILE, RELEASE, SCRIPTS, SETTLE, LuaScript
+from gatekeeper.store.redis_signals import counts as signal_counts
+from gatekeeper.store.redis_signals import queue as queue_signals
+from gatekeeper.store.signals import Counts, KeySignals, SignalStore
 
 SOCKET_TIMEOUT = 0.1
 CONNECT_TIMEOUT = 0.25
@@ -83,7 +89,7 @@ too (``CounterStore.apply``)."""
 log = logging.getLogger("gatekeeper")
 
 
-class RedisStore(Store, CounterStore):
+class RedisStore(Store, CounterStore, SignalStore):
     def __init__(self, url: str, *, server_time: bool = True,
                  client: Redis | RedisCluster | None = None,
                  socket_timeout: float = SOCKET_TIMEOUT,
@@ -132,6 +138,18 @@ class RedisStore(Store, CounterStore):
             await pipe.execute()
         except _FAILURES as exc:
             raise StoreError("put_scores", _cause(exc)) from exc
+
+    async def share_signals(self, batch: Sequence[KeySignals], now: float) -> list[Counts]:
+        """One pipeline for the whole batch (``redis_signals.py``), off the request path."""
+        if not batch:
+            return []
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            queue_signals(pipe, batch, now)
+            replies = await pipe.execute()
+        except _FAILURES as exc:
+            raise StoreError("share_signals", _cause(exc)) from exc
+        return signal_counts(batch, replies)
 
     async def get_score(self, key_id: str, now: float) -> Snapshot | None:
         try:

@@ -27,6 +27,7 @@ from gatekeeper.limits.plan import CONCURRENCY, CounterAnswer, Lease, Plan
 from gatekeeper.store.counters import Correction, _cause
 from gatekeeper.store.redis import _FAILURES, CONNECT_TIMEOUT, SOCKET_TIMEOUT, RedisStore
 from gatekeeper.store.redis_scripts import LuaScript
+from gatekeeper.store.signals import Counts, KeySignals
 
 IN_FLIGHT = 64
 """Commands in flight at once from one store: redis-py's cluster pools do not wait for a free
@@ -64,6 +65,11 @@ class RedisClusterStore(RedisStore):
             await self._start()
         async with self._in_flight:
             return await super().get_key(key_id)
+
+    async def share_signals(self, batch: Sequence[KeySignals], now: float) -> list[Counts]:
+        if not self._ready:
+            await self._start()
+        return await super().share_signals(batch, now)
 
     async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
         if not self._ready:

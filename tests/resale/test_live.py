@@ -214,3 +214,15 @@ def test_inspect_shows_the_score_a_server_wrote_to_the_store(tmp_path: Path) -> 
                              env=clean_env(), cwd=tmp_path)
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
     assert "not a key id" in unknown.stderr
+
+
+def test_the_flag_header_reaches_the_client_through_a_limits_responder() -> None:
+    """A concurrency limit wraps the app in a Responder armed before the score ran: the
+    score's header must reach it too."""
+    policy = _policy("enforce", FLAG_THEN_BLOCK)
+    policy["tenants"]["acme"] = {"limits": {"concurrency": 10}}
+    run = Run(policy)
+    answers = asyncio.run(run.fan_out(6))
+    run.finish()
+    assert [d.action for d in run.decisions][4:] == ["flag", "flag"]
+    assert [h.get(b"x-gatekeeper-resale") for _, h in answers][4:] == [b"flag", b"flag"]

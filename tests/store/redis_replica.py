@@ -1,11 +1,17 @@
 """One gatekeeper replica as its own process, for the cross-process tests: uvicorn on a given
 port, keys and counters on the given Redis or Redis Cluster (``redis+cluster://``). ``python -m
-tests.store.redis_replica PORT REDIS_URL POLICY_FILE`` (the policy names its pepper file)."""
+tests.store.redis_replica PORT REDIS_URL POLICY_FILE`` (the policy names its pepper file);
+``replicas(...)`` starts several and waits until they answer."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
+import anyio
 import uvicorn
 
 from gatekeeper import Gatekeeper, load_policy
@@ -29,6 +35,32 @@ def main(port: str, redis_url: str, policy_file: str) -> None:
     uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", lifespan="on",
                 proxy_headers=False)
 
+
+@asynccontextmanager
+async def replicas(count: int, redis_url: str, policy_file: Path) -> AsyncIterator[list[str]]:
+    """``count`` replica processes on free ports; yields their base URLs once each answers,
+    stops them after."""
+    from tests.redis_server import free_port
+    from tests.serving import wait_until_up
+    from tests.test_cli import clean_env
+
+    ports = [free_port() for _ in range(count)]
+    processes = [subprocess.Popen([sys.executable, "-m", "tests.store.redis_replica", str(port),
+                                   redis_url, str(policy_file)], cwd=ROOT, env=clean_env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for port in ports]
+    try:
+        bases = [f"http://127.0.0.1:{port}" for port in ports]
+        for base, process in zip(bases, processes, strict=True):
+            await anyio.to_thread.run_sync(wait_until_up, base, process)
+        yield bases
+    finally:
+        for process in processes:
+            process.terminate()
+            process.communicate(timeout=10)
+
+
+ROOT = Path(__file__).parent.parent.parent
 
 if __name__ == "__main__":
     main(*sys.argv[1:4])

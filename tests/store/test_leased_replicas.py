@@ -5,22 +5,16 @@ trips than requests."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import anyio
 import httpx
 import pytest
 
-from tests.redis_server import free_port
-from tests.serving import wait_until_up
 from tests.store.conftest import empty_redis_store
+from tests.store.redis_replica import replicas
 from tests.store.test_redis_store import calls
-from tests.test_cli import POLICY_YAML, Cli, clean_env, write_pepper
-
-ROOT = Path(__file__).parent.parent.parent
+from tests.test_cli import POLICY_YAML, Cli, write_pepper
 
 pytestmark = pytest.mark.anyio
 
@@ -42,35 +36,25 @@ async def test_two_replica_processes_in_lease_mode_stay_within_two_slices(
         "  globex: {}\n", f"  globex:\n    limits:\n      requests: {LIMIT}/hour\n"
                          f"      lease: {{requests: {SLICE}}}\n"))
     key, _ = Cli(tmp_path, policy_file, url).create("globex")
-    ports = [free_port() for _ in range(REPLICAS)]
-    replicas = [subprocess.Popen([sys.executable, "-m", "tests.store.redis_replica", str(port),
-                                  url, str(policy_file)], cwd=ROOT, env=clean_env(),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for port in ports]
     try:
-        bases = [f"http://127.0.0.1:{port}" for port in ports]
-        for base, process in zip(bases, replicas, strict=True):
-            await anyio.to_thread.run_sync(wait_until_up, base, process)
-        limits = httpx.Limits(max_connections=400)
-        auth = {"authorization": f"Bearer {key}"}
-        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-            started = time.monotonic()
-            # one each first: the key record is then cached, so what follows counts limits
-            warm = [await client.get(f"{base}/v1/models", headers=auth) for base in bases]
-            await store.redis.config_resetstat()
-            replies = warm + list(await asyncio.gather(*(
-                client.get(f"{bases[i % REPLICAS]}/v1/models", headers=auth)
-                for i in range(400 - REPLICAS))))
-        elapsed = time.monotonic() - started
-        codes = [r.status_code for r in replies]
-        allowed = codes.count(200)
-        assert codes.count(200) + codes.count(429) == 400, sorted(set(codes))
-        assert LIMIT - REPLICAS * SLICE <= allowed <= LIMIT + REPLICAS * SLICE, allowed
-        assert allowed <= LIMIT + elapsed * LIMIT / 3600 + 1, (allowed, elapsed)
-        # both replicas served from slices: fewer round trips than allowed requests
-        assert await calls(store, "evalsha") < allowed, await calls(store, "evalsha")
+        async with replicas(REPLICAS, url, policy_file) as bases:
+            limits = httpx.Limits(max_connections=400)
+            auth = {"authorization": f"Bearer {key}"}
+            async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+                started = time.monotonic()
+                # one each first: the key record is then cached, so what follows counts limits
+                warm = [await client.get(f"{base}/v1/models", headers=auth) for base in bases]
+                await store.redis.config_resetstat()
+                replies = warm + list(await asyncio.gather(*(
+                    client.get(f"{bases[i % REPLICAS]}/v1/models", headers=auth)
+                    for i in range(400 - REPLICAS))))
+            elapsed = time.monotonic() - started
+            codes = [r.status_code for r in replies]
+            allowed = codes.count(200)
+            assert codes.count(200) + codes.count(429) == 400, sorted(set(codes))
+            assert LIMIT - REPLICAS * SLICE <= allowed <= LIMIT + REPLICAS * SLICE, allowed
+            assert allowed <= LIMIT + elapsed * LIMIT / 3600 + 1, (allowed, elapsed)
+            # both replicas served from slices: fewer round trips than allowed requests
+            assert await calls(store, "evalsha") < allowed, await calls(store, "evalsha")
     finally:
-        for process in replicas:
-            process.terminate()
-            process.communicate(timeout=10)
         await store.close()

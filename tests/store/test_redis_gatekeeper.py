@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,10 +22,10 @@ from gatekeeper.store.redis import RedisStore
 from gatekeeper.types import Receive, Scope, Send
 from tests.conftest import PEPPER, Recorder, asgi_request
 from tests.redis_server import free_port, redis_server
-from tests.serving import wait_until_up
 from tests.store.conftest import empty_redis_store
+from tests.store.redis_replica import replicas
 from tests.store.test_redis_store import calls
-from tests.test_cli import PEPPER_TEXT, POLICY_YAML, Cli, clean_env, write_pepper
+from tests.test_cli import PEPPER_TEXT, POLICY_YAML, Cli, write_pepper
 
 ROOT = Path(__file__).parent.parent.parent
 
@@ -247,15 +245,7 @@ async def test_two_replica_processes_on_one_redis_allow_exactly_50_of_200(
     policy_file.write_text(POLICY_YAML.format(pepper=pepper).replace(
         "  globex: {}\n", "  globex:\n    limits:\n      requests: 50/hour\n"))
     key, _ = Cli(tmp_path, policy_file, url).create("globex")
-    ports = [free_port(), free_port()]
-    replicas = [subprocess.Popen([sys.executable, "-m", "tests.store.redis_replica", str(port),
-                                  url, str(policy_file)], cwd=ROOT, env=clean_env(),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for port in ports]
-    try:
-        bases = [f"http://127.0.0.1:{port}" for port in ports]
-        for base, process in zip(bases, replicas, strict=True):
-            await anyio.to_thread.run_sync(wait_until_up, base, process)
+    async with replicas(2, url, policy_file) as bases:
         limits = httpx.Limits(max_connections=200)
         async with httpx.AsyncClient(limits=limits, timeout=30) as client:
             replies = await asyncio.gather(*(
@@ -263,10 +253,6 @@ async def test_two_replica_processes_on_one_redis_allow_exactly_50_of_200(
                 for i in range(200)))
         codes = [r.status_code for r in replies]
         assert codes.count(200) == 50 and codes.count(429) == 150, sorted(set(codes))
-    finally:
-        for process in replicas:
-            process.terminate()
-            process.communicate(timeout=10)
 
 
 async def test_fail_closed_opens_the_breaker_so_an_outage_costs_no_timeout_per_request() -> None:
