@@ -162,7 +162,8 @@ async def admit_request(counters: CounterStore, clock: Clock, admission: Admissi
     if admission.reads_body and http:
         rules = admission.rules
         declared = scan[5]  # content-length: a number, else 0 (the read is bounded anyway)
-        if declared is not None and declared.isdigit() and len(declared) < 19 and \
+        if declared is not None and len(declared) >= rules.max_body_digits and \
+                declared.isdigit() and len(declared) < 19 and \
                 int(declared) > rules.max_body_bytes:
             return _refused(decision, reasons.BODY_TOO_LARGE,
                             f"content-length {int(declared)}"), None, None
@@ -196,7 +197,8 @@ async def admit_request(counters: CounterStore, clock: Clock, admission: Admissi
     if http and (responder is not None or charge is not None or decision.headers):
         if responder is None:
             responder = Responder(receive, send, watch_usage=admission.reserves)
-        responder.arm(decision.headers, None if charge is None else charge.settle)
+        responder.arm(decision.headers, None if charge is None else charge.settle,
+                      admission.report.names)
     return decision, responder, charge
 
 
@@ -234,6 +236,7 @@ def admit_plain(counters: CounterStore, clock: Clock, admission: Admission,
             return decision, None, None
     if http and charge is not None:
         return decision, Responder(receive, send, headers=decision.headers,
+                                   names=admission.report.names,
                                    watch_usage=admission.reserves, settle=charge.settle), charge
     return decision, None, charge
 

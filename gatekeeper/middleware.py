@@ -188,9 +188,12 @@ class Gatekeeper:
                     except ClientDisconnected:
                         return  # gone while sending its body: nothing charged or answered
             if rt.resale is not None and decision.principal is not None:
-                decision = rt.resale.run(decision, facts, scan, key, scope, below, now, charge)
-                if responder is not None and decision.headers:  # the score's header too
-                    responder.arm(decision.headers, None if charge is None else charge.settle)
+                scored = rt.resale.run(decision, facts, scan, key, scope, below, now, charge)
+                if scored is not decision:
+                    decision, admission = scored, None  # its headers are no longer the limits'
+                    if responder is not None:  # the score's header too
+                        responder.arm(decision.headers,
+                                      None if charge is None else charge.settle)
         self.metrics.record(decision.reason, perf_counter() - started)
         if self.observer is not None:
             self.observer(scope, decision, now)
@@ -208,7 +211,8 @@ class Gatekeeper:
             elif responder is not None:
                 await responder.run(self.app, scope)
             elif decision.headers:  # only then is send wrapped
-                await self.app(scope, receive, HeaderSend(send, decision.headers))
+                await self.app(scope, receive, HeaderSend(
+                    send, decision.headers, None if admission is None else admission.report.names))
             else:
                 await self.app(scope, receive, send)
             return

@@ -63,6 +63,8 @@ class ClientDisconnected(GatekeeperError):
         super().__init__(f"client disconnected after {received} bytes of request body")
 
 
+Names = frozenset[bytes]
+"""The names of the headers a response gets from gatekeeper (lowercase)."""
 Settle = Callable[["Responder"], Awaitable[None] | None]
 """Called exactly once when the exchange ends; reads ``outcome``, ``status`` and ``usage``.
 A settle that finished its work at once (an in-process store) returns None; one that has I/O
@@ -72,34 +74,40 @@ to do returns an awaitable, which is awaited shielded and bounded by ``settle_ti
 class Responder:
     """State of one response: body replay, added headers, usage seen, settle once."""
 
-    __slots__ = ("_buffer", "_disconnected", "_event", "_headers", "_receive", "_replay",
-                 "_send", "_settle", "_settle_timeout", "_watch", "_watch_usage",
-                 "outcome", "status", "usage")
+    # State starts at these class defaults; an instance writes only what changes (fewer
+    # stores per request than slots set in __init__: this object is made per request).
+    _replay: Message | None = None
+    _disconnected = False
+    _watch = _OFF
+    _buffer: bytearray | None = None
+    """The JSON body so far, or the SSE line not yet ended (made when first needed)."""
+    _event: bytearray | None = None
+    """The data of the SSE event not yet dispatched."""
+    usage: Usage | None = None
+    outcome = PENDING
+    status: int | None = None
+    _names: Names | None = None
 
     def __init__(self, receive: Receive, send: Send, *,
                  headers: Sequence[tuple[bytes, bytes]] = (), watch_usage: bool = False,
-                 settle: Settle | None = None, settle_timeout: float = 2.0) -> None:
+                 settle: Settle | None = None, settle_timeout: float = 2.0,
+                 names: Names | None = None) -> None:
+        """``names``: every name in ``headers`` (a caller that compiled them says so, and
+        the response start then builds no set of its own)."""
         self._receive = receive
         self._send = send
         self._headers = headers
         self._watch_usage = watch_usage
         self._settle = settle
         self._settle_timeout = settle_timeout
-        self._replay: Message | None = None
-        self._disconnected = False
-        self._watch = _OFF
-        self._buffer: bytearray | None = None
-        """The JSON body so far, or the SSE line not yet ended (made when first needed)."""
-        self._event: bytearray | None = None
-        """The data of the SSE event not yet dispatched."""
-        self.usage: Usage | None = None
-        self.outcome = PENDING
-        self.status: int | None = None
+        self._names = names
 
-    def arm(self, headers: Sequence[tuple[bytes, bytes]], settle: Settle | None) -> None:
+    def arm(self, headers: Sequence[tuple[bytes, bytes]], settle: Settle | None,
+            names: Names | None = None) -> None:
         """What only later stages knew when the body was read first: headers and settle."""
         self._headers = headers
         self._settle = settle
+        self._names = names
 
     def replay_instead(self, body: bytes) -> None:
         """Give the app ``body`` in place of the one read (call after ``read_body``)."""
@@ -164,7 +172,9 @@ class Responder:
             elif watch != _OFF:
                 self._observe(body if body.__class__ is bytes else bytes(body), more)
             if not more:
-                await self._finish(DISCONNECT if self._disconnected else COMPLETE)
+                pending = self._settled(DISCONNECT if self._disconnected else COMPLETE)
+                if pending is not None:
+                    await self._wait(pending)
             return
         if kind == "http.response.start":
             message = self._start(message)
@@ -195,16 +205,21 @@ class Responder:
         ours = self._headers
         if not ours and not self._watch_usage:
             return message
-        names = {name for name, _ in ours} if ours else _NO_NAMES
+        names = self._names
+        if names is None:
+            names = frozenset([name for name, _ in ours]) if ours else _NO_NAMES
         kept: list[Any] = []
         media = b""
         plain = True
         for header in message.get("headers") or ():
-            name = bytes(header[0]).lower()
+            name = header[0]
+            name = (name if name.__class__ is bytes else bytes(name)).lower()
             if name in names:
                 continue
             if name == b"content-type":
-                media = bytes(header[1]).partition(b";")[0].strip().lower()
+                media = header[1]
+                if media != b"application/json":  # else as an app writes it, nothing to do
+                    media = bytes(media).partition(b";")[0].strip().lower()
             elif name == b"content-encoding" and bytes(header[1]).strip().lower() != b"identity":
                 plain = False
             kept.append(header)
@@ -278,40 +293,51 @@ class Responder:
         self._event = None
 
     async def _finish(self, outcome: str) -> None:
+        pending = self._settled(outcome)
+        if pending is not None:
+            await self._wait(pending)
+
+    def _settled(self, outcome: str) -> Awaitable[None] | None:
+        """Settle once: what is left to await (a store with I/O), else None (done at once,
+        as a memory-store settle is: no coroutine, no scope to enter)."""
         if self.outcome != PENDING:
-            return
+            return None
         self.outcome = outcome
         if self._watch != _OFF:
             self._stop_watching()
         settle = self._settle
         if settle is None:
-            return
+            return None
         try:
-            pending = settle(self)
+            return settle(self)
         except Exception:
             log.exception("settle failed (outcome %s); the response stands", outcome)
-            return
-        if pending is None:
-            return  # done already: no scope to enter (this is most of a memory-store settle)
+            return None
+
+    async def _wait(self, pending: Awaitable[None]) -> None:
         # Shielded so a cancelled request still settles; bounded so a stuck store cannot hold it.
         with anyio.move_on_after(self._settle_timeout, shield=True) as bound:
             try:
                 await pending
             except Exception:
-                log.exception("settle failed (outcome %s); the response stands", outcome)
+                log.exception("settle failed (outcome %s); the response stands", self.outcome)
         if bound.cancelled_caught:
-            log.error("settle gave up after %.3g s (outcome %s)", self._settle_timeout, outcome)
+            log.error("settle gave up after %.3g s (outcome %s)", self._settle_timeout,
+                      self.outcome)
 
 
-_NO_NAMES: frozenset[bytes] = frozenset()
+_NO_NAMES: Names = frozenset()
 
 
 def with_headers(message: Message, headers: Iterable[Any],
-                 ours: Sequence[tuple[bytes, bytes]]) -> Message:
+                 ours: Sequence[tuple[bytes, bytes]], names: Names | None = None) -> Message:
     """``message`` (an ``http.response.start``) with ``ours`` added; an app header of the same
-    name is dropped, so a client never sees two answers."""
-    names = {name for name, _ in ours}
-    kept = [h for h in headers if bytes(h[0]).lower() not in names]
+    name is dropped, so a client never sees two answers. ``names``: every name in ``ours``,
+    when the caller has them."""
+    if names is None:
+        names = frozenset([name for name, _ in ours])
+    kept = [h for h in headers
+            if (h[0] if h[0].__class__ is bytes else bytes(h[0])).lower() not in names]
     kept += ours
     return {**message, "headers": kept}
 
@@ -320,15 +346,18 @@ class HeaderSend:
     """The cheapest wrap, for a response that only gets headers (rate limits): no body
     replay, no usage, no settle, so no Responder."""
 
-    __slots__ = ("_headers", "_send")
+    __slots__ = ("_headers", "_names", "_send")
 
-    def __init__(self, send: Send, headers: Sequence[tuple[bytes, bytes]]) -> None:
+    def __init__(self, send: Send, headers: Sequence[tuple[bytes, bytes]],
+                 names: Names | None = None) -> None:
         self._send = send
         self._headers = headers
+        self._names = names
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = with_headers(message, message.get("headers") or (), self._headers)
+            message = with_headers(message, message.get("headers") or (), self._headers,
+                                   self._names)
         await self._send(message)
 
 

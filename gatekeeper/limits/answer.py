@@ -11,6 +11,7 @@ all of them; a cost that can never pass (larger than its whole limit) gets neith
 from __future__ import annotations
 
 import math
+from math import ceil
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -116,7 +117,7 @@ class Report:
     none of ``outcome``'s loops. Plans with two rate counters of one unit (tightest one
     chosen per request) and refusals go through ``outcome``."""
 
-    __slots__ = ("rates", "simple", "slots")
+    __slots__ = ("names", "rates", "simple", "slots")
 
     def __init__(self, plan: Plan) -> None:
         rates: list[tuple[int, bytes, tuple[bytes, bytes], bytes]] = []
@@ -131,16 +132,26 @@ class Report:
         self.simple = len(set(seen)) == len(seen)
         """At most one rate counter per unit: its answer is the one the headers report."""
         self.slots = tuple(i for i, c in enumerate(plan) if c.kind == CONCURRENCY)
+        self.names = frozenset(name for _, remaining, limit, reset in rates
+                               for name in (remaining, limit[0], reset))
+        """The names of the headers an allowed answer of this plan gets (``outcome``'s too)."""
 
     def allowed(self, answers: Sequence[CounterAnswer]) -> tuple[Headers, tuple[Lease, ...]]:
         """Headers and slots of a plan every counter allowed (the caller checked)."""
-        headers: Headers = ()
+        headers: list[tuple[bytes, bytes]] = []
         for i, remaining, limit, reset in self.rates:
             answer = answers[i]
-            left = answer[1]
+            left, seconds = answer[1], answer[2]
+            ms = ceil(seconds * 1000)  # duration(), its usual case inlined
             headers += (limit, (remaining, b"%d" % (left if left > 0 else 0)),
-                        (reset, duration(answer[2])))
-        leases: tuple[Lease, ...] = ()
-        for i in self.slots:
-            leases += (answers[i][4],)  # type: ignore[operator]  # a slot's answer has one
-        return headers, leases
+                        (reset, _MILLISECONDS[ms] if 0 < ms < 1000 else duration(seconds)))
+        slots = self.slots
+        if not slots:
+            return tuple(headers), ()
+        if len(slots) == 1:  # a comprehension is a call: the usual one slot, without it
+            return tuple(headers), (answers[slots[0]][4],)  # type: ignore[return-value]
+        return tuple(headers), tuple([answers[i][4] for i in slots])  # type: ignore[misc]
+
+
+_MILLISECONDS = (b"0s", *(b"%dms" % ms for ms in range(1, 1000)))
+"""``duration`` of 1 to 999 ms, ready: a reset under a second is the common case."""

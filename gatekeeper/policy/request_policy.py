@@ -60,6 +60,8 @@ class RequestPolicy:
     """A rule reads fields of the body: it must be read and parsed as JSON."""
     needs_body: bool = field(init=False, default=False)
     """A rule needs the body read (``needs_json``, or an explicit ``max_body_bytes``)."""
+    max_body_digits: int = field(init=False, default=0, repr=False)
+    """Digits of ``max_body_bytes``: a shorter content-length is within it, unparsed."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "forbidden_order", tuple(sorted(self.forbidden_fields)))
@@ -73,6 +75,7 @@ class RequestPolicy:
                       or self.max_n is not None or bool(self.forbidden_fields) or self.ask_usage)
         object.__setattr__(self, "needs_json", needs_json)
         object.__setattr__(self, "needs_body", needs_json or self.body_limit_set)
+        object.__setattr__(self, "max_body_digits", len(str(self.max_body_bytes)))
 
     @property
     def empty(self) -> bool:
