@@ -11,10 +11,13 @@ backends answer alike to the microsecond.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gatekeeper.limits.gcra import US, gcra
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, Counter, CounterAnswer, Lease, Plan
+
+if TYPE_CHECKING:
+    from gatekeeper.store.redis_settles import Settles
 
 EXACT = 2**52
 """Limits and costs stay below, so that the script's sums of two of them (a remainder plus a
@@ -50,10 +53,11 @@ expires), its key packed, its values up to the cost, its period in us, its windo
 PARTS_KEPT = 65_536
 
 
-def apply_packed(sha: str, plan: Plan, parts: dict[str, Part]) -> tuple[bytes, bytes]:
-    """``apply.lua``'s command packed around ARGV[1] (the time), the same bytes as ``packed``
-    over ``apply_args``, with each counter's fixed part taken from ``parts`` (filled here):
-    a priced plan, new each request, then only formats its costs."""
+def apply_packed(plan: Plan, parts: dict[str, Part]) -> tuple[bytes, bytes]:
+    """``apply.lua``'s plan keys and its ARGV[2], packed (``apply_command`` puts them in one
+    command: the same bytes as ``packed`` over ``apply_args``), with each counter's fixed part
+    taken from ``parts`` (filled here): a priced plan, new each request, then only formats its
+    costs."""
     keys: list[bytes] = []
     specs: list[str] = []
     for c in plan:
@@ -68,9 +72,21 @@ def apply_packed(sha: str, plan: Plan, parts: dict[str, Part]) -> tuple[bytes, b
         add_us, add_rem = divmod(cost * period_us, limit) if cost <= limit else (-1, 0)
         keys.append(part[1])
         specs.append(f"{part[2]} {cost} {add_us} {add_rem} {part[4]}")
-    head = b"*%d\r\n$7\r\nEVALSHA\r\n" % (5 + len(plan)) + bulk(sha) + bulk(len(plan)) + \
-        b"".join(keys)
-    return head, bulk(" ".join(specs))
+    return b"".join(keys), bulk(" ".join(specs))
+
+
+def apply_command(sha: str, n: int, keys: bytes, now: bytes, specs: bytes,
+                  riding: Settles | None = None) -> bytes:
+    """The whole ``apply.lua`` command: ``n`` plan keys packed, ARGV[1] and ARGV[2] packed,
+    and the settles riding along (their keys first, their two arguments last)."""
+    if riding is None:
+        return b"*%d\r\n$7\r\nEVALSHA\r\n" % (5 + n) + bulk(sha) + bulk(n) + keys + now + \
+            specs
+    settled = riding.keys()
+    n += len(settled)
+    ids, corrections = riding.args()
+    return b"".join((b"*%d\r\n$7\r\nEVALSHA\r\n" % (7 + n), bulk(sha), bulk(n),
+                     *map(bulk, settled), keys, now, specs, bulk(ids), bulk(corrections)))
 
 
 def _part(c: Counter) -> Part:
@@ -126,6 +142,13 @@ def reconcile_args(counter: Counter, reserved: int, actual: int,
     return None if spec is None else [now_arg(now_us), *spec]
 
 
+def correction_spec(counter: Counter, reserved: int, actual: int) -> str | None:
+    """One correction's 7 values as ``settling.lua``'s ``settle`` reads them; None when there
+    is nothing to correct (a concurrency slot, or the usage was the reservation)."""
+    spec = _correction(counter, actual - reserved)
+    return None if spec is None or not spec[2] else " ".join(map(str, spec))
+
+
 def settle_args(leases: Sequence[Lease], corrections: Sequence[tuple[Counter, int, int]],
                 now_us: int | None) -> tuple[list[str], list[Any]] | None:
     """KEYS and ARGV of ``settle.lua`` (the lease ids in one string, every correction's
@@ -133,10 +156,10 @@ def settle_args(leases: Sequence[Lease], corrections: Sequence[tuple[Counter, in
     keys = [lease.key for lease in leases]
     specs: list[str] = []
     for counter, reserved, actual in corrections:
-        spec = _correction(counter, actual - reserved)
-        if spec is not None and spec[2]:
+        spec = correction_spec(counter, reserved, actual)
+        if spec is not None:
             keys.append(counter.key)
-            specs.append(" ".join(map(str, spec)))
+            specs.append(spec)
     if not keys:
         return None
     return keys, [now_arg(now_us), " ".join(str(lease.id) for lease in leases),

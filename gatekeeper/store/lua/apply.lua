@@ -1,6 +1,10 @@
--- Charge every counter of one request's plan, all or nothing, in one call (EVALSHA).
+-- Charge every counter of one request's plan, all or nothing, in one call (EVALSHA); first
+-- settle the ends of earlier responses that ride along (settling.lua), so a slot one of them
+-- gives back is free for this plan.
 --
--- KEYS: the counters' storage keys, in plan order.
+-- KEYS: the settled keys (when ARGV[3] is given: as settle.lua's KEYS), then the counters'
+-- storage keys, in plan order.
+-- ARGV[3], ARGV[4] (optional): the settles riding along, as settle.lua's ARGV[2] and ARGV[3].
 -- ARGV[1]: now (prelude.lua). ARGV[2]: every counter's 7 values, space-separated, one
 -- counter after another (one argument: each argument costs the client more than the parsing
 -- here costs the server):
@@ -15,7 +19,13 @@
 --   quota: the units used before this charge, and 0;
 --   concurrency: the slots held before this charge, and the soonest lease expiry (us) when
 --         refused or the new lease id when the plan passed.
--- Nothing is written unless every counter allows.
+-- Nothing of the plan is written unless every counter allows (the settles are, either way).
+
+local base = 0
+if ARGV[3] then
+  local _
+  _, base = settle(ARGV[3], ARGV[4])
+end
 
 local out = {now, 1}
 local staged, order = {}, {}
@@ -25,7 +35,7 @@ local i = 0
 for kind, limit, period, cost, add_us, add_rem, ends in
     string.gmatch(ARGV[2], '(%a) (%d+) (%d+) (%d+) (%-?%d+) (%d+) (%d+)') do
   i = i + 1
-  local key = KEYS[i]
+  local key = KEYS[base + i]
   limit, period, cost = tonumber(limit), tonumber(period), tonumber(cost)
   local s = staged[key]
   local ok, a, b = 0, 0, 0
