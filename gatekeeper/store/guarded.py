@@ -78,7 +78,15 @@ class GuardedCounters(CounterStore):
 
     def settle_later(self, leases: Sequence[Lease], corrections: Sequence[Correction],
                      now: float) -> None:
-        """As ``settle``, what concerns the store queued there (``CounterStore.settle_later``)."""
+        """As ``settle``, what concerns the store queued there (``CounterStore.settle_later``);
+        nothing local (the usual case) is passed on as it is."""
+        for x in leases:
+            if x.key.startswith(_LOCAL):
+                break
+        else:
+            if not corrections or (not self.failing_open and self.breaker.allow()):
+                self.store.settle_later(leases, corrections, now)
+                return
         _, remote, corrections = self._settle_here(leases, corrections, now)
         if remote or corrections:
             self.store.settle_later(remote, corrections, now)

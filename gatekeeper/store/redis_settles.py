@@ -86,17 +86,20 @@ class SettleQueue:
 
     def add(self, leases: Sequence[Lease], corrections: Sequence[Correction],
             now_us: int | None) -> None:
-        """Queue one response's end (no I/O here)."""
+        """Queue one response's end (no I/O here); nothing to settle queues nothing."""
+        specs = [(c[0].key, spec) for c in corrections
+                 if (spec := correction_spec(*c)) is not None]
+        if not leases and not specs:
+            return
+        one = self._queue("", now_us) if self._tag is None else None
         for lease in leases:
-            q = self._queue(lease.key, now_us)
+            q = one or self._queue(lease.key, now_us)
             q.lease_keys.append(lease.key)
             q.ids.append(str(lease.id))
-        for counter, reserved, actual in corrections:
-            spec = correction_spec(counter, reserved, actual)
-            if spec is not None:
-                q = self._queue(counter.key, now_us)
-                q.correction_keys.append(counter.key)
-                q.specs.append(spec)
+        for key, spec in specs:
+            q = one or self._queue(key, now_us)
+            q.correction_keys.append(key)
+            q.specs.append(spec)
 
     def take(self, key: str) -> Settles | None:
         """What waits for ``key``'s tag, for an apply to that tag to carry: it is then that
@@ -121,6 +124,7 @@ class SettleQueue:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _queue(self, key: str, now_us: int | None) -> Settles:
+        """The queue of ``key``'s tag (on one server: the one queue, ``key`` "")."""
         tag = "" if self._tag is None else self._tag(key)
         q = self.waiting.get(tag)
         if q is None:

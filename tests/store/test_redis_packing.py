@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, TOKENS, Counter, Plan
-from gatekeeper.limits.plan import Lease
+from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, TOKENS, Counter, Lease, Plan
 from gatekeeper.store.redis_counters import (
     EXACT,
     Part,
@@ -18,7 +17,7 @@ from gatekeeper.store.redis_counters import (
     bulk,
     packed,
 )
-from gatekeeper.store.redis_settles import Settles, SettleQueue
+from gatekeeper.store.redis_settles import SettleQueue, Settles
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 TAG = "{t:acme}"
@@ -53,6 +52,12 @@ def test_packed_from_parts_equals_the_reference(tokens: int) -> None:
         assert command(plan(tokens), parts, 1_764_460_800_123_456) == \
             reference(plan(tokens), 1_764_460_800_123_456)
     assert len(parts) == 4
+
+
+def test_costs_changing_on_the_same_parts_are_packed_as_the_reference() -> None:
+    parts: dict[str, Part] = {}
+    for tokens in (66, 66, 1, 99_999, 66, 0, 0, 100_001):
+        assert command(plan(tokens), parts) == reference(plan(tokens))
 
 
 def test_a_changed_limit_under_the_same_key_is_packed_afresh() -> None:
