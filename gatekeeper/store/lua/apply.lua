@@ -78,19 +78,18 @@ for kind, limit, period, cost, add_us, add_rem, ends in
     end
   else
     if not s then
-      local live = '(' .. fmt(now)
-      local first = redis.call('ZRANGEBYSCORE', key, live, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-      s = {kind = 'c', held = redis.call('ZCOUNT', key, live, '+inf'),
-           soonest = first[2] and tonumber(first[2]) or 0, adds = {}}
+      s = {kind = 'c', held = redis.call('ZCOUNT', key, '(' .. fmt(now), '+inf'), adds = {}}
     end
     a = s.held
     if s.held < limit then
       ok = 1
       s.held = s.held + 1
-      if s.soonest == 0 then s.soonest = now + period end
       table.insert(s.adds, {#out + 3, now + period})  -- where its lease id goes in out
     else
-      b = s.soonest
+      -- read only when refused: the soonest live lease, else one this plan just staged
+      local first = redis.call('ZRANGEBYSCORE', key, '(' .. fmt(now), '+inf', 'WITHSCORES',
+                               'LIMIT', 0, 1)
+      b = first[2] and tonumber(first[2]) or now + period
     end
   end
   if ok == 0 then passed = false end
