@@ -2,14 +2,14 @@
 EVALSHA round trip, measured interleaved in one run, with round trips counted by the server.
 
     python benchmarks/redis_path.py [--quick] [--rounds N] [--requests N] [--output PATH]
-    python benchmarks/redis_path.py --instructions [--counts N1,N2]
+    python benchmarks/redis_path.py --instructions [--counts N1,N2] [--scenarios A,B]
 
 Starts its own ``redis-server`` on a free loopback port (no persistence; never the one on
 6379), drives each scenario in process with the hand-written ASGI driver (``driver.py``), and
 writes the ``redis`` section of ``benchmarks/RESULTS.md``. Without ``redis-server`` it says so
-and exits 0. ``--instructions`` counts instead the client's instructions per request under
+and exits 0. ``--instructions`` also counts the client's instructions per request under
 cachegrind (each scenario alone in a child, slope between two request counts; the server is
-not counted) and prints them as multiples of one bare EVALSHA's.
+not counted), as multiples of one bare EVALSHA's, in the same section.
 """
 
 from __future__ import annotations
@@ -275,6 +275,16 @@ def instructions(counts: tuple[int, ...], names: Sequence[str] = INSTRUCTIONS) -
     return "\n".join(lines)
 
 
+def _with_instructions(text: str, counts: tuple[int, ...], names: Sequence[str]) -> str:
+    """The report with the client's instructions inserted before its machine lines."""
+    table = instructions(counts, names)
+    head, mark, tail = text.partition("\nMachine:")
+    return (f"{head.rstrip()}\n\nThe client's own work, counted by cachegrind (`--instructions`"
+            f": each scenario alone in a child under `valgrind --tool=cachegrind`, slope between "
+            f"{counts[0]} and {counts[-1]} requests; the server is not counted):\n\n{table}\n"
+            f"{mark}{tail}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instructions", action="store_true")
@@ -291,16 +301,12 @@ def main() -> int:
     if args.child:
         asyncio.run(_child(args.url, args.child, args.requests))
         return 0
-    if args.instructions:
-        try:
-            print(instructions(tuple(int(c) for c in args.counts.split(",")),
-                               args.scenarios.split(",")))
-        except FileNotFoundError:
-            print("SKIPPED: redis-server is not installed (apt-get install redis-server)")
-        return 0
     rounds, requests = (2, 100) if args.quick else (args.rounds, args.requests)
     try:
         text = asyncio.run(run(rounds, requests))
+        if args.instructions:
+            text = _with_instructions(text, tuple(int(c) for c in args.counts.split(",")),
+                                      args.scenarios.split(","))
     except FileNotFoundError:
         print("SKIPPED: redis-server is not installed (apt-get install redis-server)")
         return 0
