@@ -115,7 +115,7 @@ for _, key in ipairs(order) do
   elseif #s.adds > 0 then
     -- lease ids: one sequence per counter, kept in the set as member '#' (score: -last id),
     -- and never below now, so an id is not handed out again after the set expired
-    redis.call('ZREMRANGEBYSCORE', key, '0', fmt(now))
+    prune(key)  -- settling.lua: once per key and call
     local last = redis.call('ZSCORE', key, '#')
     local id = last and -tonumber(last) or 0
     local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')

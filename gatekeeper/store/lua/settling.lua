@@ -2,10 +2,20 @@
 -- slot back and correcting a reservation, so one response's end can do both in one script, or
 -- ride inside the next request's apply.
 
+-- Remove a concurrency set's expired leases, once per key and call (a release riding inside
+-- an apply and that apply's charge of the same counter share one).
+local pruned = {}
+local function prune(key)
+  if not pruned[key] then
+    redis.call('ZREMRANGEBYSCORE', key, '0', fmt(now))
+    pruned[key] = true
+  end
+end
+
 -- Give one concurrency slot back; 1 if it was still held. An expired lease is pruned first,
 -- so its late release cannot free the slot of the request that took its place.
 local function release_slot(key, id)
-  redis.call('ZREMRANGEBYSCORE', key, '0', fmt(now))
+  prune(key)
   if id == '#' then return 0 end  -- the set's id sequence, never a lease
   return redis.call('ZREM', key, id)
 end
