@@ -311,6 +311,10 @@ class RedisStore(Store, CounterStore):
         """Queue a response's end to ride with the next apply (``redis_settles``): no round
         trip of its own, no I/O here. Sent once: a failed call's settles are dropped, and a
         slot whose release was lost is freed when its lease expires."""
+        if self._closed:
+            log.warning("a response ended after the store closed: its settle is dropped (its "
+                        "slots are freed when their leases expire)")
+            return
         self._settles.add(leases, corrections, self._now_us(now))
 
     async def _send_settles(self, settles: Settles) -> None:
@@ -361,6 +365,7 @@ class RedisStore(Store, CounterStore):
         """Send the queued settles, then close the connections."""
         await self._settles.drain()
         self._closed = True
+        await self._settles.drain()  # what ended while the first drain was sending
         if self._lane is not None:
             await self._lane.close()
         await self.redis.aclose()

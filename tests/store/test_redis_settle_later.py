@@ -108,6 +108,8 @@ async def test_close_sends_what_is_queued(redis_port: int) -> None:
     await store.close()
     assert store._settles.sent == 1 and not store._settles.waiting
     assert await held(redis_port, SLOT.key) == 0
+    store.settle_later([Lease(SLOT.key, 1)], [], START)  # after close: dropped, nothing sent
+    assert not store._settles.waiting
     other = RedisStore(f"redis://127.0.0.1:{redis_port}/0", server_time=False)
     try:
         again = await other.apply((TOKENS_RATE._replace(cost=80),), START)
