@@ -2,11 +2,14 @@
 EVALSHA round trip, measured interleaved in one run, with round trips counted by the server.
 
     python benchmarks/redis_path.py [--quick] [--rounds N] [--requests N] [--output PATH]
+    python benchmarks/redis_path.py --instructions [--counts N1,N2] [--scenarios A,B]
 
 Starts its own ``redis-server`` on a free loopback port (no persistence; never the one on
 6379), drives each scenario in process with the hand-written ASGI driver (``driver.py``), and
 writes the ``redis`` section of ``benchmarks/RESULTS.md``. Without ``redis-server`` it says so
-and exits 0.
+and exits 0. ``--instructions`` also counts the client's instructions per request under
+cachegrind (each scenario alone in a child, slope between two request counts; the server is
+not counted), as multiples of one bare EVALSHA's, in the same section.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +115,10 @@ async def _server_us(url: str, batch: Batch, n: int) -> float:
     return spent / n
 
 
-async def _scenarios(url: str) -> dict[str, tuple[Batch, Callable[[], Awaitable[None]] | None]]:
-    """name -> (a timed batch, a checked probe)."""
+async def _scenarios(url: str, only: str | None = None, store_options: str = ""
+                     ) -> dict[str, tuple[Batch, Callable[[], Awaitable[None]] | None]]:
+    """name -> (a timed batch, a checked probe); ``only``: that one scenario alone;
+    ``store_options``: added to gatekeeper's store URL."""
     client = aioredis.Redis.from_url(url)
     sha = await client.script_load("return 1")
 
@@ -137,14 +142,17 @@ async def _scenarios(url: str) -> dict[str, tuple[Batch, Callable[[], Awaitable[
         return batch, check
 
     out["bare"] = asgi(make_app(Calls()), make_scope("POST", CHAT_PATH, CLIENT, None))
-    limiter = Limiter(key_func=get_remote_address, storage_uri=url)
-    out["slowapi-redis"] = asgi(make_app(Calls(), limiter, SLOWAPI_LIMIT),
-                                make_scope("POST", CHAT_PATH, CLIENT, None))
+    if only in (None, "slowapi-redis"):
+        limiter = Limiter(key_func=get_remote_address, storage_uri=url)
+        out["slowapi-redis"] = asgi(make_app(Calls(), limiter, SLOWAPI_LIMIT),
+                                    make_scope("POST", CHAT_PATH, CLIENT, None))
     for name, limits in (("gk-one-limit-redis", {"requests": HIGH}),
                          ("gk-limits-redis", LIMITS_RTC),
                          ("gk-limits-lease", LIMITS_LEASE)):
+        if only not in (None, name):
+            continue
         policy = benchmark_policy(limits)
-        store = RedisStore(url)
+        store = RedisStore(url + store_options)
         gk = gatekeeper.Gatekeeper(make_app(Calls()), policy, store=store, pepper=PEPPER)
         await gk.startup()
         token = await credential_for("key", store, policy, time.time())  # type: ignore[arg-type]
@@ -213,24 +221,92 @@ def _report(us: dict[str, list[float]], trips: dict[str, float], server: dict[st
                      f"{server[name]:.1f} | {trips[name]:.2f} |")
     lines += ["", "Issue #16's bar: gatekeeper's added cost at most 1.3x one bare EVALSHA round "
               "trip; one round trip per allowed request. The end of a response with a "
-              "concurrency slot or a token reservation to settle is one more call (`settle.lua`: "
-              "the slot given back and every reservation corrected together). Issue #18's bar "
+              "concurrency slot or a token reservation to settle rides inside the next "
+              "request's `apply.lua` call; what no request carries within `settle_delay` (10 ms) "
+              "is one `settle.lua` call of its own, counted above. Issue #18's bar "
               "for lease mode: at most 0.05 round trips per request in steady state.", "",
               "Machine:", "",
               *results.machine()]
     return "\n".join(lines)
 
 
+INSTRUCTIONS = ("evalsha", "bare", "slowapi-redis", "gk-one-limit-redis", "gk-limits-redis")
+
+
+async def _child(url: str, name: str, n: int) -> None:
+    """One scenario alone, checked, warmed up, then ``n`` requests (under cachegrind)."""
+    # a settle waits up to 1 s for the next request to carry it, as it does for 10 ms at full
+    # speed: under cachegrind a request takes milliseconds
+    batch, check = (await _scenarios(url, name, "?settle_delay=1"))[name]
+    if check is not None:
+        await check()
+    await batch(200)
+    await batch(n)
+    await asyncio.sleep(1.1)  # the store's settle timer fires once, at either count alike
+
+
+def instructions(counts: tuple[int, ...], names: Sequence[str] = INSTRUCTIONS) -> str:
+    """Client instructions per request of each scenario, and gatekeeper's added over bare as
+    a multiple of one bare EVALSHA's."""
+    from benchmarks.instructions import child_env, run_child
+
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return "SKIPPED: valgrind is not installed"
+    with tempfile.TemporaryDirectory(prefix="gk-bench-redis-") as directory:
+        proc, port = start_redis(directory)
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            per: dict[str, float] = {}
+            for name in dict.fromkeys(("evalsha", "bare", *names)):
+                irefs = [run_child([__file__, "--child", name, "--url", url, "--requests",
+                                    str(n)], child_env(), valgrind)[0] for n in counts]
+                per[name] = (irefs[-1] - irefs[0]) / (counts[-1] - counts[0])
+        finally:
+            proc.terminate()
+            proc.wait(5)
+    lines = ["| scenario | client instructions/request | added vs bare | x one EVALSHA |",
+             "| --- | ---: | ---: | ---: |"]
+    for name, value in per.items():
+        added = value - per["bare"]
+        shown = ("-", "-") if name in ("evalsha", "bare") else \
+            (f"{added:,.0f}", f"{added / per['evalsha']:.2f}")
+        lines.append(f"| {name} | {value:,.0f} | {shown[0]} | {shown[1]} |")
+    return "\n".join(lines)
+
+
+def _with_instructions(text: str, counts: tuple[int, ...], names: Sequence[str]) -> str:
+    """The report with the client's instructions inserted before its machine lines."""
+    table = instructions(counts, names)
+    head, mark, tail = text.partition("\nMachine:")
+    return (f"{head.rstrip()}\n\nThe client's own work, counted by cachegrind (`--instructions`"
+            f": each scenario alone in a child under `valgrind --tool=cachegrind`, slope between "
+            f"{counts[0]} and {counts[-1]} requests; the server is not counted):\n\n{table}\n"
+            f"{mark}{tail}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instructions", action="store_true")
+    parser.add_argument("--counts", default="500,1500")
+    parser.add_argument("--scenarios", default=",".join(INSTRUCTIONS),
+                        help="with --instructions: which (evalsha and bare always)")
+    parser.add_argument("--child", choices=INSTRUCTIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--output", type=Path, default=results.DEFAULT_PATH)
     args = parser.parse_args()
+    if args.child:
+        asyncio.run(_child(args.url, args.child, args.requests))
+        return 0
     rounds, requests = (2, 100) if args.quick else (args.rounds, args.requests)
     try:
         text = asyncio.run(run(rounds, requests))
+        if args.instructions:
+            text = _with_instructions(text, tuple(int(c) for c in args.counts.split(",")),
+                                      args.scenarios.split(","))
     except FileNotFoundError:
         print("SKIPPED: redis-server is not installed (apt-get install redis-server)")
         return 0

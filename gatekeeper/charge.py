@@ -1,7 +1,7 @@
 """The charge of one admitted request: what it took from the counter store, given back or
 corrected exactly once when its response ends (concurrency slots released, token and spend
-reservations reconciled with the upstream's real usage), in ONE store call. The Responder
-calls ``settle``."""
+reservations reconciled with the upstream's real usage), in ONE store call, never awaited
+(Redis queues it to ride inside the next apply). The Responder calls ``settle``."""
 
 from __future__ import annotations
 
@@ -36,15 +36,16 @@ class Charge:
 
     def settle(self, responder: Responder | None) -> Awaitable[None] | None:
         """The Responder's settle (``responder`` is None for a websocket, which only gives its
-        slots back). An in-process store settles at once and returns None; another returns
-        the coroutine for the Responder to await, shielded and bounded."""
+        slots back). An in-process store settles at once; another queues it
+        (``CounterStore.settle_later``): nothing for the Responder to await."""
         usage = None if responder is None else responder.usage
         corrections = () if usage is None or not self.priced else self._corrections(usage)
         if not self.leases and not corrections:
             return None
         counters = self.counters
         if not counters.embedded:
-            return self._settle(corrections, self.clock.now())
+            counters.settle_later(self.leases, corrections, self.clock.now())
+            return None
         embedded: EmbeddedCounterStore = counters  # type: ignore[assignment]  # it said so
         embedded.settle_now(self.leases, corrections, self.clock.now())
         return None
@@ -55,9 +56,6 @@ class Charge:
         corrections = () if usage is None or not self.priced else self._corrections(usage)
         if self.leases or corrections:
             await self.counters.settle(self.leases, corrections, now)
-
-    async def _settle(self, corrections: Sequence[Correction], now: float) -> None:
-        await self.counters.settle(self.leases, corrections, now)
 
     def _corrections(self, usage: Usage) -> list[Correction]:
         plan, tokens = self.plan, usage[2]

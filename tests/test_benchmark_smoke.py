@@ -153,6 +153,7 @@ def test_quick_redis_path_runs() -> None:
     one = re.search(r"^\| gk-one-limit-redis \| .* \| (\d+\.\d\d) \|$", out, re.MULTILINE)
     assert one is not None and float(one.group(1)) == 1.0  # one round trip per request
     full = re.search(r"^\| gk-limits-redis \| .* \| (\d+\.\d\d) \|$", out, re.MULTILINE)
-    assert full is not None and float(full.group(1)) == 2.0  # apply, then one settle
+    # one apply each, carrying the previous response's end; the timer sends the last one
+    assert full is not None and 1.0 <= float(full.group(1)) <= 1.05
     lease = re.search(r"^\| gk-limits-lease \| .* \| (\d+\.\d\d) \|$", out, re.MULTILINE)
     assert lease is not None and float(lease.group(1)) <= 0.05  # issue #18's lease-mode bar

@@ -11,8 +11,8 @@ all of them; a cost that can never pass (larger than its whole limit) gets neith
 from __future__ import annotations
 
 import math
-from math import ceil
 from collections.abc import Sequence
+from math import ceil
 from typing import NamedTuple
 
 from gatekeeper import reasons

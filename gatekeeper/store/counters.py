@@ -19,11 +19,17 @@ Contract (``tests/store/test_counter_contract.py`` runs it against every backend
   caller's settle runs once); counts never go below zero.
 * ``settle(leases, corrections, now)`` is ``release`` of every lease plus ``reconcile`` of every
   correction, what one response's end needs, in one call where the backend can (Redis: one
-  script, so a request costs two round trips at most: apply and settle).
+  script).
+* ``settle_later`` is ``settle`` without waiting for it, what a response's end calls: memory
+  settles at once; Redis queues it to ride inside the next apply (so a request costs one round
+  trip), sent at most once (a failure drops it; a slot whose release was lost is freed at its
+  lease's expiry); the default runs ``settle`` in a task.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -31,6 +37,10 @@ from gatekeeper.errors import GatekeeperError, StoreError
 from gatekeeper.limits.plan import Counter, CounterAnswer, Lease, Plan
 
 __all__ = ["Correction", "CounterAnswer", "CounterStore", "EmbeddedCounterStore", "Lease"]
+
+log = logging.getLogger("gatekeeper")
+_SETTLING: set[asyncio.Task[int]] = set()
+"""The default ``settle_later``'s tasks, held until done."""
 
 Correction = tuple[Counter, int, int]
 """``(counter, reserved, actual)``: what ``reconcile`` takes, for ``settle``."""
@@ -87,6 +97,14 @@ class CounterStore(ABC):
         except Exception as exc:
             raise StoreError("settle", _cause(exc)) from exc
 
+    def settle_later(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                     now: float) -> None:
+        """``settle`` without waiting (a response's end): the default runs it in a task, and
+        logs a failure (the slots are then freed at their leases' expiry)."""
+        task = asyncio.get_running_loop().create_task(self.settle(leases, corrections, now))
+        _SETTLING.add(task)
+        task.add_done_callback(_settled)
+
     async def _settle(self, leases: Sequence[Lease], corrections: Sequence[Correction],
                       now: float) -> int:
         """The default: ``release``, then one ``reconcile`` per correction (a backend whose
@@ -138,6 +156,10 @@ class EmbeddedCounterStore(CounterStore):
                       now: float) -> int:
         return self.settle_now(leases, corrections, now)
 
+    def settle_later(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                     now: float) -> None:
+        self.settle_now(leases, corrections, now)
+
     def settle_now(self, leases: Sequence[Lease], corrections: Sequence[Correction],
                    now: float) -> int:
         """``settle`` without I/O: one call at a request's end."""
@@ -156,6 +178,13 @@ class EmbeddedCounterStore(CounterStore):
     @abstractmethod
     def reconcile_now(self, counter: Counter, reserved: int, actual: int, now: float) -> None:
         ...
+
+
+def _settled(task: asyncio.Task[int]) -> None:
+    _SETTLING.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("settle failed (%s): slots are freed when their leases expire",
+                    task.exception())
 
 
 def _cause(exc: Exception) -> str:

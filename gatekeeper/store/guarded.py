@@ -71,6 +71,30 @@ class GuardedCounters(CounterStore):
         the breaker open (a slot not given back would hold its place until its lease ends; a
         failure here is logged by the caller, and the lease expires). Corrections count where
         limits count now: locally while failing open or while the breaker is open."""
+        released, remote, corrections = self._settle_here(leases, corrections, now)
+        if remote or corrections:
+            released += await self.store.settle(remote, corrections, now)
+        return released
+
+    def settle_later(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                     now: float) -> None:
+        """As ``settle``, what concerns the store queued there (``CounterStore.settle_later``);
+        nothing local (the usual case) is passed on as it is."""
+        for x in leases:
+            if x.key.startswith(_LOCAL):
+                break
+        else:
+            if not corrections or (not self.failing_open and self.breaker.allow()):
+                self.store.settle_later(leases, corrections, now)
+                return
+        _, remote, corrections = self._settle_here(leases, corrections, now)
+        if remote or corrections:
+            self.store.settle_later(remote, corrections, now)
+
+    def _settle_here(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                     now: float) -> tuple[int, Sequence[Lease], Sequence[Correction]]:
+        """Settle what is local now: slots released here, and the leases and corrections
+        left for the store."""
         local = [Lease(x.key[len(_LOCAL):], x.id) for x in leases if x.key.startswith(_LOCAL)]
         remote = [x for x in leases if not x.key.startswith(_LOCAL)] if local else leases
         released = self.local.release_now(local, now) if local else 0
@@ -78,9 +102,7 @@ class GuardedCounters(CounterStore):
             for counter, reserved, actual in corrections:
                 self.local.reconcile_now(counter, reserved, actual, now)
             corrections = ()
-        if remote or corrections:
-            released += await self.store.settle(remote, corrections, now)
-        return released
+        return released, remote, corrections
 
     def _switch(self, failing: bool, exc: StoreError | None = None) -> None:
         if failing == self.failing_open:

@@ -117,6 +117,23 @@ class LeasedCounters(CounterStore):
                 return super().settle(leases, corrections, now)
         return self.store.settle(leases, corrections, now)
 
+    def settle_later(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                     now: float) -> None:
+        """As ``settle``: a strict request's end is queued in the store as it is."""
+        for x in leases:
+            if x.key.startswith(_LOCAL):
+                break
+        else:
+            for c in corrections:
+                if c[0][8]:  # slice
+                    break
+            else:
+                self.store.settle_later(leases, corrections, now)
+                return
+        _, there, strict = self._settle_here(leases, corrections, now)
+        if there or strict:
+            self.store.settle_later(there, strict, now)
+
     def reconcile(self, counter: Counter, reserved: int,
                   actual: int, now: float) -> Coroutine[Any, Any, None]:
         """In lease mode only the slice moves (no I/O): the store hears of it with the next
@@ -411,6 +428,15 @@ class LeasedCounters(CounterStore):
 
     async def _settle(self, leases: Sequence[Lease], corrections: Sequence[Correction],
                       now: float) -> int:
+        released, there, strict = self._settle_here(leases, corrections, now)
+        if there or strict:
+            released += await self.store.settle(there, strict, now)
+        return released
+
+    def _settle_here(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                     now: float) -> tuple[int, list[Lease], list[Correction]]:
+        """Settle what stays here now (lease-mode slots, leased counters' corrections); the
+        store's leases and strict corrections are left."""
         here: list[Lease] = []
         there: list[Lease] = []
         for x in leases:
@@ -426,9 +452,7 @@ class LeasedCounters(CounterStore):
             else:
                 strict.append(correction)
         released = self.local.release_now(here, now) if here else 0
-        if there or strict:
-            released += await self.store.settle(there, strict, now)
-        return released
+        return released, there, strict
 
     def held(self, key: str) -> int:
         """Units of ``key`` this replica holds (for tests and metrics)."""

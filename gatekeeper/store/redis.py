@@ -14,8 +14,11 @@ Shared resale signals (``SignalStore``): per key, HyperLogLogs of its values and
 counters per bucket of its window, one pipelined batch a second (``redis_signals.py``).
 
 Counters: one request's whole plan is one EVALSHA of ``lua/apply.lua`` (``redis_counters``
-packs it and reads the reply), and the end of its response (slots given back, reservations
-corrected) one EVALSHA of ``lua/settle.lua``. With ``server_time=True`` (the default) the
+packs it and reads the reply). The end of its response (slots given back, reservations
+corrected) costs no round trip of its own: ``settle_later`` queues it and the next apply
+carries it (``redis_settles``; a timer sends it within ``settle_delay`` seconds when no apply
+comes, and ``close`` sends what is left), while ``settle`` is one EVALSHA of
+``lua/settle.lua`` at once. With ``server_time=True`` (the default) the
 scripts read the Redis server's clock, so replicas with skewed clocks count alike and the
 ``now`` argument only matters to the memory store; quota windows are still named by the
 caller's ``now`` (the plan's keys), and one applied after its window ended on the server's
@@ -50,6 +53,7 @@ from gatekeeper.store.redis_counters import (
     Part,
     answers,
     apply_args,
+    apply_command,
     apply_packed,
     bulk,
     now_arg,
@@ -62,6 +66,7 @@ from gatekeeper.store.redis_counters import (
 from gatekeeper.store.redis_health import findings
 from gatekeeper.store.redis_lane import ScriptLane
 from gatekeeper.store.redis_scripts import APPLY, RECONCILE, RELEASE, SCRIPTS, SETTLE, LuaScript
+from gatekeeper.store.redis_settles import DELAY, SettleQueue, Settles
 from gatekeeper.store.redis_signals import counts as signal_counts
 from gatekeeper.store.redis_signals import queue as queue_signals
 from gatekeeper.store.signals import Counts, KeySignals, SignalStore
@@ -77,6 +82,8 @@ PREFIX = "gk:{keys}:"
 """Every key record and index shares this hash tag: one slot, so a write is one MULTI."""
 SCORES = "gk:{scores}:"
 """Resale score snapshots, one hash per key (``gatekeeper inspect``)."""
+_SERVER_TIME = bulk("")
+"""ARGV[1] of a script that reads the server's clock."""
 _ALL = PREFIX + "all"
 VERSION = PREFIX + "version"
 _FAILURES = (Exception,)
@@ -89,13 +96,32 @@ too (``CounterStore.apply``)."""
 log = logging.getLogger("gatekeeper")
 
 
+class _Packed:
+    """One plan's apply command, packed: its keys and specs, and the whole command once sent
+    with the server's time and nothing riding along. Holds the plan, so its id stays its."""
+
+    __slots__ = ("keys", "plan", "specs", "whole")
+
+    def __init__(self, plan: Plan, keys: bytes, specs: bytes) -> None:
+        self.plan = plan
+        self.keys = keys
+        self.specs = specs
+        self.whole = b""
+
+
 class RedisStore(Store, CounterStore, SignalStore):
     def __init__(self, url: str, *, server_time: bool = True,
                  client: Redis | RedisCluster | None = None,
                  socket_timeout: float = SOCKET_TIMEOUT,
-                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
-        """``client``: one already made (``RedisClusterStore`` passes its cluster client).
-        ``connect_timeout`` also bounds the wait for a free connection of the pool."""
+                 connect_timeout: float = CONNECT_TIMEOUT,
+                 settle_delay: float | None = None,
+                 tag: Callable[[str], str] | None = None) -> None:
+        """``client``: one already made (``RedisClusterStore`` passes its cluster client, and
+        ``tag``, a key's hash tag, so a settle rides only with an apply to its own slot).
+        ``connect_timeout`` also bounds the wait for a free connection of the pool.
+        ``settle_delay``: seconds a queued settle waits for an apply to carry it (default
+        ``redis_settles.DELAY``, or the URL's ``settle_delay`` option)."""
+        url, delay = settle_delay_option(url)
         self.url = url
         self.server_time = server_time
         self._closed = False
@@ -113,8 +139,10 @@ class RedisStore(Store, CounterStore, SignalStore):
         else:
             self._lane = None  # a cluster: redis-py routes each command to its slot's node
         self.redis = client
-        self._packed: dict[int, tuple[Plan, bytes, bytes]] = {}
+        self._packed: dict[int, _Packed] = {}
         self._parts: dict[str, Part] = {}
+        self._settles = SettleQueue(self._send_settles, tag,
+                                    settle_delay if settle_delay is not None else delay)
 
     async def connect(self) -> None:
         """Load the scripts now (a server's startup), so no request pays for it (nor for the
@@ -255,30 +283,61 @@ class RedisStore(Store, CounterStore, SignalStore):
         return None if self.server_time else to_us(now)
 
     async def _apply(self, plan: Plan, now: float) -> list[CounterAnswer]:
+        """One EVALSHA, carrying the settles queued for the plan's tag (they run first)."""
         if not plan:
             return []
-        if self._lane is None:
-            keys, specs = apply_args(plan)
-            reply = await self._run(APPLY, keys, [now_arg(self._now_us(now)), specs])
-        else:
-            reply = await self._call(APPLY, self._packed_apply(plan, now))
+        riding = self._settles.take(plan[0].key) if self._settles.waiting else None
+        try:
+            if self._lane is None:
+                keys, specs = apply_args(plan)
+                args = [now_arg(self._now_us(now)), specs]
+                if riding is not None:
+                    keys = riding.keys() + keys
+                    args.extend(riding.args())
+                reply = await self._run(APPLY, keys, args)
+            else:
+                reply = await self._call(APPLY, self._packed_apply(plan, now, riding))
+        except BaseException as exc:
+            if riding is not None:
+                self._settles.lost(riding, exc)
+            raise
         return answers(plan, reply)
 
-    def _packed_apply(self, plan: Plan, now: float) -> bytes:
+    def _packed_apply(self, plan: Plan, now: float, riding: Settles | None) -> bytes:
         """The apply command for ``plan``, packed once per plan object (whole with the
-        server's time; around ``now`` otherwise); a new plan object (a priced one) reuses its
+        server's time and nothing riding along); a new plan object (a priced one) reuses its
         counters' fixed parts."""
         found = self._packed.get(id(plan))
-        if found is None or found[0] is not plan:
-            head, tail = apply_packed(APPLY.sha, plan, self._parts)
-            if self.server_time:
-                head, tail = head + bulk("") + tail, b""
+        if found is None or found.plan is not plan:
+            keys, specs = apply_packed(plan, self._parts)
             if len(self._packed) >= PLANS_PACKED:
                 self._packed.clear()
-            found = self._packed[id(plan)] = (plan, head, tail)  # holds plan: its id stays
+            found = self._packed[id(plan)] = _Packed(plan, keys, specs)
         if self.server_time:
-            return found[1]
-        return found[1] + bulk(to_us(now)) + found[2]
+            if riding is None:
+                if not found.whole:
+                    found.whole = apply_command(APPLY.sha, len(plan), found.keys, _SERVER_TIME,
+                                                found.specs)
+                return found.whole
+            now_bulk = _SERVER_TIME
+        else:
+            now_bulk = bulk(to_us(now))
+        return apply_command(APPLY.sha, len(plan), found.keys, now_bulk, found.specs, riding)
+
+    def settle_later(self, leases: Sequence[Lease], corrections: Sequence[Correction],
+                     now: float) -> None:
+        """Queue a response's end to ride with the next apply (``redis_settles``): no round
+        trip of its own, no I/O here. Sent once: a failed call's settles are dropped, and a
+        slot whose release was lost is freed when its lease expires."""
+        if self._closed:
+            log.warning("a response ended after the store closed: its settle is dropped (its "
+                        "slots are freed when their leases expire)")
+            return
+        self._settles.add(leases, corrections, self._now_us(now))
+
+    async def _send_settles(self, settles: Settles) -> None:
+        """The timer's (or ``close``'s) one ``settle.lua`` call for one tag's queue."""
+        await self._run(SETTLE, settles.keys(), [now_arg(settles.now_us), *settles.args()])
 
     async def _release(self, leases: Sequence[Lease], now: float) -> int:
         if not leases:
@@ -321,12 +380,37 @@ class RedisStore(Store, CounterStore, SignalStore):
             await self._lane.call(packed_command("SCRIPT", "LOAD", script.text))
 
     async def close(self) -> None:
+        """Send the queued settles, then close the connections."""
+        await self._settles.drain()
         self._closed = True
+        await self._settles.drain()  # what ended while the first drain was sending
         if self._lane is not None:
             await self._lane.close()
         await self.redis.aclose()
         if isinstance(self.redis, Redis):
             await self.redis.connection_pool.disconnect()
+
+
+def settle_delay_option(url: str) -> tuple[str, float]:
+    """``url`` without its ``settle_delay`` option (not redis-py's), and the option's value
+    (default ``DELAY``); a bad value is a ValueError naming it."""
+    base, mark, query = url.partition("?")
+    if "settle_delay" not in query:
+        return url, DELAY
+    rest: list[str] = []
+    delay = DELAY
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if name != "settle_delay":
+            rest.append(pair)
+            continue
+        try:
+            delay = float(value)
+        except ValueError:
+            delay = -1.0
+        if not 0 < delay <= 1:
+            raise ValueError("Invalid value for 'settle_delay': seconds above 0, at most 1")
+    return base + (mark + "&".join(rest) if rest else ""), delay
 
 
 def _tenant_index(tenant: str) -> str:

@@ -1,7 +1,9 @@
 """The Redis store on Redis Cluster: ``redis+cluster://[user:password@]host:port,host:port``
 (``rediss+cluster://`` for TLS), any primaries as seeds.
 
-Key records share one hash tag (``{keys}``), so they behave exactly as on one server. A plan's
+Key records share one hash tag (``{keys}``), so they behave exactly as on one server. A
+response's end is queued by hash tag and rides with the next apply to that tag (or goes out
+from the store's timer, one call per tag: ``redis_settles``). A plan's
 counters are grouped by their hash tag (``limits/plan.py`` chose the tags: a credential's and
 its tenant's counters share ``{t:<tenant>}``, a client address has ``{c:<address>}``), each
 group is one EVALSHA on the node that owns its slot, and the groups go out concurrently. A
@@ -25,7 +27,13 @@ from gatekeeper.errors import StoreError
 from gatekeeper.keys import KeyRecord
 from gatekeeper.limits.plan import CONCURRENCY, CounterAnswer, Lease, Plan
 from gatekeeper.store.counters import Correction, _cause
-from gatekeeper.store.redis import _FAILURES, CONNECT_TIMEOUT, SOCKET_TIMEOUT, RedisStore
+from gatekeeper.store.redis import (
+    _FAILURES,
+    CONNECT_TIMEOUT,
+    SOCKET_TIMEOUT,
+    RedisStore,
+    settle_delay_option,
+)
 from gatekeeper.store.redis_scripts import LuaScript
 from gatekeeper.store.signals import Counts, KeySignals
 
@@ -39,8 +47,10 @@ class RedisClusterStore(RedisStore):
     def __init__(self, url: str, *, server_time: bool = True,
                  socket_timeout: float = SOCKET_TIMEOUT,
                  connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        url, delay = settle_delay_option(url)
         super().__init__(url, server_time=server_time,
-                         client=cluster_client(url, socket_timeout, connect_timeout))
+                         client=cluster_client(url, socket_timeout, connect_timeout),
+                         settle_delay=delay, tag=_tag)
         self._in_flight = asyncio.Semaphore(IN_FLIGHT)
         self._ready = False
         self._ready_lock = asyncio.Lock()

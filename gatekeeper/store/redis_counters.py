@@ -11,10 +11,13 @@ backends answer alike to the microsecond.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gatekeeper.limits.gcra import US, gcra
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, Counter, CounterAnswer, Lease, Plan
+
+if TYPE_CHECKING:
+    from gatekeeper.store.redis_settles import Settles
 
 EXACT = 2**52
 """Limits and costs stay below, so that the script's sums of two of them (a remainder plus a
@@ -23,6 +26,7 @@ FAR_US = 2**50
 """A rate charged this far ahead (about 35 years) is as good as closed: larger debts are capped
 so the script's arithmetic stays exact."""
 _KIND = {RATE: "r", QUOTA: "q", CONCURRENCY: "c"}
+_CORRECTED = {RATE: "r", QUOTA: "q"}
 
 
 def apply_args(plan: Plan) -> tuple[list[str], str]:
@@ -44,44 +48,69 @@ def apply_args(plan: Plan) -> tuple[list[str], str]:
     return keys, " ".join(specs)
 
 
-Part = tuple[tuple[str, int, float, float], bytes, str, int, str]
-"""One counter's fixed part of the apply command: what it was made from (kind, limit, period,
-expires), its key packed, its values up to the cost, its period in us, its window's end."""
+class Part:
+    """One counter's fixed part of the apply command, kept by key: what it was made from
+    (kind, limit, period, expires), its key packed, its values up to the cost, its period in
+    us, its window's end; and its last cost with that cost's values (most costs repeat)."""
+
+    __slots__ = ("cost", "ends", "head", "key", "made_from", "period_us", "spec")
+
+    def __init__(self, c: Counter) -> None:
+        kind = _KIND.get(c.kind)
+        if kind is None:
+            raise ValueError(f"unknown counter kind {c.kind!r}")
+        if not 0 < c.limit < EXACT:
+            raise ValueError(f"counter {c.key}: limit and cost must be below 2^52")
+        self.made_from = (c.kind, c.limit, c.period, c.expires)
+        self.key = bulk(c.key)
+        self.period_us = round(c.period * US)
+        self.head = f"{kind} {c.limit} {self.period_us}"
+        self.ends = str(round(c.expires * US))
+        self.cost = -1
+        self.spec = ""
+
+
 PARTS_KEPT = 65_536
 
 
-def apply_packed(sha: str, plan: Plan, parts: dict[str, Part]) -> tuple[bytes, bytes]:
-    """``apply.lua``'s command packed around ARGV[1] (the time), the same bytes as ``packed``
-    over ``apply_args``, with each counter's fixed part taken from ``parts`` (filled here):
-    a priced plan, new each request, then only formats its costs."""
+def apply_packed(plan: Plan, parts: dict[str, Part]) -> tuple[bytes, bytes]:
+    """``apply.lua``'s plan keys and its ARGV[2], packed (``apply_command`` puts them in one
+    command: the same bytes as ``packed`` over ``apply_args``), with each counter's fixed part
+    taken from ``parts`` (filled here): a priced plan, new each request, then formats only the
+    costs that changed."""
     keys: list[bytes] = []
     specs: list[str] = []
     for c in plan:
-        part = parts.get(c.key)
-        if part is None or part[0] != (c.kind, c.limit, c.period, c.expires):
+        part = parts.get(c[1])
+        if part is None or part.made_from != (c[0], c[3], c[4], c[7]):
             if len(parts) >= PARTS_KEPT:
                 parts.clear()
-            part = parts[c.key] = _part(c)
-        cost, limit, period_us = c.cost, c.limit, part[3]
-        if not 0 <= cost < EXACT:
-            raise ValueError(f"counter {c.key}: limit and cost must be below 2^52")
-        add_us, add_rem = divmod(cost * period_us, limit) if cost <= limit else (-1, 0)
-        keys.append(part[1])
-        specs.append(f"{part[2]} {cost} {add_us} {add_rem} {part[4]}")
-    head = b"*%d\r\n$7\r\nEVALSHA\r\n" % (5 + len(plan)) + bulk(sha) + bulk(len(plan)) + \
-        b"".join(keys)
-    return head, bulk(" ".join(specs))
+            part = parts[c[1]] = Part(c)
+        cost = c[5]
+        if cost != part.cost:
+            if not 0 <= cost < EXACT:
+                raise ValueError(f"counter {c.key}: limit and cost must be below 2^52")
+            limit = c[3]
+            add_us, add_rem = divmod(cost * part.period_us, limit) if cost <= limit else (-1, 0)
+            part.spec = f"{part.head} {cost} {add_us} {add_rem} {part.ends}"
+            part.cost = cost
+        keys.append(part.key)
+        specs.append(part.spec)
+    return b"".join(keys), bulk(" ".join(specs))
 
 
-def _part(c: Counter) -> Part:
-    kind = _KIND.get(c.kind)
-    if kind is None:
-        raise ValueError(f"unknown counter kind {c.kind!r}")
-    if not 0 < c.limit < EXACT:
-        raise ValueError(f"counter {c.key}: limit and cost must be below 2^52")
-    period_us = round(c.period * US)
-    return ((c.kind, c.limit, c.period, c.expires), bulk(c.key), f"{kind} {c.limit} {period_us}",
-            period_us, str(round(c.expires * US)))
+def apply_command(sha: str, n: int, keys: bytes, now: bytes, specs: bytes,
+                  riding: Settles | None = None) -> bytes:
+    """The whole ``apply.lua`` command: ``n`` plan keys packed, ARGV[1] and ARGV[2] packed,
+    and the settles riding along (their keys first, their two arguments last)."""
+    if riding is None:
+        return b"*%d\r\n$7\r\nEVALSHA\r\n" % (5 + n) + bulk(sha) + bulk(n) + keys + now + \
+            specs
+    settled = riding.keys()
+    n += len(settled)
+    ids, corrections = riding.args()
+    return b"".join((b"*%d\r\n$7\r\nEVALSHA\r\n" % (7 + n), bulk(sha), bulk(n),
+                     *map(bulk, settled), keys, now, specs, bulk(ids), bulk(corrections)))
 
 
 def now_arg(now_us: int | None) -> str | int:
@@ -90,23 +119,31 @@ def now_arg(now_us: int | None) -> str | int:
 
 
 def answers(plan: Plan, reply: Sequence[int]) -> list[CounterAnswer]:
-    """One answer per counter from ``apply.lua``'s reply (leases only when the plan passed)."""
+    """One answer per counter from ``apply.lua``'s reply (leases only when the plan passed).
+    Fields by index: this runs for every counter of every request."""
     now_us, passed = reply[0], reply[1]
     out: list[CounterAnswer] = []
-    for i, c in enumerate(plan):
-        allowed, a, b = reply[2 + 3 * i:5 + 3 * i]
-        if c.kind == RATE:
-            g = gcra(a * c.limit + b, now_us, c.limit, round(c.period * US), c.limit, c.cost)
-            out.append(CounterAnswer(g.allowed, g.remaining, g.reset_after, g.retry_after))
-        elif c.kind == QUOTA:
-            out.append(quota_answer(c, a, now_us))
-        elif allowed:
-            lease = Lease(c.key, b) if passed else None
-            out.append(CounterAnswer(True, c.limit - a - 1, 0.0, 0.0, lease))
+    i = 2
+    for c in plan:
+        kind = c[0]
+        if kind == RATE:
+            limit = c[3]
+            g = gcra(reply[i + 1] * limit + reply[i + 2], now_us, limit, round(c[4] * US),
+                     limit, c[5])
+            out.append(_new(CounterAnswer, (g[0], g[2], g[3], g[4], None)))
+        elif kind == QUOTA:
+            out.append(quota_answer(c, reply[i + 1], now_us))
+        elif reply[i]:
+            lease = _new(Lease, (c[1], reply[i + 2])) if passed else None
+            out.append(_new(CounterAnswer, (True, c[3] - reply[i + 1] - 1, 0.0, 0.0, lease)))
         else:
-            soonest = (b - now_us) / US
-            out.append(CounterAnswer(False, 0, soonest, min(1.0, soonest)))
+            soonest = (reply[i + 2] - now_us) / US
+            out.append(_new(CounterAnswer, (False, 0, soonest, min(1.0, soonest), None)))
+        i += 3
     return out
+
+
+_new = tuple.__new__
 
 
 def quota_answer(c: Counter, used: int, now_us: int) -> CounterAnswer:
@@ -126,6 +163,22 @@ def reconcile_args(counter: Counter, reserved: int, actual: int,
     return None if spec is None else [now_arg(now_us), *spec]
 
 
+def correction_spec(counter: Counter, reserved: int, actual: int) -> str | None:
+    """One correction's 7 values as ``settling.lua``'s ``settle`` reads them (``_correction``
+    formatted, on every settled request's path); None when there is nothing to correct (a
+    concurrency slot, or the usage was the reservation)."""
+    kind = _CORRECTED.get(counter.kind)
+    delta = actual - reserved
+    if kind is None or not delta:
+        return None
+    period_us = round(counter.period * US)
+    d_us, d_rem = divmod((delta if delta > 0 else -delta) * period_us, counter.limit)
+    if d_us >= FAR_US:
+        d_us, d_rem = FAR_US, 0
+    return f"{kind} {counter.limit} {delta} {d_us} {d_rem} {round(counter.expires * US)} " \
+        f"{period_us}"
+
+
 def settle_args(leases: Sequence[Lease], corrections: Sequence[tuple[Counter, int, int]],
                 now_us: int | None) -> tuple[list[str], list[Any]] | None:
     """KEYS and ARGV of ``settle.lua`` (the lease ids in one string, every correction's
@@ -133,10 +186,10 @@ def settle_args(leases: Sequence[Lease], corrections: Sequence[tuple[Counter, in
     keys = [lease.key for lease in leases]
     specs: list[str] = []
     for counter, reserved, actual in corrections:
-        spec = _correction(counter, actual - reserved)
-        if spec is not None and spec[2]:
+        spec = correction_spec(counter, reserved, actual)
+        if spec is not None:
             keys.append(counter.key)
-            specs.append(" ".join(map(str, spec)))
+            specs.append(spec)
     if not keys:
         return None
     return keys, [now_arg(now_us), " ".join(str(lease.id) for lease in leases),

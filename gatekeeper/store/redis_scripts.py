@@ -38,7 +38,7 @@ class LuaScript:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
-APPLY = LuaScript("apply")
+APPLY = LuaScript("apply", "settling")
 RELEASE = LuaScript("release", "settling")
 RECONCILE = LuaScript("reconcile", "settling")
 SETTLE = LuaScript("settle", "settling")

@@ -34,13 +34,18 @@ def redis_cluster_url() -> Iterator[str]:
         yield f"redis+cluster://127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}"
 
 
-async def empty_redis_store(where: int | str, *, server_time: bool = False) -> RedisStore:
+async def empty_redis_store(where: int | str, *, server_time: bool = False,
+                            settle_delay: float | None = None) -> RedisStore:
     """A RedisStore on the test server (its port) or cluster (its URL), emptied first.
     ``server_time=False`` by default: the contract suites inject time. Timeouts of seconds,
     not the defaults' milliseconds: these tests are about what is counted, on a shared machine
-    whose load can starve the event loop (the timeout tests use the defaults)."""
-    store = RedisStore(f"redis://127.0.0.1:{where}/0", server_time=server_time, **SLACK) \
-        if isinstance(where, int) else RedisClusterStore(where, server_time=server_time, **SLACK)
+    whose load can starve the event loop (the timeout tests use the defaults).
+    ``settle_delay``: how long a queued settle waits for an apply to carry it."""
+    url = f"redis://127.0.0.1:{where}/0" if isinstance(where, int) else where
+    if settle_delay is not None:
+        url += f"?settle_delay={settle_delay}"
+    store = RedisStore(url, server_time=server_time, **SLACK) \
+        if isinstance(where, int) else RedisClusterStore(url, server_time=server_time, **SLACK)
     await store.redis.flushdb()
     return store
 

@@ -269,6 +269,7 @@ async def test_a_lease_expires_when_its_holder_never_releases(counters: CounterS
     clock.advance(29.999)
     refused = await one(counters, counter, clock.now())
     assert not refused.allowed and 0 < refused.retry_after <= 1.0
+    assert refused.reset_after == pytest.approx(0.001, abs=1e-6)  # the held lease's expiry
     clock.advance(0.001)
     fresh = await one(counters, counter, clock.now())
     assert fresh.allowed and fresh.lease is not None

@@ -321,3 +321,30 @@ async def test_settle_moves_slices_here_and_sends_the_rest_in_one_call(redis_por
         assert await store.redis.zcount(there.key, "(0", "+inf") == 0
     finally:
         await leased.close()
+
+
+async def test_settle_later_moves_slices_here_and_queues_the_rest_for_the_next_apply(
+        redis_port: int) -> None:
+    store = await fresh(redis_port)
+    leased = LeasedCounters(store)
+    tokens = rate("k:tk", 1_000_000, 5000, MONTH, cost=400, unit=TOKENS)
+    strict_tokens = rate("all:tk", 1_000_000, 0, MONTH, cost=400, unit=TOKENS)
+    here = Counter(CONCURRENCY, "gk:{t:a}:k:cc", "{t:a}", 8, 600.0, 1, REQUESTS, 0.0, 2, 5.0)
+    there = Counter(CONCURRENCY, "gk:{t:a}:all:cc", "{t:a}", 8, 600.0, 1, REQUESTS)
+    await store.connect()
+    try:
+        answers = await leased.apply((tokens, strict_tokens, here, there), time.time())
+        slots = [a.lease for a in answers if a.lease is not None]
+        assert len(slots) == 2
+        before = await calls(store, "evalsha")
+        leased.settle_later(slots, [(tokens, 400, 100), (strict_tokens, 400, 100)], time.time())
+        assert leased.held(tokens.key) == 5000 - 100  # moved here, at once
+        assert await calls(store, "evalsha") == before  # the rest waits for a ride
+        queued = store._settles.waiting[""]
+        assert queued.keys() == [there.key, strict_tokens.key]  # the local slot stayed here
+        await leased.apply((strict_tokens._replace(cost=0),), time.time())  # carries it
+        assert await calls(store, "evalsha") == before + 1
+        assert await _charged(store, strict_tokens) == 100
+        assert await store.redis.zcount(there.key, "(0", "+inf") == 0
+    finally:
+        await leased.close()

@@ -1,6 +1,7 @@
 """The Redis store behind real Gatekeeper instances: keys issued through one store reach
 every instance, and two instances ("replicas") sharing one Redis count one limit, exactly,
-with one EVALSHA per allowed request and one more to release a concurrency slot."""
+with one EVALSHA per allowed request: a response's end (its slot released, its tokens
+corrected) rides inside the next request's EVALSHA, or goes out from the store's timer."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from gatekeeper import Gatekeeper, key_admin, load_policy, store_from_url
 from gatekeeper.demo.upstream import create_upstream
@@ -67,16 +69,26 @@ async def test_two_replicas_on_one_redis_allow_exactly_50_of_200(redis_port: int
                     await anyio.sleep(0.005)
             started.set()
         assert codes.count(200) == 50 and codes.count(429) == 150
-        # every slot was given back at the end of its response
-        assert await stores[0].redis.zcount("gk:{t:acme}:all:cc", "(0", "+inf") == 0
     finally:
         for s in stores:
-            await s.close()
+            await s.close()  # sends the settles still queued
+    # every slot was given back at the end of its response
+    assert await held_slots(redis_port) == 0
 
 
-async def test_one_evalsha_per_allowed_request_and_one_per_release(redis_port: int) -> None:
+async def held_slots(port: int) -> int:
+    """Slots held in the acme tenant's concurrency counter, read by a client of its own."""
+    client = Redis(port=port)
+    try:
+        return int(await client.zcount("gk:{t:acme}:all:cc", "(0", "+inf"))
+    finally:
+        await client.aclose()
+
+
+async def test_one_evalsha_per_allowed_request_the_release_riding_along(
+        redis_port: int) -> None:
     policy = compile_policy(POLICY)
-    store = await empty_redis_store(redis_port, server_time=True)
+    store = await empty_redis_store(redis_port, server_time=True, settle_delay=1)
     gk = Gatekeeper(Recorder(), policy, store=store, counters=store, pepper=PEPPER)
     key, _ = await key_admin.create_key(store, PEPPER, policy, "acme", time.time())
     try:
@@ -86,26 +98,31 @@ async def test_one_evalsha_per_allowed_request_and_one_per_release(redis_port: i
         await store.redis.config_resetstat()
         for _ in range(10):
             assert (await asgi_request(gk, "/v1/models", auth(key)))[0]["status"] == 200
-        # request, token and concurrency limits: one apply each, plus the slot's release
-        assert await calls(store, "evalsha") == 20
+        # request, token and concurrency limits: one apply each, carrying the previous
+        # response's release; the timer sent a release itself only if requests paused 1 s
+        flushed = store._settles.sent
+        assert await calls(store, "evalsha") == 10 + flushed and flushed <= 1
         # the GETs are the two rate counters read inside each script; no key record was read
         assert await calls(store, "get") == 20
     finally:
         await gk.shutdown()
+    assert await held_slots(redis_port) == 0  # the last release went out at shutdown
 
 
-@pytest.mark.parametrize(("limits", "per_request"), [
-    ({"requests": "1000/hour"}, 1),
-    ({"requests": "1000/hour", "tokens": "100000/day", "concurrency": 60}, 2)])
-async def test_round_trips_per_chat_request_apply_then_one_settle(
-        redis_port: int, limits: dict[str, object], per_request: int) -> None:
-    """Counted by the server (``INFO commandstats``): a request limit alone is one EVALSHA
-    (nothing to settle); request, token and concurrency limits are two: the apply, then one
-    settle at the response's end giving the slot back and correcting the tokens reserved with
-    the usage the upstream reported."""
+@pytest.mark.parametrize("limits", [
+    {"requests": "1000/hour"},
+    {"requests": "1000/hour", "tokens": "100000/day", "concurrency": 60},
+    {"requests": "1000/hour", "tokens": "100000/day", "concurrency": 1}])
+async def test_one_round_trip_per_chat_request_the_settle_riding_along(
+        redis_port: int, limits: dict[str, object]) -> None:
+    """Counted by the server (``INFO commandstats``): one EVALSHA per request, whatever its
+    limits. A request limit alone has nothing to settle; with token and concurrency limits the
+    end of a response (the slot given back, the tokens reserved corrected with the usage the
+    upstream reported) rides inside the next request's EVALSHA, which settles it before it
+    charges: with one slot, every request in a row passes."""
     policy = compile_policy({"routes": {"protect": ["/v1/*"]},
                              "tenants": {"acme": {"limits": limits}}})
-    store = await empty_redis_store(redis_port, server_time=True)
+    store = await empty_redis_store(redis_port, server_time=True, settle_delay=1)
     gk = Gatekeeper(create_upstream(), policy, store=store, counters=store, pepper=PEPPER)
     key, _ = await key_admin.create_key(store, PEPPER, policy, "acme", time.time())
     body = json.dumps({"model": "gpt-4o-mini", "max_tokens": 40,
@@ -126,16 +143,17 @@ async def test_round_trips_per_chat_request_apply_then_one_settle(
         await store.redis.config_resetstat()
         for _ in range(10):
             await chat()
-        assert await calls(store, "evalsha") == 10 * per_request
+        flushed = store._settles.sent  # only if the requests paused for a second
+        assert await calls(store, "evalsha") == 10 + flushed and flushed <= 1
         if "tokens" in limits:
             # each reservation was corrected: the demo upstream uses far less than estimated
             estimate = 100_000 - int(first[b"x-ratelimit-remaining-tokens"])
             last = int((await chat())[b"x-ratelimit-remaining-tokens"])
             assert 100_000 - last < estimate + 11 * (estimate // 2)  # not 12 * estimate
-        # every slot was given back at the end of its response
-        assert await store.redis.zcount("gk:{t:acme}:all:cc", "(0", "+inf") == 0
     finally:
         await gk.shutdown()
+    # every slot was given back at the end of its response
+    assert await held_slots(redis_port) == 0
 
 
 async def test_a_key_revoked_through_one_store_is_refused_by_the_other_replica(

@@ -1,6 +1,10 @@
--- Charge every counter of one request's plan, all or nothing, in one call (EVALSHA).
+-- Charge every counter of one request's plan, all or nothing, in one call (EVALSHA); first
+-- settle the ends of earlier responses that ride along (settling.lua), so a slot one of them
+-- gives back is free for this plan.
 --
--- KEYS: the counters' storage keys, in plan order.
+-- KEYS: the settled keys (when ARGV[3] is given: as settle.lua's KEYS), then the counters'
+-- storage keys, in plan order.
+-- ARGV[3], ARGV[4] (optional): the settles riding along, as settle.lua's ARGV[2] and ARGV[3].
 -- ARGV[1]: now (prelude.lua). ARGV[2]: every counter's 7 values, space-separated, one
 -- counter after another (one argument: each argument costs the client more than the parsing
 -- here costs the server):
@@ -15,7 +19,13 @@
 --   quota: the units used before this charge, and 0;
 --   concurrency: the slots held before this charge, and the soonest lease expiry (us) when
 --         refused or the new lease id when the plan passed.
--- Nothing is written unless every counter allows.
+-- Nothing of the plan is written unless every counter allows (the settles are, either way).
+
+local base = 0
+if ARGV[3] then
+  local _
+  _, base = settle(ARGV[3], ARGV[4])
+end
 
 local out = {now, 1}
 local staged, order = {}, {}
@@ -25,7 +35,7 @@ local i = 0
 for kind, limit, period, cost, add_us, add_rem, ends in
     string.gmatch(ARGV[2], '(%a) (%d+) (%d+) (%d+) (%-?%d+) (%d+) (%d+)') do
   i = i + 1
-  local key = KEYS[i]
+  local key = KEYS[base + i]
   limit, period, cost = tonumber(limit), tonumber(period), tonumber(cost)
   local s = staged[key]
   local ok, a, b = 0, 0, 0
@@ -68,19 +78,18 @@ for kind, limit, period, cost, add_us, add_rem, ends in
     end
   else
     if not s then
-      local live = '(' .. fmt(now)
-      local first = redis.call('ZRANGEBYSCORE', key, live, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-      s = {kind = 'c', held = redis.call('ZCOUNT', key, live, '+inf'),
-           soonest = first[2] and tonumber(first[2]) or 0, adds = {}}
+      s = {kind = 'c', held = redis.call('ZCOUNT', key, '(' .. fmt(now), '+inf'), adds = {}}
     end
     a = s.held
     if s.held < limit then
       ok = 1
       s.held = s.held + 1
-      if s.soonest == 0 then s.soonest = now + period end
       table.insert(s.adds, {#out + 3, now + period})  -- where its lease id goes in out
     else
-      b = s.soonest
+      -- read only when refused: the soonest live lease, else one this plan just staged
+      local first = redis.call('ZRANGEBYSCORE', key, '(' .. fmt(now), '+inf', 'WITHSCORES',
+                               'LIMIT', 0, 1)
+      b = first[2] and tonumber(first[2]) or now + period
     end
   end
   if ok == 0 then passed = false end
@@ -106,7 +115,7 @@ for _, key in ipairs(order) do
   elseif #s.adds > 0 then
     -- lease ids: one sequence per counter, kept in the set as member '#' (score: -last id),
     -- and never below now, so an id is not handed out again after the set expired
-    redis.call('ZREMRANGEBYSCORE', key, '0', fmt(now))
+    prune(key)  -- settling.lua: once per key and call
     local last = redis.call('ZSCORE', key, '#')
     local id = last and -tonumber(last) or 0
     local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')

@@ -1,9 +1,11 @@
 -- Shared by every script (prepended when it is loaded): the clock and number formatting.
 -- ARGV[1] is always now in whole microseconds, or '' to read the server's TIME (replicas
--- with skewed clocks then agree). Numbers go to Redis through '%.0f': tostring() would print
--- 14 significant digits only, and a time in microseconds has 16.
+-- with skewed clocks then agree). Numbers go to Redis through '%d': tostring() would print
+-- 14 significant digits only, and a time in microseconds has 16. Every number formatted is a
+-- whole one below 2^53, which '%d' (a C long) prints exactly, and faster than '%.0f' (a
+-- double's exact decimal expansion costs the server about a microsecond each).
 
-local function fmt(x) return string.format('%.0f', x) end
+local function fmt(x) return string.format('%d', x) end
 local function ms(us) return fmt(math.ceil(us / 1000)) end
 -- A rate key outlives its tat by a second. A tat that has passed reads as fresh (tat < now), so
 -- this changes no answer; it only keeps Redis's own clock, which expires keys, from dropping a
