@@ -130,7 +130,9 @@ def quick_read(body: bytes, default_max_tokens: int, completes: bool) -> BodyFac
     escaped), so a nested copy can only raise the estimate; a ``\\u`` escape could spell a key
     unseen, so such a body is parsed. The upstream's usage settles the reservation either way.
     """
-    if len(body) > QUICK_LIMIT or b"\\u" in body:
+    # find(), not ``in``: bytes.__contains__ first tries its argument as an int, and the
+    # TypeError it raises and clears costs more than the search
+    if len(body) > QUICK_LIMIT or body.find(b"\\u") >= 0:
         return None
     max_tokens: int | None = None
     n = 1
@@ -147,7 +149,7 @@ def quick_read(body: bytes, default_max_tokens: int, completes: bool) -> BodyFac
             else completion
     else:
         completion = 0
-    streams = b'"stream"' in body and _STREAMS.search(body) is not None
+    streams = body.find(b'"stream"') >= 0 and _STREAMS.search(body) is not None
     return _new(BodyFacts, (None, max_tokens, n, streams, False, None,
                             -(-len(body) // CHARS_PER_TOKEN), completion, None))
 

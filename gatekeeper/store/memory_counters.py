@@ -120,54 +120,63 @@ class MemoryCounterStore(EmbeddedCounterStore):
         now_us = round(now * US)
         entries = self._entries
         staged: list[Any] = []
+        answers: list[Any] = []
+        slots: list[Any] | None = None
         for code, key, limit, period_us, unit, end_us in plan:
             entry = entries.get(key)
             if entry is not None and entry[0] <= now_us:
                 entry = None  # expired: as if never charged
-            cost = costs[unit]
             if code == _RATE:  # as in apply_now (gcra() with burst = limit)
+                cost = costs[unit]
                 t_now = now_us * limit
                 tat = t_now if entry is None or entry[1] < t_now else entry[1]
                 allow_at = tat + (cost - limit) * period_us
                 if t_now < allow_at:
                     return None
                 tat += cost * period_us
-                staged.append((key, entry, tat // limit + 1, tat, (
-                    True, (t_now - allow_at) // period_us, (tat - t_now) / (limit * US), 0.0,
-                    None)))
-            elif code == _SLOT:
+                staged.append((key, entry, tat // limit + 1, tat))
+                answers.append((True, (t_now - allow_at) // period_us,
+                                (tat - t_now) / (limit * US), 0.0, None))
+            elif code == _SLOT:  # taken at commit, once the whole plan passed
                 held: dict[int, int] = {} if entry is None else entry[1]
                 if len(held) >= limit:
                     held = {k: v for k, v in held.items() if v > now_us}
                     if len(held) >= limit:
                         return None
-                until = now_us + period_us
-                staged.append((key, entry, until, held, (
-                    True, limit - len(held) - 1, 0.0, 0.0, key)))  # the lease: at commit
+                if slots is None:
+                    slots = []
+                slots.append((len(answers), key, entry, now_us + period_us, held,
+                              limit - len(held) - 1))
+                answers.append(None)
             else:  # a quota: its window end is in the plan (compile_plan checked)
                 if end_us <= now_us:
                     return None  # a plan kept past its window: apply_now says so, loudly
-                used = cost if entry is None else entry[1] + cost
+                used = costs[unit] if entry is None else entry[1] + costs[unit]
                 if used > limit:
                     return None
-                staged.append((key, entry, end_us, used, (
-                    True, limit - used, (end_us - now_us) / US, 0.0, None)))
-        answers: list[CounterAnswer] = []
+                staged.append((key, entry, end_us, used))
+                answers.append((True, limit - used, (end_us - now_us) / US, 0.0, None))
         move = entries.move_to_end
-        for key, entry, expires, value, answer in staged:
-            if answer[4] is not None:  # a slot: its id now that the plan passed
-                self._lease += 1
-                value[self._lease] = expires
-                answer = (*answer[:4], _new(Lease, (key, self._lease)))
-                if entry is not None and entry[0] > expires:
-                    expires = entry[0]
+        for key, entry, expires, value in staged:
             if entry is None:
                 entries[key] = [expires, value]
             else:
                 entry[0] = expires
                 entry[1] = value
             move(key)
-            answers.append(answer)
+        if slots is not None:
+            for i, key, entry, until, held, left in slots:
+                self._lease += 1
+                lease = self._lease
+                held[lease] = until
+                if entry is None:
+                    entries[key] = [until, held]
+                else:
+                    if until > entry[0]:
+                        entry[0] = until
+                    entry[1] = held
+                move(key)
+                answers[i] = (True, left, 0.0, 0.0, _new(Lease, (key, lease)))
         self._writes += 1
         if not self._writes & 7 or len(entries) > self.max_counters:
             self._sweep(now_us)
