@@ -75,6 +75,33 @@ class Calls:
     count: int = 0
 
 
+HIGH = "1000000000/minute"
+"""Limits that always have room, so every timed request is charged and allowed."""
+LIMITS_RT = {"requests": HIGH, "tokens": HIGH}
+LIMITS_RTC = {**LIMITS_RT, "concurrency": 64}
+LIMITS_LEASE = {**LIMITS_RTC, "lease": {"requests": 100, "tokens": 200_000, "concurrency": 64}}
+"""LIMITS_RTC in lease mode (Redis): a top-up every 50 requests, concurrency per replica."""
+LIMITS_FULL = {**LIMITS_RTC, "per_tenant": LIMITS_RT}
+"""Request, token and concurrency limits per key, and request and token limits per tenant."""
+
+COUNTRY_RULE: dict[str, Any] = {"allow": ["DE", "FR", "US"], "unknown": "allow"}
+"""The benchmark tenant's country rule: the client (documentation space) is in no country,
+so ``unknown: allow`` lets it through after the same cached lookup a known address gets."""
+
+
+FULL_TENANT: dict[str, Any] = {
+    "countries": COUNTRY_RULE,
+    "request": {"models": ["gpt-4o*", "o3-mini"], "max_tokens": 4096},
+    "limits": LIMITS_FULL,
+}
+FULL_TOP: dict[str, Any] = {"resale": {"mode": "shadow"}}
+"""The full policy (issue #18): key, tenant and network binding (``POLICY``), a country rule,
+the request policy on the model, request/token/concurrency limits on key and tenant, and the
+resale score. In ``shadow`` the score computes and logs everything and changes no answer, so
+a benchmark's one key sending thousands of requests a second is not throttled by it."""
+
+
+
 def make_app(calls: Calls, limiter: Limiter | None = None, limit: str = SLOWAPI_LIMIT) -> Starlette:
     async def chat_completions(request: Request) -> JSONResponse:
         calls.count += 1
@@ -100,9 +127,10 @@ def make_app(calls: Calls, limiter: Limiter | None = None, limit: str = SLOWAPI_
     return app
 
 
-def make_slowapi_app(calls: Calls, limit: str = SLOWAPI_LIMIT) -> Starlette:
-    """slowapi over the Starlette app: one in-memory limit keyed by the remote address."""
-    return make_app(calls, Limiter(key_func=get_remote_address), limit)
+def make_slowapi_app(calls: Calls, limit: str = SLOWAPI_LIMIT, headers: bool = False) -> Starlette:
+    """slowapi over the Starlette app: one in-memory limit keyed by the remote address;
+    ``headers``: with its rate-limit headers (``headers_enabled``), as gatekeeper sends its."""
+    return make_app(calls, Limiter(key_func=get_remote_address, headers_enabled=headers), limit)
 
 
 class TrivialApp:

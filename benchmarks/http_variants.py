@@ -14,8 +14,11 @@ from typing import Any
 
 import gatekeeper
 from benchmarks.apps import (
+    COUNTRY_RULE,
     JWT_SECRET,
     JWT_SECRET_ENV,
+    LIMITS_LEASE,
+    LIMITS_RTC,
     PEPPER,
     POLICY,
     SLOWAPI_LIMIT,
@@ -26,7 +29,7 @@ from benchmarks.apps import (
     make_app,
     make_slowapi_app,
 )
-from benchmarks.scenarios import COUNTRY_RULE, FORGED_KEY, LIMITS_LEASE, LIMITS_RTC
+from benchmarks.scenarios import FORGED_KEY
 from gatekeeper import key_admin
 from gatekeeper.store.redis import RedisStore
 

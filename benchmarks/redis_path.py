@@ -39,6 +39,9 @@ from benchmarks import results
 from benchmarks.apps import (
     CHAT_PATH,
     CLIENT,
+    HIGH,
+    LIMITS_LEASE,
+    LIMITS_RTC,
     PEPPER,
     SLOWAPI_LIMIT,
     Calls,
@@ -46,7 +49,7 @@ from benchmarks.apps import (
     make_scope,
 )
 from benchmarks.driver import CheckFailed, probe, timed
-from benchmarks.scenarios import HIGH, LIMITS_LEASE, LIMITS_RTC, benchmark_policy, credential_for
+from benchmarks.scenarios import benchmark_policy, credential_for
 from gatekeeper.store.redis import RedisStore
 
 Batch = Callable[[int], Awaitable[int]]

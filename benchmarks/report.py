@@ -60,7 +60,20 @@ def own_cost(scenarios: list[Scenario]) -> list[str]:
         f"| slowapi, one in-memory limit | bare Starlette | {slow.added_cell()} | "
         f"{slow.range_cell()} | - | - |",
         *_limit_rows(scenarios, half),
+        *_with_headers(scenarios),
     ]
+
+
+def _with_headers(scenarios: list[Scenario]) -> list[str]:
+    """The same bar against slowapi sending its rate-limit headers, as gatekeeper sends its."""
+    if "slowapi-headers" not in {s.name for s in scenarios}:
+        return []
+    slow = against(scenarios, "slowapi-headers", "bare")
+    half = slow.added / 2
+    return [f"| slowapi with its rate-limit headers (like for like) | bare Starlette | "
+            f"{slow.added_cell()} | {slow.range_cell()} | - | - |",
+            *(row.replace("(half of slowapi's)", "(half of slowapi with headers)")
+              for row in _limit_rows(scenarios, half))]
 
 
 _LIMIT_ROWS = (
@@ -68,6 +81,8 @@ _LIMIT_ROWS = (
     ("gk-limits", "gatekeeper, per-key request + token limits (body estimated, usage "
                   "reconciled)"),
     ("gk-limits-concurrency", "**gatekeeper, request + token + concurrency limits**"),
+    ("gk-full-policy", "**gatekeeper, the full policy** (binding, country rule, model rule, "
+                       "limits on key and tenant, resale score)"),
 )
 
 

@@ -20,11 +20,17 @@ import gatekeeper
 from benchmarks.apps import (
     CHAT_PATH,
     CLIENT,
+    COUNTRY_RULE,
+    FULL_TENANT,
+    FULL_TOP,
+    HIGH,
     JWT_AUDIENCE,
     JWT_ISSUER,
     JWT_SECRET,
     JWT_SECRET_ENV,
     KEY_NETWORKS,
+    LIMITS_RT,
+    LIMITS_RTC,
     PEPPER,
     POLICY,
     SLOWAPI_LIMIT,
@@ -83,24 +89,23 @@ def audit_sink() -> logging.Logger:
 
 
 def benchmark_policy(limits: dict[str, Any] | None = None,
-                     countries: dict[str, Any] | None = None) -> gatekeeper.Policy:
-    """POLICY compiled, the tenant given ``limits`` and a ``countries`` rule when set; its JWT
-    issuer's secret is read from the environment, set here."""
+                     countries: dict[str, Any] | None = None,
+                     full: bool = False) -> gatekeeper.Policy:
+    """POLICY compiled, the tenant given ``limits`` and a ``countries`` rule when set (``full``:
+    ``FULL``'s); its JWT issuer's secret is read from the environment, set here."""
     os.environ.setdefault(JWT_SECRET_ENV, JWT_SECRET)
     tenant = dict(POLICY["tenants"][TENANT])
+    extra: dict[str, Any] = {}
+    if full:
+        tenant |= FULL_TENANT
+        extra = FULL_TOP
     if limits is not None:
         tenant["limits"] = limits
     if countries is not None:
         tenant["countries"] = countries
-    return gatekeeper.compile_policy(POLICY | {"tenants": {TENANT: tenant}}, "benchmark policy")
+    return gatekeeper.compile_policy(POLICY | extra | {"tenants": {TENANT: tenant}},
+                                     "benchmark policy")
 
-
-HIGH = "1000000000/minute"
-"""Limits that always have room, so every timed request is charged and allowed."""
-LIMITS_RT = {"requests": HIGH, "tokens": HIGH}
-LIMITS_RTC = {**LIMITS_RT, "concurrency": 64}
-LIMITS_LEASE = {**LIMITS_RTC, "lease": {"requests": 100, "tokens": 200_000, "concurrency": 64}}
-"""LIMITS_RTC in lease mode (Redis): a top-up every 50 requests, concurrency per replica."""
 
 
 async def credential_for(kind: str | None, store: gatekeeper.MemoryStore,
@@ -116,11 +121,6 @@ async def credential_for(kind: str | None, store: gatekeeper.MemoryStore,
                            "tenant": TENANT, "iat": int(now), "exp": int(now) + 86_400},
                           JWT_SECRET, algorithm="HS256")
     return kind
-
-
-COUNTRY_RULE: dict[str, Any] = {"allow": ["DE", "FR", "US"], "unknown": "allow"}
-"""The benchmark tenant's country rule: the client (documentation space) is in no country,
-so ``unknown: allow`` lets it through after the same cached lookup a known address gets."""
 
 
 class ForgetDecisions:
@@ -142,10 +142,10 @@ async def gatekeeper_scenario(name: str, what: str, *, path: str = CHAT_PATH,
                               reason: str | None = None, audit: bool = False,
                               trivial: bool = False, baseline: str = "bare",
                               limits: dict[str, Any] | None = None, countries: bool = False,
-                              miss: bool = False) -> Scenario:
+                              miss: bool = False, full: bool = False) -> Scenario:
     """``limits``: the tenant's limits; ``countries``: the tenant has a country rule;
-    ``miss``: no decision record is reused."""
-    policy = benchmark_policy(limits, COUNTRY_RULE if countries else None)
+    ``miss``: no decision record is reused; ``full``: the full policy (``FULL_TENANT``)."""
+    policy = benchmark_policy(limits, COUNTRY_RULE if countries else None, full)
     store = gatekeeper.MemoryStore()
     calls = Calls()
     inner: ASGIApp = TrivialApp(calls) if trivial else make_app(calls)
@@ -164,7 +164,7 @@ def plain(name: str, what: str, app: ASGIApp, calls: Calls, baseline: str | None
 
 
 async def build_scenarios() -> list[Scenario]:
-    c = [Calls() for _ in range(6)]
+    c = [Calls() for _ in range(7)]
     valid = "a valid key from the key's network (cached), tenant and key networks checked"
     return [
         plain("bare", "bare Starlette app, POST /v1/chat/completions", make_app(c[0]), c[0],
@@ -184,6 +184,14 @@ async def build_scenarios() -> list[Scenario]:
         await gatekeeper_scenario(
             "gk-limits-concurrency", "gk-limits plus a concurrency limit: a slot taken and "
             "released per request", limits=LIMITS_RTC),
+        await gatekeeper_scenario(
+            "gk-full-policy", "the full policy: key, tenant and network binding, a country "
+            "rule, the model allowed by the request policy, request + token + concurrency "
+            "limits per key and request + token per tenant, the resale score (shadow)",
+            full=True),
+        plain("slowapi-headers", f"slowapi with its rate-limit headers on (X-RateLimit-*, "
+              f"what gatekeeper's limits send), one in-memory limit ({SLOWAPI_LIMIT})",
+              make_slowapi_app(c[6], headers=True), c[6], "bare"),
         await gatekeeper_scenario(
             "gk-jwt", "gatekeeper, a valid HS256 JWT (verified once, then cached)",
             credential="jwt"),

@@ -375,7 +375,8 @@ class _Capture(logging.Handler):
        "lookup, tenant country rule; a coroutine, driven)", budget="1 us",
        expect=lambda ctx, r: r.allowed)
 def _geo_stage(ctx: StageContext) -> Callable[[], object]:
-    from benchmarks.scenarios import COUNTRY_RULE, benchmark_policy
+    from benchmarks.apps import COUNTRY_RULE
+    from benchmarks.scenarios import benchmark_policy
     from gatekeeper.geo.stage import GeoStage
     from gatekeeper.store.locations import MemoryLocationStore
 

@@ -40,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.apps import (
     CHAT_PATH,
     CLIENT,
+    FULL_TENANT,
+    FULL_TOP,
     KEY_NETWORKS,
     PEPPER,
     ROUTES,
@@ -77,6 +79,11 @@ SCENARIOS: dict[str, tuple[str | None, str]] = {
                   "limits only)"),
     "gk-limits-all": ("bare", "gk-limits plus a concurrency limit: a slot taken and released "
                       "per request (trees with limits only)"),
+    "gk-full": ("bare", "the full policy: binding, a country rule, the model rule, request + "
+                "token + concurrency limits per key and request + token per tenant, the resale "
+                "score in shadow (trees with all of them only)"),
+    "slowapi-headers": ("bare", "slowapi with its rate-limit headers on (headers_enabled), one "
+                        "in-memory limit"),
 }
 """name -> (the baseline it is paired with, what it is)."""
 OWN_COST: tuple[tuple[str, str, str], ...] = (
@@ -91,6 +98,8 @@ OWN_COST: tuple[tuple[str, str, str], ...] = (
     ("gk-limits", "bare", "gatekeeper with request + token limits, over Starlette"),
     ("gk-limits-all", "bare", "gatekeeper with request + token + concurrency limits, over "
      "Starlette"),
+    ("gk-full", "bare", "gatekeeper with the full policy, over Starlette"),
+    ("slowapi-headers", "bare", "slowapi with its rate-limit headers, over Starlette"),
 )
 """(setup, baseline, label): what before_after.py and instructions.py report as added cost."""
 WARMUP = 100
@@ -130,7 +139,8 @@ async def build(name: str, gk_module: ModuleType) -> Workload:
     calls = Calls()
     trivial = name in ("trivial", "noop-over-trivial", "gk-over-trivial")
     inner: ASGIApp = TrivialApp(calls) if trivial else (
-        make_slowapi_app(calls) if name == "slowapi" else make_app(calls))
+        make_slowapi_app(calls, headers=name == "slowapi-headers") if name.startswith("slowapi")
+        else make_app(calls))
     if name.startswith("noop"):
         return Workload(name, PassThrough(inner), make_scope("POST", CHAT_PATH, CLIENT, None),
                         calls)
@@ -145,7 +155,9 @@ async def build(name: str, gk_module: ModuleType) -> Workload:
             return await super().get_key(key_id)
 
     data = WORKLOAD_POLICY
-    if name.startswith("gk-limits") or name == "gk-one-limit":
+    if name == "gk-full":
+        data = {**data, **FULL_TOP, "tenants": {TENANT: {**TENANTS[TENANT], **FULL_TENANT}}}
+    elif name.startswith("gk-limits") or name == "gk-one-limit":
         high = "1000000000/minute"  # always room: every request charged and allowed
         limits: dict[str, Any] = {"requests": high}
         if name != "gk-one-limit":

@@ -112,7 +112,7 @@ class Admission:
         self.priced = tuple(i for i, c in enumerate(plan) if c.unit != REQUESTS)
         self.report = Report(plan)
         local = compile_plan(plan) if isinstance(counters, MemoryCounterStore) and \
-            self.watch is None and self.report.simple else None
+            self.watch is None else None
         self.local = local
         self.local_priced = () if local is None else tuple(c for c in local if c[4])
 
@@ -300,28 +300,18 @@ def _conclude(counters: CounterStore, clock: Clock, admission: Admission, decisi
               model: str) -> tuple[Decision, AnyCharge | None]:
     if admission.watch is not None:  # the tenant has a webhook target: budgets watched
         admission.watch(admission, plan, answers)
-    report = admission.report
     for answer in answers:
-        if not answer[0] or not report.simple:
-            break
-    else:  # every counter allowed: the compiled report, none of outcome()'s loops
-        headers, leases = report.allowed(answers)
-        allowed = decision.with_headers(headers) if headers else decision
-        if leases or admission.reserves:
-            return allowed, Charge(counters, clock, plan, leases, admission.priced,
-                                   admission.prices if admission.limits.charges_spend
-                                   else None, model)
-        return allowed, None
-    result = outcome(plan, answers)
-    if not result.allowed:
-        assert result.refused is not None
-        return decision._replace(reason=result.reason, action=BLOCK, headers=result.headers,
-                                 detail=describe(result.refused)), None
-    allowed = decision.with_headers(result.headers) if result.headers else decision
-    if result.leases or admission.reserves:
-        prices = admission.prices if admission.limits.charges_spend else None
-        return allowed, Charge(counters, clock, plan, result.leases, admission.priced, prices,
-                               model)
+        if not answer[0]:
+            result = outcome(plan, answers)
+            assert result.refused is not None
+            return decision._replace(reason=result.reason, action=BLOCK,
+                                     headers=result.headers,
+                                     detail=describe(result.refused)), None
+    headers, leases = admission.report.allowed(answers)
+    allowed = decision.with_headers(headers) if headers else decision
+    if leases or admission.reserves:
+        return allowed, Charge(counters, clock, plan, leases, admission.priced,
+                               admission.spend_prices, model)
     return allowed, None
 
 

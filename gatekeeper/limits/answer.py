@@ -113,34 +113,37 @@ def duration(seconds: float) -> bytes:
 
 class Report:
     """What an allowed plan's answers say, compiled once with the plan (``Admission``): which
-    answers fill the rate-limit headers and which hold slots, so an allowed request pays for
-    none of ``outcome``'s loops. Plans with two rate counters of one unit (tightest one
-    chosen per request) and refusals go through ``outcome``."""
+    answers fill the rate-limit headers (per unit, the rate counter with the fewest left, as
+    ``outcome`` chooses) and which hold slots, so an allowed request pays for none of
+    ``outcome``'s loops. Refusals go through ``outcome``."""
 
-    __slots__ = ("names", "rates", "simple", "slots")
+    __slots__ = ("names", "rates", "slots")
 
     def __init__(self, plan: Plan) -> None:
-        rates: list[tuple[int, bytes, tuple[bytes, bytes], bytes]] = []
-        seen: list[str] = []
-        for i, c in enumerate(plan):
-            if c.kind == RATE and c.unit in (REQUESTS, TOKENS):
-                names = _REQUEST_NAMES if c.unit == REQUESTS else _TOKEN_NAMES
-                rates.append((i, names[1], (names[0], b"%d" % c.limit), names[2]))
-                seen.append(c.unit)
-        rates.sort(key=lambda r: r[1] != _REQUEST_NAMES[1])  # requests first, as outcome()
+        rates: list[tuple[tuple[tuple[int, tuple[bytes, bytes]], ...], bytes, bytes]] = []
+        for unit, names in ((REQUESTS, _REQUEST_NAMES), (TOKENS, _TOKEN_NAMES)):
+            members = tuple((i, (names[0], b"%d" % c.limit)) for i, c in enumerate(plan)
+                            if c.kind == RATE and c.unit == unit)
+            if members:
+                rates.append((members, names[1], names[2]))
         self.rates = tuple(rates)
-        self.simple = len(set(seen)) == len(seen)
-        """At most one rate counter per unit: its answer is the one the headers report."""
+        """Per unit with a rate (requests first): its rate counters in plan order (index,
+        limit header), the remaining and reset header names."""
         self.slots = tuple(i for i, c in enumerate(plan) if c.kind == CONCURRENCY)
-        self.names = frozenset(name for _, remaining, limit, reset in rates
-                               for name in (remaining, limit[0], reset))
+        self.names = frozenset(name for members, remaining, reset in rates
+                               for name in (remaining, members[0][1][0], reset))
         """The names of the headers an allowed answer of this plan gets (``outcome``'s too)."""
 
     def allowed(self, answers: Sequence[CounterAnswer]) -> tuple[Headers, tuple[Lease, ...]]:
         """Headers and slots of a plan every counter allowed (the caller checked)."""
         headers: list[tuple[bytes, bytes]] = []
-        for i, remaining, limit, reset in self.rates:
+        for members, remaining, reset in self.rates:
+            i, limit = members[0]
             answer = answers[i]
+            if len(members) > 1:  # a key's and its tenant's: the tighter one speaks
+                for j, other in members[1:]:
+                    if answers[j][1] < answer[1]:
+                        answer, limit = answers[j], other
             left, seconds = answer[1], answer[2]
             ms = ceil(seconds * 1000)  # duration(), its usual case inlined
             headers += (limit, (remaining, b"%d" % (left if left > 0 else 0)),

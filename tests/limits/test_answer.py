@@ -8,7 +8,7 @@ import math
 import pytest
 
 from gatekeeper import reasons
-from gatekeeper.limits.answer import duration, outcome
+from gatekeeper.limits.answer import Report, duration, outcome
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, TOKENS, Counter
 from gatekeeper.store.counters import CounterAnswer, Lease
 
@@ -34,6 +34,20 @@ def test_allowed_headers_come_from_the_tightest_counter_of_each_unit() -> None:
         b"x-ratelimit-limit-tokens": b"90000", b"x-ratelimit-remaining-tokens": b"89500",
         b"x-ratelimit-reset-tokens": b"333ms"}
     assert result.leases == (lease,)
+
+
+@pytest.mark.parametrize("remaining", [(59, 12, 89_500), (5, 12, 0), (12, 12, 7), (600, 0, 1)])
+def test_the_compiled_report_says_what_outcome_says(remaining: tuple[int, int, int]) -> None:
+    """``Report.allowed`` (the allowed requests' path) picks the same tightest counter per
+    unit as ``outcome``, ties going to the first in plan order, and the same slots."""
+    plan = (KEY_RQ, TENANT_RQ, KEY_TK, SLOTS, DAILY)
+    lease = Lease("k:cc", 3)
+    answers = [ok(remaining[0], 1.0), ok(remaining[1], 54.0), ok(remaining[2], 0.333),
+               ok(3, 0.0, lease), ok(1_000, 9_000.0)]
+    expected = outcome(plan, answers)
+    headers, leases = Report(plan).allowed(answers)
+    assert headers == expected.headers and leases == expected.leases == (lease,)
+    assert Report(plan).names == {name for name, _ in headers}
 
 
 @pytest.mark.parametrize(("counter", "reason"), [
