@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from gatekeeper.policy.request_policy import RequestPolicy
@@ -163,10 +163,15 @@ def parse_json_object(body: bytes) -> tuple[dict[str, Any] | None, str]:
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        document = _DECODER.decode(text)
+        if text[:1] == "{":  # the usual body: the decoder's scanner alone, no wrapper calls
+            document, end = _SCAN(text, 0)
+            if end != len(text) and text[end:].strip(_JSON_SPACE):
+                return None, "not JSON"  # what the decoder calls extra data
+        else:
+            document = _DECODER.decode(text)
     except _Repeated as exc:
         return None, f"repeats the key {_show(exc.args[0])}"
-    except (ValueError, RecursionError):  # not JSON, NaN, too deep, too many digits
+    except (ValueError, RecursionError, StopIteration):  # not JSON, NaN, too deep, too long
         return None, "not JSON"
     if not isinstance(document, dict):
         return None, "not a JSON object"
@@ -218,18 +223,20 @@ def _check(document: dict[str, Any], rules: RequestPolicy, size: int,
     n = _largest(document, CHOICE_FIELDS, rules.max_n, N_TOO_LARGE)
     if isinstance(n, Refusal):
         return n
-    choices = max(1, n or 1)
+    choices = n if n is not None and n > 1 else 1
     completion = completion_tokens(max_tokens, rules.default_max_tokens, choices) \
         if completes else 0
     options = document.get("stream_options")
     user = document.get("user")
-    if not isinstance(user, str):
+    if user.__class__ is not str:
         user = document.get("safety_identifier")
-    return BodyFacts(
+        if user.__class__ is not str:
+            user = None
+    prompt = prompt_tokens(document, size) if size else 0
+    return _new(BodyFacts, (
         model, max_tokens, choices, document.get("stream") is True,
-        isinstance(options, dict) and options.get("include_usage") is True,
-        user if isinstance(user, str) else None,
-        min(prompt_tokens(document, size), MAX_ESTIMATE) if size else 0, completion, document)
+        options.__class__ is dict and options.get("include_usage") is True,
+        user, prompt if prompt < MAX_ESTIMATE else MAX_ESTIMATE, completion, document))
 
 
 def _largest(document: dict[str, Any], names: tuple[str, ...], ceiling: int | None,
@@ -275,6 +282,9 @@ def _no_constant(name: str) -> None:
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique, parse_constant=_no_constant)
 """Built once: ``json.loads`` with options builds a decoder per call."""
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+"""The decoder's C scanner (what ``decode`` calls after its own Python checks)."""
+_JSON_SPACE = " \t\n\r"
 
 
 def _show(value: object) -> str:

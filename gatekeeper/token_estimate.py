@@ -40,6 +40,19 @@ def completion_tokens(max_tokens: int | None, default: int, choices: int) -> int
 
 def prompt_tokens(document: Mapping[str, Any], size: int) -> int:
     """The prompt estimate of a parsed body of ``size`` bytes (see the module docstring)."""
+    messages = document.get("messages")
+    if messages.__class__ is list and len(messages) <= MAX_WALK and "input" not in document \
+            and "prompt" not in document and "instructions" not in document:
+        # the usual chat body, messages of plain text: the walk below, without its calls
+        chars = 0
+        for item in messages:
+            content = item.get("content") if item.__class__ is dict else None
+            if content.__class__ is not str or "tool_calls" in item or "arguments" in item \
+                    or "output" in item:
+                break
+            chars += len(content)
+        else:
+            return MESSAGE_TOKENS * len(messages) + -(-chars // CHARS_PER_TOKEN)
     count = _Count()
     try:
         count.messages(document.get("messages"))

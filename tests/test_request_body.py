@@ -16,6 +16,7 @@ from gatekeeper.request_body import (
     NO_BODY,
     BodyFacts,
     is_json_type,
+    parse_json_object,
     read_request,
     with_include_usage,
 )
@@ -389,3 +390,33 @@ def test_quick_read_takes_the_largest_declared_max_tokens_and_n_without_parsing(
     quiet = quick_read(fake, 1024, completes=True)
     assert quiet is not None and quiet.max_tokens is None and quiet.completion_tokens == 1024
     assert quick_read(b'{"input":"x"}', 1024, completes=False).completion_tokens == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "user", "content": "hi"}],
+    [{"role": "system", "content": "be brief " * 9}, {"role": "user", "content": "x" * 401}],
+    [{"role": "user", "content": ""}] * 7,
+    [],
+])
+def test_plain_chat_messages_are_estimated_as_the_full_walk_estimates_them(
+        messages: list[dict[str, Any]]) -> None:
+    """``prompt_tokens`` takes a shortcut for messages of plain text; a tool call in one of
+    them sends it down the full walk, which must agree wherever both apply."""
+    plain = prompt_tokens({"messages": messages}, 1)
+    chars = sum(len(m["content"]) for m in messages)
+    assert plain == 4 * len(messages) + -(-chars // 4)
+    walked = prompt_tokens({"messages": [*messages, {"role": "assistant", "content": "",
+                                                     "tool_calls": []}]}, 1)
+    assert walked == plain + 4  # one more message, no text: the walk counts the same
+
+
+@pytest.mark.parametrize(("raw", "problem"), [
+    (b'{"model": "m"}', ""), (b'{"model": "m"} \n\t\r', ""), (b' \n{"model": "m"}', ""),
+    (b'{"model": "m"} x', "not JSON"), (b'{"model": "m"}{}', "not JSON"),
+    (b'{"model": "m"', "not JSON"), (b'{"a": 1, "a": 2}', "repeats the key 'a'"),
+    (b'{"a": NaN}', "not JSON"), (b'[1]', "not a JSON object"), (b"", "not JSON"),
+])
+def test_a_body_is_one_json_object_and_nothing_else(raw: bytes, problem: str) -> None:
+    document, found = parse_json_object(raw)
+    assert found == problem
+    assert (document == {"model": "m"}) is (problem == "")
