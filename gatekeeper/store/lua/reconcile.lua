@@ -4,4 +4,5 @@
 
 correct(KEYS[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
         tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))
+flush(false)
 return 1
