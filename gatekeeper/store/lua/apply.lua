@@ -6,10 +6,10 @@
 -- KEYS: the settled keys (when ARGV[3] is given: as settle.lua's KEYS), then the counters'
 -- storage keys, in plan order.
 -- ARGV[3], ARGV[4] (optional): the settles riding along, as settle.lua's ARGV[2] and ARGV[3].
--- ARGV[1]: now (prelude.lua). ARGV[2]: every counter's 7 values, space-separated, one
--- counter after another (one argument: each argument costs the client more than the parsing
--- here costs the server):
---   kind ('r' rate, 'q' quota, 'c' concurrency), limit, period_us, cost,
+-- ARGV[1]: now (prelude.lua). ARGV[2]: every counter's 7 values packed (prelude.lua: specs),
+-- one counter after another (one argument: each argument costs the client more than the
+-- unpacking here costs the server):
+--   kind (RATE, QUOTA or SLOTS), limit, period_us, cost,
 --   add_us, add_rem   rate: divmod(cost * period_us, limit), computed exactly by the caller
 --                     (-1 when cost > limit: it can never pass),
 --   ends_us           quota: the window's end (0: aligned to its period).
@@ -24,17 +24,11 @@
 -- Redis calls: one MGET for every rate and quota key, one SET each written, and per
 -- concurrency counter a ZCOUNT, then (passed) a ZMSCORE and a ZADD.
 
-local plan, n = {}, 0
-for kind, limit, period, cost, add_us, add_rem, ends in
-    string.gmatch(ARGV[2], '(%a) (%d+) (%d+) (%d+) (%-?%d+) (%d+) (%d+)') do
-  n = n + 1
-  plan[n] = {kind, tonumber(limit), tonumber(period), tonumber(cost), tonumber(add_us),
-             tonumber(add_rem), tonumber(ends)}
-end
+local v, n = specs(ARGV[2])
 local base = #KEYS - n
 local strings = {}
 for i = 1, n do
-  if plan[i][1] ~= 'c' then strings[#strings + 1] = KEYS[base + i] end
+  if v[7 * i - 6] ~= SLOTS then strings[#strings + 1] = KEYS[base + i] end
 end
 if ARGV[3] then
   settle(ARGV[3], ARGV[4], false, strings)
@@ -47,15 +41,15 @@ local out = {now, 1}
 local slots, slot_order = {}, {}
 local passed = true
 for i = 1, n do
-  local c = plan[i]
-  local kind, limit, period, cost = c[1], c[2], c[3], c[4]
+  local o = 7 * i - 7
+  local kind, limit, period, cost = v[o + 1], v[o + 2], v[o + 3], v[o + 4]
   local key = KEYS[base + i]
   local ok, a, b = 0, 0, 0
-  if kind == 'r' then
+  if kind == RATE then
     local s = rate(key)
     a, b = s.a, s.b
-    if c[5] >= 0 then
-      local t2, r2 = a + c[5], b + c[6]
+    if v[o + 5] >= 0 then
+      local t2, r2 = a + v[o + 5], b + v[o + 6]
       if r2 >= limit then t2, r2 = t2 + 1, r2 - limit end
       -- allowed iff new_tat - now <= tau = limit * period_us (r2 < limit)
       local d = t2 - now
@@ -64,8 +58,8 @@ for i = 1, n do
         s.a, s.b, s.put = t2, r2, true
       end
     end
-  elseif kind == 'q' then
-    local ends = c[7]
+  elseif kind == QUOTA then
+    local ends = v[o + 7]
     if ends == 0 then ends = window_end(now, period) end
     if ends <= now then
       flush(true)

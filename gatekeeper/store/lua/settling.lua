@@ -63,13 +63,13 @@ local function quota(key, ends)
   return s
 end
 
--- Correct one rate or quota counter by the real usage: kind ('r' or 'q'), limit, delta (units
+-- Correct one rate or quota counter by the real usage: kind (RATE or QUOTA), limit, delta (units
 -- to charge more, negative to hand back), d_us, d_rem (rate: divmod(|delta| * period_us,
 -- limit), computed exactly by the caller), ends (quota: the window's end; 0: aligned to
 -- period). A rate never holds credit beyond its full burst (tat >= now); a quota never goes
 -- below zero and a window that has ended is not reopened.
 local function correct(key, kind, limit, delta, d_us, d_rem, ends, period)
-  if kind == 'r' then
+  if kind == RATE then
     local s = rate(key)
     local tat, rem = s.a, s.b
     if delta > 0 then
@@ -81,7 +81,7 @@ local function correct(key, kind, limit, delta, d_us, d_rem, ends, period)
       if tat < now then tat, rem = now, 0 end
     end
     s.a, s.b, s.put = tat, rem, true
-  elseif kind == 'q' then
+  elseif kind == QUOTA then
     if ends == 0 then ends = window_end(now, period) end
     if ends <= now then return end
     local s = quota(key, ends)
@@ -157,24 +157,22 @@ local function release(ids, count)
   return released, i
 end
 
--- Settle what ids and specs name (settle.lua's ARGV[2] and ARGV[3]), their keys from KEYS[1]
--- on: the lease ids, space-separated, then every correction's 7 values, one after another:
---   kind ('r' rate, 'q' quota), limit, delta, d_us, d_rem, ends_us, period_us.
+-- Settle what ids and packed name (settle.lua's ARGV[2] and ARGV[3]), their keys from
+-- KEYS[1] on: the lease ids, space-separated, then every correction's 7 values (specs), one
+-- after another: kind (RATE or QUOTA), limit, delta, d_us, d_rem, ends_us, period_us.
 -- Corrections are staged (flush writes them), their keys read in one MGET with also's (the
 -- plan's, in apply.lua). Returns how many slots were still held (with count), and how many
 -- KEYS it used.
-local function settle(ids, specs, count, also)
+local function settle(ids, packed, count, also)
   local released, i = release(ids, count)
-  local parsed = {}
-  for kind, limit, delta, d_us, d_rem, ends, period in
-      string.gmatch(specs, '(%a) (%d+) (%-?%d+) (%d+) (%d+) (%d+) (%d+)') do
-    i = i + 1
-    parsed[#parsed + 1] = {KEYS[i], kind, tonumber(limit), tonumber(delta), tonumber(d_us),
-                           tonumber(d_rem), tonumber(ends), tonumber(period)}
-  end
+  local v, n = specs(packed)
   local ks = also or {}
-  for _, c in ipairs(parsed) do ks[#ks + 1] = c[1] end
+  for j = 1, n do ks[#ks + 1] = KEYS[i + j] end
   if #ks > 1 then prefetch(ks) end
-  for _, c in ipairs(parsed) do correct(unpack(c)) end
-  return released, i
+  for j = 0, n - 1 do
+    local o = 7 * j
+    correct(KEYS[i + j + 1], v[o + 1], v[o + 2], v[o + 3], v[o + 4], v[o + 5], v[o + 6],
+            v[o + 7])
+  end
+  return released, i + n
 end
