@@ -11,11 +11,14 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from gatekeeper import KeyConflictError, StoreError, new_key
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, TOKENS, Counter, Plan
 from gatekeeper.store.memory_counters import MemoryCounterStore
 from gatekeeper.store.redis import PREFIX, RedisStore
+from gatekeeper.store.redis_counters import apply_args
+from gatekeeper.store.redis_scripts import APPLY
 from tests.redis_server import free_port, redis_server
 from tests.store.conftest import SLACK, empty_redis_store
 
@@ -235,6 +238,19 @@ async def test_a_stale_quota_is_a_store_error_and_charges_nothing(
     with pytest.raises(StoreError) as info:
         await redis_store.apply((live, stale), START)
     assert "window ended" in str(info.value)
+    assert (await redis_store.apply((live,), START))[0].remaining == 4
+
+
+async def test_counter_values_not_packed_whole_are_a_clear_script_error(
+        redis_store: RedisStore) -> None:
+    """The scripts read each counter's 7 values as packed doubles (``SPEC``): a caller sending
+    anything else gets an error naming the format, and nothing is charged."""
+    live = counter(RATE, "live", 5, 60.0)
+    keys, specs = apply_args((live,))
+    await APPLY.load(redis_store.redis)
+    for bad in (specs[:-1], b"r 5 60000000 1 12000000 0 0"):
+        with pytest.raises(ResponseError, match="7 doubles"):
+            await APPLY(redis_store.redis, keys, ["", bad])
     assert (await redis_store.apply((live,), START))[0].remaining == 4
 
 
