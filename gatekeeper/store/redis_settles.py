@@ -45,7 +45,7 @@ class Settles:
         self.lease_keys: list[str] = []
         self.ids: list[str] = []
         self.correction_keys: list[str] = []
-        self.specs: list[str] = []
+        self.specs: list[bytes] = []
         self.now_us: int | None = None
         """The latest caller time queued (stores on the caller's clock: ``server_time=False``)."""
         self.since = since
@@ -58,9 +58,9 @@ class Settles:
         """``settle.lua``'s KEYS: the slots', then the corrected counters'."""
         return self.lease_keys + self.correction_keys
 
-    def args(self) -> tuple[str, str]:
+    def args(self) -> tuple[str, bytes]:
         """``settle.lua``'s ARGV[2] and ARGV[3] (``apply.lua``'s ARGV[3] and ARGV[4])."""
-        return " ".join(self.ids), " ".join(self.specs)
+        return " ".join(self.ids), b"".join(self.specs)
 
 
 Send = Callable[[Settles], Awaitable[Any]]

@@ -11,11 +11,14 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from gatekeeper import KeyConflictError, StoreError, new_key
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, TOKENS, Counter, Plan
 from gatekeeper.store.memory_counters import MemoryCounterStore
 from gatekeeper.store.redis import PREFIX, RedisStore
+from gatekeeper.store.redis_counters import apply_args
+from gatekeeper.store.redis_scripts import APPLY
 from tests.redis_server import free_port, redis_server
 from tests.store.conftest import SLACK, empty_redis_store
 
@@ -235,6 +238,42 @@ async def test_a_stale_quota_is_a_store_error_and_charges_nothing(
     with pytest.raises(StoreError) as info:
         await redis_store.apply((live, stale), START)
     assert "window ended" in str(info.value)
+    assert (await redis_store.apply((live,), START))[0].remaining == 4
+
+
+async def test_a_slot_set_moves_its_expiry_once_per_lease_period(
+        redis_store: RedisStore) -> None:
+    """The set lives a lease period past its last lease; a charge whose lease it already
+    outlives sends no PEXPIRE (the script keeps the set's expiry in it), and moving it prunes
+    the leases whose release was lost."""
+    slot, key = counter(CONCURRENCY, "cc", 5, 30.0), f"gk:{TAG}:cc"
+    lost = (await redis_store.apply((slot,), START))[0].lease
+    assert lost is not None
+    assert 30_000 < await redis_store.redis.pttl(key) <= 60_000
+    await redis_store.redis.config_resetstat()
+    for t in (1.0, 2.0, 29.0):
+        assert (await redis_store.apply((slot,), START + t))[0].allowed
+    assert await calls(redis_store, "pexpire") == 0
+    assert await calls(redis_store, "zremrangebyscore") == 0
+    answers = await redis_store.apply((slot,), START + 31.0)  # its lease would outlive the set
+    # held: the leases taken at +2 and +29 (the lost one and +1's have ended)
+    assert answers[0].allowed and answers[0].remaining == 5 - 2 - 1
+    assert await calls(redis_store, "pexpire") == 1
+    assert await calls(redis_store, "zremrangebyscore") == 1
+    assert await redis_store.redis.zscore(key, str(lost.id)) is None  # pruned
+    assert await redis_store.release([lost], START + 31.0) == 0
+
+
+async def test_counter_values_not_packed_whole_are_a_clear_script_error(
+        redis_store: RedisStore) -> None:
+    """The scripts read each counter's 7 values as packed doubles (``SPEC``): a caller sending
+    anything else gets an error naming the format, and nothing is charged."""
+    live = counter(RATE, "live", 5, 60.0)
+    keys, specs = apply_args((live,))
+    await APPLY.load(redis_store.redis)
+    for bad in (specs[:-1], b"r 5 60000000 1 12000000 0 0"):
+        with pytest.raises(ResponseError, match="7 doubles"):
+            await APPLY(redis_store.redis, keys, ["", bad])
     assert (await redis_store.apply((live,), START))[0].remaining == 4
 
 

@@ -1,8 +1,5 @@
 -- Give concurrency slots back. KEYS: each lease's counter key; ARGV[1]: now (prelude.lua),
--- then each lease's id. Returns how many were still held (settling.lua: release_slot).
+-- then each lease's id. Returns how many were still held (settling.lua: release).
 
-local released = 0
-for i, key in ipairs(KEYS) do
-  released = released + release_slot(key, ARGV[i + 1])
-end
+local released = release(table.concat(ARGV, ' ', 2), true)
 return released

@@ -4,5 +4,6 @@
 -- (prelude.lua). ARGV[2]: the lease ids, space-separated, in KEYS order. ARGV[3]: every
 -- correction's 7 values (settling.lua). Returns how many slots were still held.
 
-local released = settle(ARGV[2], ARGV[3])
+local released = settle(ARGV[2], ARGV[3], true)
+flush(false)
 return released
