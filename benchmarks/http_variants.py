@@ -15,6 +15,8 @@ from typing import Any
 import gatekeeper
 from benchmarks.apps import (
     COUNTRY_RULE,
+    FULL_TENANT,
+    FULL_TOP,
     JWT_SECRET,
     JWT_SECRET_ENV,
     LIMITS_LEASE,
@@ -53,6 +55,9 @@ class Variant:
     """The app without gatekeeper; None: gatekeeper over the Starlette app."""
     limits: dict[str, Any] | None = None
     countries: bool = False
+    full: bool = False
+    """The full policy (``FULL_TENANT``: country and model rules, limits on key and tenant,
+    the resale score in shadow)."""
     redis: bool = False
     """Keys and limits in the harness's redis-server (skipped without one)."""
 
@@ -74,8 +79,11 @@ VARIANTS = (
             limits=LIMITS_RTC),
     Variant("gk-limits-country", "gk-limits with the tenant's country rule (checked once per "
             "decision record)", limits=LIMITS_RTC, countries=True),
+    Variant("gk-full", "gatekeeper with the full policy: binding, a country rule, the model "
+            "rule, request + token + concurrency limits per key and request + token per "
+            "tenant (memory store), the resale score (shadow)", full=True),
     Variant("gk-limits-redis", "gk-limits with keys and limits in Redis, strict (one EVALSHA "
-            "per request, plus the slot's release and the tokens' reconcile)",
+            "per request: the slot's release and the tokens' reconcile ride in the next one)",
             limits=LIMITS_RTC, redis=True),
     Variant("gk-limits-lease", "gk-limits-redis in lease mode: slices of 100 requests and "
             "200000 tokens, concurrency counted per replica", limits=LIMITS_LEASE, redis=True),
@@ -83,15 +91,20 @@ VARIANTS = (
 BY_NAME = {v.name: v for v in VARIANTS}
 
 
-def loopback_policy(limits: dict[str, Any] | None, countries: bool) -> gatekeeper.Policy:
+def loopback_policy(limits: dict[str, Any] | None, countries: bool,
+                    full: bool = False) -> gatekeeper.Policy:
     """The in-process policy (its JWT issuer too, unused here) on loopback networks."""
     os.environ.setdefault(JWT_SECRET_ENV, JWT_SECRET)
     tenant: dict[str, Any] = {"allowed_networks": TENANT_NETWORKS}
+    top = POLICY
+    if full:
+        tenant |= FULL_TENANT
+        top = POLICY | FULL_TOP
     if limits is not None:
         tenant["limits"] = limits
     if countries:
         tenant["countries"] = COUNTRY_RULE
-    return gatekeeper.compile_policy(POLICY | {"tenants": {TENANT: tenant}}, "http benchmark")
+    return gatekeeper.compile_policy(top | {"tenants": {TENANT: tenant}}, "http benchmark")
 
 
 async def build(variant: Variant) -> tuple[ASGIApp, str]:
@@ -100,7 +113,7 @@ async def build(variant: Variant) -> tuple[ASGIApp, str]:
     calls = Calls()
     if variant.plain is not None:
         return variant.plain(calls), FORGED_KEY
-    policy = loopback_policy(variant.limits, variant.countries)
+    policy = loopback_policy(variant.limits, variant.countries, variant.full)
     if variant.redis:
         url = os.environ[REDIS_URL_ENV]
         writer = RedisStore(url)  # this loop's connections close with it; the server's

@@ -100,6 +100,11 @@ def test_limits_show_for_a_key(cli: Cli) -> None:
     assert "per_tenant: daily_tokens=1000000" in out
     assert f"gk:{{t:acme}}:k{record['key_id']}:rq:60/60" in out
     assert ":ms:20" in out and "gk:{t:acme}:all:dt:20" in out
+    charged = {line.split()[0]: line.split()[1:4] for line in out.splitlines()
+               if line.startswith("  gk:")}
+    assert charged[f"gk:{{t:acme}}:k{record['key_id']}:rq:60/60"] == ["rate", "requests",
+                                                                      "60/60s"]
+    assert [v for k, v in charged.items() if ":ms:" in k][0][:3] == ["quota", "spend", "$500"]
     assert "in the server process (memory store)" in out and "Redis" in out
 
 

@@ -132,7 +132,7 @@ def _text(view: dict[str, Any]) -> list[str]:
     lines += ["", "storage keys charged now:"]
     for c in view["storage_keys"] or [{"key": "(none: nothing is limited)"}]:
         detail = "" if "kind" not in c else \
-            f"  {c['kind']} {c['unit']} {shown(c['unit'] + '_spend', c['limit'])}" + \
+            f"  {c['kind']} {c['unit']} {shown('_' + c['unit'], c['limit'])}" + \
             (f" until {c['until']}" if "until" in c else f"/{c['period']:g}s")
         if "lease" in c:
             detail += f"  lease mode: slice {c['lease']['slice']}, ttl {c['lease']['ttl']:g}s"
