@@ -104,7 +104,7 @@ def test_limits_show_for_a_key(cli: Cli) -> None:
                if line.startswith("  gk:")}
     assert charged[f"gk:{{t:acme}}:k{record['key_id']}:rq:60/60"] == ["rate", "requests",
                                                                       "60/60s"]
-    assert [v for k, v in charged.items() if ":ms:" in k][0][:3] == ["quota", "spend", "$500"]
+    assert next(v for k, v in charged.items() if ":ms:" in k) == ["quota", "spend", "$500"]
     assert "in the server process (memory store)" in out and "Redis" in out
 
 
