@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from gatekeeper.limits.gcra import US, gcra, refund, to_us
+from gatekeeper.limits.gcra import US, gcra, to_us
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, SPEND, TOKENS, Counter, Plan
 from gatekeeper.store.counters import Correction, CounterAnswer, EmbeddedCounterStore, Lease
 
@@ -254,39 +254,22 @@ class MemoryCounterStore(EmbeddedCounterStore):
 
     def settle_now(self, leases: Sequence[Lease], corrections: Sequence[Correction],
                    now: float) -> int:
+        """``give`` for counters of a plan that was not compiled: each correction goes
+        through it as a plan of one (a quota of an aligned window gets its end now)."""
+        released = self.give((), leases, _NONE, _NONE, now)
         now_us = round(now * US)
-        entries = self._entries
-        released = 0
-        for key, lease_id in leases:
-            entry = entries.get(key)
-            if entry is not None and entry[0] > now_us and \
-                    entry[1].pop(lease_id, None) is not None:
-                released += 1
         for counter, reserved, actual in corrections:
-            if reserved == actual:
+            if reserved == actual or counter.kind not in (RATE, QUOTA):
                 continue
-            kind, key, _, limit, period = counter[:5]
-            entry = entries.get(key)
-            if entry is not None and entry[0] <= now_us:
-                entry = None
-            if kind == RATE:
-                tat = refund(0 if entry is None else entry[1], now_us, limit,
-                             round(period * US), reserved - actual)
-                entries[key] = [tat // limit + 1, tat]
-            elif kind == QUOTA:
-                end = _window_end(period, counter.expires, now_us)
-                if entry is not None:
-                    used = max(0, entry[1] + actual - reserved)
-                elif actual > reserved and end > now_us:
-                    used = actual - reserved  # the entry was evicted: count the extra usage
-                else:  # the window is over (or nothing to refund): it is not reopened
-                    continue
-                entries[key] = [end, used]
-            else:
-                continue
-            entries.move_to_end(key)
-        if len(entries) > self.max_counters:  # a reconcile may put back an evicted entry
-            self._sweep(now_us)
+            unit = _UNITS[counter.unit]
+            spent = [0, 0, 0]
+            spent[unit] = actual
+            costs = [0, 0, 0]
+            costs[unit] = reserved
+            self.give(((_CODES[counter.kind], counter.key, counter.limit,
+                        round(counter.period * US), unit,
+                        _window_end(counter.period, counter.expires, now_us)),),
+                      (), tuple(costs), tuple(spent), now)  # type: ignore[arg-type]
         return released
 
     def peek(self, plan: Plan, now: float) -> list[CounterAnswer]:
@@ -341,6 +324,7 @@ UNIT_NAMES = (REQUESTS, TOKENS, SPEND)
 _UNITS = {name: i for i, name in enumerate(UNIT_NAMES)}
 Costs = tuple[int, int, int]
 """What one request costs each unit's counters: ``(1, tokens, spend)``."""
+_NONE: Costs = (0, 0, 0)
 Compiled = tuple[tuple[int, str, int, int, int, int], ...]
 """A plan for ``take``: per counter (kind, storage key, limit, period in us, unit (the index
 of its cost in ``Costs``), a quota's window end in us)."""
