@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 
 from gatekeeper import reasons
@@ -290,8 +291,21 @@ async def admit(counters: CounterStore, clock: Clock, admission: Admission, deci
     return _conclude(counters, clock, admission, decision, plan, answers, model)
 
 
+STORE_LOG_INTERVAL = 10.0
+"""Seconds between two "limits not checked" lines: an outage refuses every limited request,
+and a line each would flood the log (``gatekeeper_decisions_total`` counts every one)."""
+_store_log: list[float] = [-math.inf, 0]
+"""When the last line was written (monotonic) and how many refusals it has not told of."""
+
+
 def _store_failed(decision: Decision, exc: Exception) -> Decision:
-    log.error("limits not checked, refusing (fail closed): %s", _cause(exc))
+    at, untold = _store_log
+    if time.monotonic() - at >= STORE_LOG_INTERVAL:
+        _store_log[0], _store_log[1] = time.monotonic(), 0
+        log.error("limits not checked, refusing (fail closed): %s%s", _cause(exc),
+                  f" ({untold:.0f} more refused since the last line)" if untold else "")
+    else:
+        _store_log[1] = untold + 1
     return _refused(decision, reasons.STORE_UNAVAILABLE, "counter store unavailable")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ import anyio
 import pytest
 
 from gatekeeper import Gatekeeper, MemoryStore, key_admin
+from gatekeeper import admission as admission_module
 from gatekeeper.clock import ManualClock
 from gatekeeper.limits.plan import CounterAnswer, Lease, Plan
 from gatekeeper.policy.load import compile_policy
@@ -367,6 +369,24 @@ async def test_a_counter_store_failure_fails_closed_with_503() -> None:
     sent = await asgi_request(gk, "/v1/models", auth(keys["acme"]))
     assert status(sent) == 503
     assert json.loads(sent[1]["body"])["error"]["code"] == "store_unavailable"
+    assert app.paths == []
+
+
+async def test_a_counter_store_outage_logs_one_line_per_interval_not_one_per_request(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(admission_module, "_store_log", [-math.inf, 0])
+    gk, keys, app = await gate(limited({"requests": "5/minute"}), counters=Broken())
+    with caplog.at_level(logging.ERROR, logger="gatekeeper"):
+        for _ in range(20):
+            assert status(await asgi_request(gk, "/v1/models", auth(keys["acme"]))) == 503
+        lines = [r.getMessage() for r in caplog.records if "limits not checked" in r.getMessage()]
+        assert len(lines) == 1 and "counter backend down" in lines[0]
+        monkeypatch.setattr(admission_module, "_store_log",
+                            [admission_module._store_log[0] - admission_module.STORE_LOG_INTERVAL,
+                             admission_module._store_log[1]])
+        assert status(await asgi_request(gk, "/v1/models", auth(keys["acme"]))) == 503
+        lines = [r.getMessage() for r in caplog.records if "limits not checked" in r.getMessage()]
+    assert len(lines) == 2 and "(19 more refused since the last line)" in lines[1]
     assert app.paths == []
 
 
