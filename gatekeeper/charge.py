@@ -5,7 +5,7 @@ reservations reconciled with the upstream's real usage), in ONE store call, neve
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 
 from gatekeeper.clock import Clock
 from gatekeeper.limits.plan import TOKENS, Lease, Plan
@@ -34,7 +34,7 @@ class Charge:
         self.prices = prices
         self.model = model
 
-    def settle(self, responder: Responder | None) -> Awaitable[None] | None:
+    def settle(self, responder: Responder | None) -> None:
         """The Responder's settle (``responder`` is None for a websocket, which only gives its
         slots back). An in-process store settles at once; another queues it
         (``CounterStore.settle_later``): nothing for the Responder to await."""

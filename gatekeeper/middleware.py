@@ -204,10 +204,7 @@ class Gatekeeper:
                     await self.app(scope, receive, send)
                 finally:
                     if charge is not None:  # a websocket holds its slot until it closes
-                        with anyio.CancelScope(shield=True):
-                            pending = charge.settle(None)
-                            if pending is not None:
-                                await pending
+                        charge.settle(None)  # never awaited: memory settles, Redis queues
             elif responder is not None:
                 await responder.run(self.app, scope)
             elif decision.headers:  # only then is send wrapped

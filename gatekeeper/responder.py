@@ -207,7 +207,7 @@ class Responder:
             return message
         names = self._names
         if names is None:
-            names = frozenset([name for name, _ in ours]) if ours else _NO_NAMES
+            names = header_names(ours)
         kept: list[Any] = []
         media = b""
         plain = True
@@ -326,7 +326,9 @@ class Responder:
                       self.outcome)
 
 
-_NO_NAMES: Names = frozenset()
+def header_names(headers: Sequence[tuple[bytes, bytes]]) -> Names:
+    """The names of ``headers``, for a caller that did not compile them."""
+    return frozenset([name for name, _ in headers])
 
 
 def with_headers(message: Message, headers: Iterable[Any],
@@ -335,7 +337,7 @@ def with_headers(message: Message, headers: Iterable[Any],
     name is dropped, so a client never sees two answers. ``names``: every name in ``ours``,
     when the caller has them."""
     if names is None:
-        names = frozenset([name for name, _ in ours])
+        names = header_names(ours)
     kept = [h for h in headers
             if (h[0] if h[0].__class__ is bytes else bytes(h[0])).lower() not in names]
     kept += ours

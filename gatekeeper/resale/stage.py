@@ -249,10 +249,7 @@ class ResaleStage:
         if acted.action == SUSPEND and decision.allowed:
             memory.suspend_later(key_id, now, self.hold)
         if not acted.allowed and decision.allowed and charge is not None:
-            pending = charge.settle(None)  # refused after charging: give its slots back
-            if pending is not None:
-                memory.tasks.add(task := asyncio.ensure_future(pending))
-                task.add_done_callback(memory.tasks.discard)
+            charge.settle(None)  # refused after charging: give its slots back
         if self.header and acted.allowed and acted.action != ALLOW:
             acted = acted.with_headers((*acted.headers, (HEADER, acted.action.encode())))
         return acted
