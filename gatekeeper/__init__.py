@@ -9,6 +9,7 @@ from gatekeeper.audit_stream import RedisAuditStream
 from gatekeeper.auth import Authenticator
 from gatekeeper.client_address import ClientAddressPolicy, resolve_client
 from gatekeeper.clock import Clock, ManualClock, SystemClock
+from gatekeeper.compiled import interpreted
 from gatekeeper.credentials import Credential
 from gatekeeper.decision import ACTIONS, ALLOW, BLOCK, FLAG, SUSPEND, THROTTLE, Decision, decide
 from gatekeeper.errors import (
@@ -51,11 +52,14 @@ from gatekeeper.webhook_signature import sign_webhook, verify_webhook
 from gatekeeper.webhooks import Notifier
 
 __version__ = "0.1.0"
+COMPILED: bool = not interpreted()
+"""The request path runs compiled (``gatekeeper/compiled.py``): False in a pure install."""
 
 __all__ = [
     "ACTIONS",
     "ALLOW",
     "BLOCK",
+    "COMPILED",
     "FLAG",
     "GITHUB_KEYS_URL",
     "KEY_PATTERN",

@@ -42,20 +42,26 @@ _PURGE_PER_INSERT = 2
 never pile up, and never a long pause to drop a whole flood at once."""
 
 
+def checked_pepper(pepper: bytes | str) -> bytes:
+    """``pepper`` if it is one (typed to take a str only to refuse it by name: the compiled
+    build would refuse it with a bare TypeError)."""
+    if not isinstance(pepper, bytes) or len(pepper) < MIN_PEPPER_BYTES:
+        # the value is a secret: say what it must be, never what it is
+        raise ConfigError("pepper", "(secret)",
+                          f"must be bytes, at least {MIN_PEPPER_BYTES} of them")
+    return pepper
+
+
 class Authenticator:
-    def __init__(self, store: Store, pepper: bytes, *, cache_ttl: float = 1.0,
+    def __init__(self, store: Store, pepper: bytes | str, *, cache_ttl: float = 1.0,
                  verifier: JwtVerifier | None = None, cache_size: int = 100_000,
                  clock: Clock | None = None, breaker: Breaker | None = None,
                  fail_open: bool = False, prefixes: tuple[str, ...] = PREFIXES) -> None:
         """``breaker``: the key store's circuit breaker (shared by the process's runtimes);
         ``fail_open``: while the store fails, a key verified before is still believed;
         ``prefixes``: the key prefixes accepted (``keys.prefix`` and ``accepted_prefixes``)."""
-        if not isinstance(pepper, bytes) or len(pepper) < MIN_PEPPER_BYTES:
-            # the value is a secret: say what it must be, never what it is
-            raise ConfigError("pepper", "(secret)",
-                              f"must be bytes, at least {MIN_PEPPER_BYTES} of them")
         self.store = store
-        self._pepper = pepper
+        self._pepper = checked_pepper(pepper)
         self._ttl = cache_ttl
         self._jwt = verifier
         clock = clock or SystemClock()

@@ -24,6 +24,7 @@ import anyio
 from gatekeeper.admission import admit_plain, admit_request
 from gatekeeper.audit import AuditLog
 from gatekeeper.audit_stream import audit_stream_for
+from gatekeeper.auth import checked_pepper
 from gatekeeper.breaker import Breaker
 from gatekeeper.clock import Clock, SystemClock
 from gatekeeper.decision import FLAG, Decision
@@ -69,7 +70,7 @@ class Gatekeeper:
         policy: PolicySource,
         *,
         store: Store | str | None = None,
-        pepper: bytes | None = None,
+        pepper: bytes | str | None = None,
         clock: Clock | None = None,
         metrics: Metrics | None = None,
         audit: AuditLog | None = None,
@@ -95,7 +96,8 @@ class Gatekeeper:
                                        create=False)
             if counters is None and isinstance(store, CounterStore):
                 counters = store  # a store with both capabilities (Redis) counts limits too
-            self._pepper = pepper if pepper is not None else load_pepper(compiled.keys)
+            self._pepper = checked_pepper(pepper) if pepper is not None else \
+                load_pepper(compiled.keys)
             self.clock = clock or SystemClock()
             self.metrics = metrics or Metrics()
             self.breaker = Breaker(self.clock.monotonic)
@@ -370,7 +372,7 @@ class Gatekeeper:
                     log.error("gatekeeper cannot start: %s", exc)
                     await send({"type": "lifespan.startup.failed",
                                 "message": f"gatekeeper cannot start: {exc}"})
-                    raise
+                    raise exc  # named: compiled, a bare raise after an await is not this one
             return message
 
         async def lifespan_send(message: Message) -> None:

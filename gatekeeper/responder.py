@@ -26,7 +26,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import anyio
 
@@ -35,18 +35,20 @@ from gatekeeper.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("gatekeeper")
 
-PENDING = "pending"
-COMPLETE = "complete"
-DISCONNECT = "disconnect"
-ERROR = "error"
-CANCELLED = "cancelled"
+PENDING: Final = "pending"
+COMPLETE: Final = "complete"
+DISCONNECT: Final = "disconnect"
+ERROR: Final = "error"
+CANCELLED: Final = "cancelled"
 
 USAGE_BUFFER_LIMIT = 1 << 20
 """The most of a JSON body, or of one SSE event, kept to look for ``usage``."""
 MAX_TOKENS = 1_000_000_000
 """Larger token counts are not believed: far above any context window."""
 
-_OFF, _JSON, _SSE = 0, 1, 2
+_OFF: Final = 0
+_JSON: Final = 1
+_SSE: Final = 2
 
 
 class Usage(NamedTuple):
@@ -188,15 +190,24 @@ class Responder:
 
     async def run(self, app: ASGIApp, scope: Scope) -> None:
         """Run the app through this responder; settle once however it ends, then re-raise."""
+        # No await inside an except or finally: compiled (mypyc), a bare raise after one
+        # re-raised whatever exception that await had handled, not the request's own.
+        error: BaseException | None = None
         try:
             await app(scope, self.receive, self.send)
-        except anyio.get_cancelled_exc_class():
-            await self._finish(CANCELLED)
-            raise
-        finally:
+        except BaseException as exc:
+            error = exc
+        if self.outcome == PENDING:
             # Raising or returning before the last body: the client left, or the app failed.
-            if self.outcome == PENDING:
-                await self._finish(DISCONNECT if self._disconnected else ERROR)
+            await self._finish(
+                CANCELLED if error is not None and
+                isinstance(error, anyio.get_cancelled_exc_class()) else
+                DISCONNECT if self._disconnected else ERROR)
+        if error is not None:
+            try:
+                raise error
+            finally:
+                error = None  # no frame -> traceback -> frame cycle left behind
 
     def _start(self, message: Message) -> Message:
         """One pass over the app's headers: ours replace any of the same name, and the

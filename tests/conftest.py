@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from gatekeeper import Gatekeeper, MemoryStore, compile_policy, key_admin
+from gatekeeper.compiled import stale
 from gatekeeper.demo.upstream import create_upstream
 from gatekeeper.policy.model import Policy
 from gatekeeper.principal import KeyStatus
@@ -31,6 +32,13 @@ POLICY: dict[str, Any] = {
 }
 
 ACME_CLIENT = ("192.0.2.10", 40000)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    changed = stale()
+    if changed:  # Python would import the old build, and the tests would test old code
+        pytest.exit(f"{', '.join(changed)} changed after it was compiled: `make test` "
+                    "rebuilds it", returncode=4)
 
 
 @pytest.fixture

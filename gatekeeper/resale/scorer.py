@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from mypy_extensions import mypyc_attr
+
 from gatekeeper import reasons
 from gatekeeper.decision import ALLOW, SUSPEND, THROTTLE, Decision
 from gatekeeper.policy.model import Policy
@@ -35,6 +37,7 @@ RESCORE_EVERY = 8
 """Requests after which a key's score is computed again even if nothing new was seen."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # a recording scorer, in tests too
 class Scorer:
     __slots__ = ("_settings", "changed", "force_shadow", "policy", "suspend_for", "suspended",
                  "tracker")

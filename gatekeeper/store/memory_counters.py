@@ -16,6 +16,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from gatekeeper.limits.gcra import US, gcra, to_us
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, SPEND, TOKENS, Counter, Plan
 from gatekeeper.store.counters import Correction, CounterAnswer, EmbeddedCounterStore, Lease
@@ -27,6 +29,7 @@ Entry = list[Any]
 expires at the window's end), concurrency -> {lease id: expires_us}."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # wrappers that count calls, in tests too
 class MemoryCounterStore(EmbeddedCounterStore):
     def __init__(self, max_counters: int = DEFAULT_MAX_COUNTERS) -> None:
         self.max_counters = max_counters
