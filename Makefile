@@ -10,17 +10,18 @@ LOCK := $(if $(shell command -v flock 2>/dev/null),flock $(VENV).lock)
 
 .PHONY: demo test lint bench clean
 
-# The install compiles the request path (setup.py, mypyc: a minute; GATEKEEPER_COMPILE=0 skips
-# it); a change to a compiled module rebuilds it in place (.compiled), so make demo and make
-# test never run a stale build.
+# The venv is installed pure, then .compiled builds the request path in place with the venv's
+# own mypyc and dependencies (setup.py: a minute or so; GATEKEEPER_COMPILE=0 skips it); a change
+# to a compiled module rebuilds it, so make demo and make test never run a stale build.
 COMPILED_SOURCES := $(shell sed -n 's/^ *"\(gatekeeper\/[^"]*\.py\)",.*/\1/p' gatekeeper/compiled.py)
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(LOCK) sh -c '[ $@ -nt pyproject.toml ] && [ $@ -nt setup.py ] || { \
 	    $(PYTHON) -m venv $(VENV) && \
 	    $(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=69" && \
-	    $(BIN)/python -m pip install --quiet -e ".[dev]" && \
-	    touch $@ .compiled; }'
+	    GATEKEEPER_COMPILE=0 $(BIN)/python -m pip install --quiet --no-build-isolation \
+	        -e ".[dev]" && \
+	    touch $@; }'
 
 .compiled: $(BIN)/.installed gatekeeper/compiled.py $(COMPILED_SOURCES)
 	$(LOCK) sh -c '[ "$${GATEKEEPER_COMPILE:-1}" = 0 ] || { \

@@ -31,6 +31,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gatekeeper.compiled import interpreted
 from gatekeeper.metrics_shared import SharedExport, shared_directory
 from gatekeeper.policy.canonical import fingerprint
 from gatekeeper.policy.model import Policy
@@ -100,8 +101,9 @@ class Metrics:
             "failing, or shutdown).", ("result",), registry=self.registry)
         for result in ("written", "dropped"):
             self.audit_stream.labels(result)
-        Info("gatekeeper_build", "The gatekeeper version serving.", registry=self.registry).info(
-            {"version": _version()})
+        Info("gatekeeper_build", "The gatekeeper version serving, and whether its request "
+             "path is compiled.", registry=self.registry).info(
+            {"version": _version(), "compiled": "false" if interpreted() else "true"})
         directory = shared_directory()
         self.shared = None if directory is None else SharedExport(
             self.decisions, self.latency, self.latency_sum, LATENCY_BUCKETS, directory)

@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 
+from prometheus_client import generate_latest
+
 import gatekeeper
+from gatekeeper import Metrics
 from gatekeeper.compiled import MODULES, interpreted
 
 
@@ -17,6 +20,11 @@ def test_the_request_path_is_compiled_whole_or_not_at_all() -> None:
     assert gatekeeper.COMPILED is (pure == [])
     if os.environ.get("CI") == "true":
         assert gatekeeper.COMPILED, "CI runs the compiled build (setup.py): it did not build"
+
+
+def test_the_build_info_metric_says_whether_it_is_compiled() -> None:
+    exposition = generate_latest(Metrics().registry).decode()
+    assert f'compiled="{str(gatekeeper.COMPILED).lower()}"' in exposition
 
 
 def test_a_str_pepper_is_refused_by_name_not_with_a_type_error() -> None:
