@@ -303,7 +303,7 @@ async def test_metrics_count_decisions_by_reason_without_key_labels(env: Env) ->
                   {"outcome": "refuse", "reason": "key_revoked"}) == 2
     assert sample("gatekeeper_added_latency_seconds_count", {"outcome": "refuse"}) == 2
     labels = {k for m in registry.collect() for s in m.samples for k in s.labels}
-    assert labels <= {"outcome", "reason", "le", "version", "fingerprint", "event",
+    assert labels <= {"outcome", "reason", "le", "version", "compiled", "fingerprint", "event",
                       "result"}  # closed sets
     exported = "\n".join(str(s) for m in registry.collect() for s in m.samples)
     assert env.ids["acme"] not in exported
