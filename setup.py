@@ -15,7 +15,7 @@ from typing import Any
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-# gatekeeper/compiled.py lists them (and says why not the responder); read, not imported
+# gatekeeper/compiled.py lists them (and the one way compiled code differs); read, not imported
 HOT_PATH = list(runpy.run_path("gatekeeper/compiled.py")["SOURCES"])
 
 

@@ -1,5 +1,5 @@
 """Which modules the install compiles to C (``setup.py``, mypyc), and whether this process
-runs them: the request path, about a fifth fewer instructions per request than the same
+runs them: the request path, about a quarter fewer instructions per request than the same
 modules interpreted. The ``.py`` files stay the source of truth (and the fallback: an
 install that cannot compile runs them as they are).
 
