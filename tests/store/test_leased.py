@@ -298,13 +298,18 @@ async def test_the_memory_store_ignores_lease_and_counts_exactly() -> None:
     assert gk.runtime.counters.embedded  # no lease layer: one process decides alone anyway
 
 
+def _sliced_and_strict() -> tuple[Counter, Counter, Counter, Counter]:
+    """A token rate and a concurrency counter each leased here (sliced), and each strict."""
+    return (rate("k:tk", 1_000_000, 5000, MONTH, cost=400, unit=TOKENS),
+            rate("all:tk", 1_000_000, 0, MONTH, cost=400, unit=TOKENS),
+            Counter(CONCURRENCY, "gk:{t:a}:k:cc", "{t:a}", 8, 600.0, 1, REQUESTS, 0.0, 2, 5.0),
+            Counter(CONCURRENCY, "gk:{t:a}:all:cc", "{t:a}", 8, 600.0, 1, REQUESTS))
+
+
 async def test_settle_moves_slices_here_and_sends_the_rest_in_one_call(redis_port: int) -> None:
     store = await fresh(redis_port)
     leased = LeasedCounters(store)
-    tokens = rate("k:tk", 1_000_000, 5000, MONTH, cost=400, unit=TOKENS)
-    strict_tokens = rate("all:tk", 1_000_000, 0, MONTH, cost=400, unit=TOKENS)
-    here = Counter(CONCURRENCY, "gk:{t:a}:k:cc", "{t:a}", 8, 600.0, 1, REQUESTS, 0.0, 2, 5.0)
-    there = Counter(CONCURRENCY, "gk:{t:a}:all:cc", "{t:a}", 8, 600.0, 1, REQUESTS)
+    tokens, strict_tokens, here, there = _sliced_and_strict()
     await store.connect()  # every script loaded: no NOSCRIPT retry in the count
     try:
         answers = await leased.apply((tokens, strict_tokens, here, there), time.time())
@@ -327,10 +332,7 @@ async def test_settle_later_moves_slices_here_and_queues_the_rest_for_the_next_a
         redis_port: int) -> None:
     store = await fresh(redis_port)
     leased = LeasedCounters(store)
-    tokens = rate("k:tk", 1_000_000, 5000, MONTH, cost=400, unit=TOKENS)
-    strict_tokens = rate("all:tk", 1_000_000, 0, MONTH, cost=400, unit=TOKENS)
-    here = Counter(CONCURRENCY, "gk:{t:a}:k:cc", "{t:a}", 8, 600.0, 1, REQUESTS, 0.0, 2, 5.0)
-    there = Counter(CONCURRENCY, "gk:{t:a}:all:cc", "{t:a}", 8, 600.0, 1, REQUESTS)
+    tokens, strict_tokens, here, there = _sliced_and_strict()
     await store.connect()
     try:
         answers = await leased.apply((tokens, strict_tokens, here, there), time.time())
