@@ -300,8 +300,9 @@ _store_log: list[float] = [-math.inf, 0]
 
 def _store_failed(decision: Decision, exc: Exception) -> Decision:
     at, untold = _store_log
-    if time.monotonic() - at >= STORE_LOG_INTERVAL:
-        _store_log[0], _store_log[1] = time.monotonic(), 0
+    clock = time.monotonic()
+    if clock - at >= STORE_LOG_INTERVAL:
+        _store_log[0], _store_log[1] = clock, 0
         log.error("limits not checked, refusing (fail closed): %s%s", _cause(exc),
                   f" ({untold:.0f} more refused since the last line)" if untold else "")
     else:
