@@ -24,7 +24,8 @@ $(BIN)/.installed: pyproject.toml setup.py
 	    touch $@; }'
 
 .compiled: $(BIN)/.installed gatekeeper/compiled.py $(COMPILED_SOURCES)
-	$(LOCK) sh -c '[ "$${GATEKEEPER_COMPILE:-1}" = 0 ] || { \
+	$(LOCK) sh -c 'find gatekeeper -name "*.so" -delete; \
+	    [ "$${GATEKEEPER_COMPILE:-1}" = 0 ] || { \
 	    $(BIN)/python setup.py --quiet build_ext --inplace >/dev/null && \
 	    find gatekeeper -name "*.so" -exec touch {} +; }'
 	touch $@

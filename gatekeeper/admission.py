@@ -115,7 +115,7 @@ class Admission:
         local = compile_plan(plan) if isinstance(counters, MemoryCounterStore) and \
             self.watch is None else None
         self.local = local
-        self.local_priced = () if local is None else tuple(c for c in local if c[4])
+        self.local_priced = () if local is None else tuple(c for c in local if c.unit)
 
     def plan_for(self, now: float, estimate: int = 0, spend: int = 0) -> Plan:
         if now >= self.plan_until:

@@ -286,15 +286,7 @@ class Responder:
         data.clear()
 
     def _read_usage(self, raw: bytes | bytearray) -> None:
-        at = raw.rfind(b'"usage"')
-        if at < 0:
-            return
-        usage = _usage_at(raw, at)
-        if usage is None:  # not where it looked: read the whole document
-            try:
-                usage = parse_usage(json.loads(raw))
-            except (ValueError, RecursionError):  # not JSON, bad UTF-8, too deep, too long
-                return
+        usage = read_usage(raw)
         if usage is not None:
             self.usage = usage
 
@@ -395,11 +387,21 @@ _DECODER = json.JSONDecoder()
 _USUAL = re.compile(rb'"usage"\s*:\s*\{\s*"prompt_tokens"\s*:\s*(\d{1,10})\s*,\s*'
                     rb'"completion_tokens"\s*:\s*(\d{1,10})\s*,\s*"total_tokens"\s*:\s*'
                     rb'(\d{1,10})\s*[,}]')
-_COMPACT = re.compile(rb'"usage":\{"prompt_tokens":(\d{1,10}),"completion_tokens":(\d{1,10}),'
-                      rb'"total_tokens":(\d{1,10})[,}]')
-"""``_USUAL`` without spaces (what a JSON encoder with compact separators writes, streamed
-chunks): literal runs match faster than optional spaces between every token."""
 _new = tuple.__new__
+
+
+def read_usage(raw: bytes | bytearray) -> Usage | None:
+    """The usage a JSON response or one stream event reports, or None."""
+    at = raw.rfind(b'"usage"')
+    if at < 0:
+        return None
+    usage = _usage_at(raw, at)
+    if usage is None:  # not where it looked: read the whole document
+        try:
+            usage = parse_usage(json.loads(raw))
+        except (ValueError, RecursionError):  # not JSON, bad UTF-8, too deep, too long
+            return None
+    return usage
 
 
 def _usage_at(raw: bytes | bytearray, at: int) -> Usage | None:
@@ -408,10 +410,19 @@ def _usage_at(raw: bytes | bytearray, at: int) -> Usage | None:
     key cannot sit inside a string (a quote there is escaped), so the last ``"usage"`` is the
     top-level one in OpenAI's shapes; anything else answers None and the caller parses it all.
     """
-    found = _COMPACT.match(raw, at) or _USUAL.match(raw, at)
-    if found is not None:  # OpenAI's own order: no decoder needed
-        prompt, completion, total = found.groups()
-        prompt, completion, total = int(prompt), int(completion), int(total)
+    data = raw if raw.__class__ is bytes else bytes(raw)
+    # OpenAI's order without spaces (a compact encoder, streamed chunks): read in place
+    if data.startswith(b'"usage":{"prompt_tokens":', at):
+        prompt, i = _count(data, at + 25)
+        if i > 0 and data.startswith(b',"completion_tokens":', i):
+            completion, i = _count(data, i + 21)
+            if i > 0 and data.startswith(b',"total_tokens":', i):
+                total, i = _count(data, i + 16)
+                if 0 < i < len(data) and (data[i] == 44 or data[i] == 125):  # , or }
+                    return _new(Usage, (prompt, completion, total))
+    found = _USUAL.match(data, at)
+    if found is not None:  # the same order, with spaces: no decoder needed
+        prompt, completion, total = (int(g) for g in found.groups())
         if prompt <= MAX_TOKENS and completion <= MAX_TOKENS and total <= MAX_TOKENS:
             return _new(Usage, (prompt, completion, total))
         return None
@@ -424,3 +435,20 @@ def _usage_at(raw: bytes | bytearray, at: int) -> Usage | None:
     except (ValueError, RecursionError):
         return None
     return parse_usage({"usage": document})
+
+
+def _count(data: bytes, i: int) -> tuple[int, int]:
+    """The token count written at ``i`` and the index after it; ``(0, -1)`` for anything but
+    1 to 10 digits, or a count over ``MAX_TOKENS``."""
+    start = i
+    end = min(len(data), i + 11)
+    value = 0
+    while i < end:
+        c = data[i]
+        if c < 48 or c > 57:
+            break
+        value = value * 10 + c - 48
+        i += 1
+    if i == start or i - start > 10 or value > MAX_TOKENS:
+        return 0, -1
+    return value, i

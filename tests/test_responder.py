@@ -18,6 +18,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware.gzip import GZipMiddleware
@@ -37,6 +39,8 @@ from gatekeeper.responder import (
     Responder,
     Settle,
     Usage,
+    parse_usage,
+    read_usage,
 )
 from gatekeeper.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -466,6 +470,11 @@ MALFORMED = {
 }
 
 
+MALFORMED.update({f"{name}, compact": document.replace(b": ", b":").replace(b", ", b",")
+                  for name, document in list(MALFORMED.items())})
+"""The same without spaces: what a compact encoder writes, read in place (no decoder)."""
+
+
 @pytest.mark.parametrize("document", MALFORMED.values(), ids=MALFORMED.keys())
 async def test_malformed_usage_is_ignored(document: bytes) -> None:
     for app in (raw_app(document, content_type=b"application/json"),
@@ -476,6 +485,21 @@ async def test_malformed_usage_is_ignored(document: bytes) -> None:
         assert responder.usage is None
         assert responder.outcome == COMPLETE
         assert document in peer.body
+
+
+counts = st.integers(0, MAX_TOKENS + 10) | st.integers(0, 99)
+separators = st.sampled_from([(",", ":"), (", ", ": "), (" ,", " : ")])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(counts, min_size=3, max_size=3), st.permutations(list(Usage._fields)),
+       separators, st.sampled_from(["", ',"id":"c1"', ',"extra":{"usage":1}']))
+def test_usage_read_in_place_is_what_the_json_says(
+        values: list[int], order: list[str], separators: tuple[str, str], tail: str) -> None:
+    usage = dict(zip(order, values, strict=True))
+    document = json.dumps({"id": "x", "usage": usage}, separators=separators)
+    raw = (document[:-1] + tail + "}").encode()
+    assert read_usage(raw) == parse_usage(json.loads(raw))
 
 
 async def test_a_malformed_event_does_not_hide_a_later_usage() -> None:

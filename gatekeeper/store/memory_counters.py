@@ -2,19 +2,28 @@
 alone: ``--workers 4`` allows four times the limit; shared limits need the Redis store).
 
 Atomic because ``apply_now`` is plain code: on one event loop no other request runs between
-the check and the charge. Time is only the ``now`` given. Memory is bounded: entries live in
-an ``OrderedDict`` in least-recently-used order; every 8th write drops up to 16 expired
-entries from the front and, past ``max_counters``, the least recently used one (O(1)
-amortised, ``popitem(last=False)``). Forgetting a live counter only ever lets a client
-through sooner; ``evicted_live`` counts it so an operator can size the bound.
+the check and the charge. Time is only the ``now`` given.
+
+Each counter is one ``Cell`` (a native object once compiled, so the request path does integer
+arithmetic on machine words, not on boxed Python ints). A rate keeps its GCRA ``tat`` as whole
+microseconds plus a remainder in ``1/limit`` microseconds: exact as ``gcra.py`` (which keeps
+the product), yet small enough for a machine word whatever the limit (the Lua script keeps the
+same pair).
+
+Memory is bounded: cells live in a plain dict in insertion order, each with a "used" bit set
+on every charge (the CLOCK approximation of least-recently-used). Every 8th write looks at up to
+16 cells at the front: an expired one is dropped, a live one goes to the back. Past
+``max_counters`` the front cell goes: one used since its last visit gets a second chance
+(bit cleared, sent to the back), the first one that was not is forgotten. O(1) amortised.
+Forgetting a live counter only ever lets a client through sooner; ``evicted_live`` counts it
+so an operator can size the bound.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -24,9 +33,58 @@ from gatekeeper.store.counters import Correction, CounterAnswer, EmbeddedCounter
 
 DEFAULT_MAX_COUNTERS = 200_000
 
-Entry = list[Any]
-"""``[expires_us, value]``: rate -> tat (int), quota -> used (its key names its window, and it
-expires at the window's end), concurrency -> {lease id: expires_us}."""
+
+class Cell:
+    """One counter's state: a rate's ``tat`` (``value`` us + ``frac``/limit us), a quota's
+    units used (``value``; it expires at its window's end), a concurrency counter's slots
+    (``held``: lease id -> expiry in us)."""
+
+    __slots__ = ("expires", "frac", "held", "used", "value")
+
+    def __init__(self, expires: int, value: int, frac: int = 0,
+                 held: dict[int, int] | None = None) -> None:
+        self.expires = expires
+        """Microseconds: at this instant the counter is as if never charged."""
+        self.value = value
+        self.frac = frac
+        self.held = held
+        self.used = True
+        """Charged since the sweep last looked at it (the CLOCK bit)."""
+
+    def copy(self) -> Cell:
+        return Cell(self.expires, self.value, self.frac,
+                    None if self.held is None else dict(self.held))
+
+    def plain(self) -> tuple[int, int, int, dict[int, int] | None]:
+        """The state as plain data (tests compare two stores with it)."""
+        return self.expires, self.value, self.frac, self.held
+
+
+class Rule:
+    """One counter of a compiled plan (``compile_plan``), for ``take`` and ``give``."""
+
+    __slots__ = ("cell", "code", "end_us", "held", "key", "limit", "new_frac", "new_value",
+                 "period_us", "rem", "step", "unit")
+
+    def __init__(self, code: int, key: str, limit: int, period_us: int, unit: int,
+                 end_us: int) -> None:
+        self.code = code
+        self.key = key
+        self.limit = limit
+        self.period_us = period_us
+        self.unit = unit
+        """The index of its cost in ``Costs``: 0 requests, 1 tokens, 2 spend."""
+        self.end_us = end_us
+        """A quota's window end."""
+        self.step = period_us // limit if limit > 0 else 0
+        """One unit's emission interval, whole microseconds ..."""
+        self.rem = period_us % limit if limit > 0 else 0
+        """... and the rest, in 1/limit microseconds."""
+        # take's scratch, between its check and its charge
+        self.cell: Cell | None = None
+        self.new_value = 0
+        self.new_frac = 0
+        self.held: dict[int, int] | None = None
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # wrappers that count calls, in tests too
@@ -34,46 +92,43 @@ class MemoryCounterStore(EmbeddedCounterStore):
     def __init__(self, max_counters: int = DEFAULT_MAX_COUNTERS) -> None:
         self.max_counters = max_counters
         self.evicted_live = 0
-        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._cells: dict[str, Cell] = {}
         self._writes = 0
         self._lease = 0
         """The last slot id given (an int attribute: cheaper than ``next()`` on a counter)."""
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._cells)
+
+    def snapshot(self) -> dict[str, tuple[int, int, int, dict[int, int] | None]]:
+        """Every live cell's state as plain data: two stores that were charged alike are
+        equal in it."""
+        return {key: cell.plain() for key, cell in self._cells.items()}
 
     def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]:
-        # Runs on every limited request: written flat (gcra() inlined, tuples built with
-        # tuple.__new__, nothing written until every counter has answered).
-        now_us = round(now * US)  # to_us, inlined
-        entries = self._entries
-        staged: dict[str, Entry] = {}
+        """The reference path: any plan, every answer in full (refusals, hand-built plans).
+        Nothing is written until every counter has answered."""
+        now_us = to_us(now)
+        cells = self._cells
+        staged: dict[str, Cell] = {}
+        slots: list[tuple[Cell, int, int]] = []
         answers: list[CounterAnswer] = []
         passed = True
         for kind, key, _, limit, period, cost, _, expires, _, _ in plan:  # slice, ttl: lease
-            entry = entries.get(key)
-            if entry is not None and entry[0] <= now_us:
-                entry = None  # expired: as if never charged
+            cell = cells.get(key)
+            if cell is not None and cell.expires <= now_us:
+                cell = None  # expired: as if never charged
             if kind == RATE:
-                # gcra() with burst = limit (``gcra.py`` is the reference and says why)
                 period_us = round(period * US)
-                t_now = now_us * limit
-                tat = t_now if entry is None or entry[1] < t_now else entry[1]
-                allow_at = tat + (cost - limit) * period_us
-                if t_now < allow_at:
+                tat = 0 if cell is None else cell.value * limit + cell.frac
+                g = gcra(tat, now_us, limit, period_us, limit, cost)
+                if not g[0]:
                     passed = False
-                    scale = limit * US
-                    left = (limit * period_us - (tat - t_now)) // period_us
-                    answers.append(_new(CounterAnswer, (
-                        False, left if left > 0 else 0, (tat - t_now) / scale,
-                        math.inf if cost > limit else (allow_at - t_now) / scale, None)))
-                    continue
-                tat += cost * period_us
-                answers.append(_new(CounterAnswer, (True, (t_now - allow_at) // period_us,
-                                                    (tat - t_now) / (limit * US), 0.0, None)))
-                staged[key] = [tat // limit + 1, tat]
+                tat = g[1]
+                answers.append(_new(CounterAnswer, (g[0], g[2], g[3], g[4], None)))
+                staged[key] = Cell(tat // limit + 1, tat // limit, tat % limit)
             elif kind == CONCURRENCY:
-                held: dict[int, int] = {} if entry is None else entry[1]
+                held: dict[int, int] = {} if cell is None or cell.held is None else cell.held
                 if len(held) >= limit:  # only at the limit are expired slots worth a sweep
                     held = {k: v for k, v in held.items() if v > now_us}
                     if len(held) >= limit:
@@ -82,107 +137,136 @@ class MemoryCounterStore(EmbeddedCounterStore):
                         answers.append(_new(CounterAnswer, (False, 0, soonest,
                                                             min(1.0, soonest), None)))
                         continue
-                    entry = [entry[0], held] if entry is not None else None
                 self._lease += 1
                 lease = _new(Lease, (key, self._lease))
                 until = now_us + round(period * US)
                 answers.append(_new(CounterAnswer, (True, limit - len(held) - 1, 0.0, 0.0,
                                                     lease)))
-                # the slot is added only once the whole plan passed (``_commit``)
-                staged[key] = [until if entry is None or until > entry[0] else entry[0], held,
-                               lease.id, until]
+                # the slot is added only once the whole plan passed
+                slot = Cell(until if cell is None or until > cell.expires else cell.expires,
+                            0, 0, dict(held))
+                staged[key] = slot
+                slots.append((slot, lease.id, until))
             elif kind == QUOTA:
-                answer, entry = _quota(period, expires, limit, cost, entry, now_us)
+                answer, used, end = _quota(period, expires, limit, cost, cell, now_us)
                 if not answer[0]:
                     passed = False
                 answers.append(answer)
-                staged[key] = entry
+                staged[key] = Cell(end, used)
             else:
                 raise ValueError(f"unknown counter kind {kind!r}")
         if not passed:
             return [a._replace(lease=None) if a[4] else a for a in answers]
         if len(staged) != len(plan):
             return self._apply_repeating(plan, now)
-        move = entries.move_to_end
-        for key, entry in staged.items():
-            if len(entry) == 4:  # a slot taken: [expires, held, lease id, its expiry]
-                entry[1][entry.pop(2)] = entry.pop()
-            entries[key] = entry
-            move(key)
-        self._writes += 1
-        if not self._writes & 7 or len(entries) > self.max_counters:
-            self._sweep(now_us)
+        for slot, lease_id, until in slots:
+            slot.held[lease_id] = until  # type: ignore[index]  # a slot cell holds a dict
+        for key, cell in staged.items():
+            added = key not in cells
+            cells[key] = cell
+            if added:
+                self._added(now_us)
         return answers
 
     def take(self, plan: Compiled, costs: Costs, now: float) -> list[CounterAnswer] | None:
         """``apply_now`` of a compiled plan (``compile_plan``) whose every counter allows: the
-        same answers and the same charge, for about half the work (no plan rebuilt per request
-        for its token cost, no rounding, no NamedTuples). ``costs`` is ``(1, tokens, spend)``,
+        same answers and the same charge, for a fraction of the work (cells changed in place,
+        no plan rebuilt per request for its token cost). ``costs`` is ``(1, tokens, spend)``,
         what each unit's counters cost this request. None when a counter refuses: nothing is
         charged, and ``apply_now`` answers the refusal in full (refusals are rare)."""
         now_us = round(now * US)
-        entries = self._entries
-        staged: list[Any] = []
-        answers: list[Any] = []
-        slots: list[Any] | None = None
-        for code, key, limit, period_us, unit, end_us in plan:
-            entry = entries.get(key)
-            if entry is not None and entry[0] <= now_us:
-                entry = None  # expired: as if never charged
-            if code == _RATE:  # as in apply_now (gcra() with burst = limit)
-                cost = costs[unit]
-                t_now = now_us * limit
-                tat = t_now if entry is None or entry[1] < t_now else entry[1]
-                allow_at = tat + (cost - limit) * period_us
-                if t_now < allow_at:
+        cells = self._cells
+        # first every counter answers, into its rule's scratch; nothing changes until all
+        # of them allowed (no await in here: no other request can use the scratch meanwhile)
+        for rule in plan:
+            cell = cells.get(rule.key)
+            rule.cell = cell  # an expired one is reused, as if never charged
+            live = cell is not None and cell.expires > now_us
+            code = rule.code
+            if code == _RATE:  # gcra() with burst = limit, on (us, frac) pairs
+                cost = costs[rule.unit]
+                limit = rule.limit
+                if cell is None or cell.value < now_us:  # expired: value < expires <= now
+                    us = now_us
+                    frac = 0
+                else:
+                    us = cell.value
+                    frac = cell.frac
+                if cost == 1:
+                    us += rule.step
+                    frac += rule.rem
+                else:
+                    us += cost * rule.step
+                    frac += cost * rule.rem
+                if frac >= limit:
+                    us += frac // limit
+                    frac %= limit
+                edge = now_us + rule.period_us
+                if us > edge or (us == edge and frac):
                     return None
-                tat += cost * period_us
-                staged.append((key, entry, tat // limit + 1, tat))
-                answers.append((True, (t_now - allow_at) // period_us,
-                                (tat - t_now) / (limit * US), 0.0, None))
-            elif code == _SLOT:  # taken at commit, once the whole plan passed
-                held: dict[int, int] = {} if entry is None else entry[1]
-                if len(held) >= limit:
+                rule.new_value = us
+                rule.new_frac = frac
+            elif code == _SLOT:
+                held = cell.held if live and cell is not None else None
+                if held is not None and len(held) >= rule.limit:
                     held = {k: v for k, v in held.items() if v > now_us}
-                    if len(held) >= limit:
+                    if len(held) >= rule.limit:
                         return None
-                if slots is None:
-                    slots = []
-                slots.append((len(answers), key, entry, now_us + period_us, held,
-                              limit - len(held) - 1))
-                answers.append(None)
+                rule.held = held
             else:  # a quota: its window end is in the plan (compile_plan checked)
-                if end_us <= now_us:
+                if rule.end_us <= now_us:
                     return None  # a plan kept past its window: apply_now says so, loudly
-                used = costs[unit] if entry is None else entry[1] + costs[unit]
-                if used > limit:
+                used = cell.value + costs[rule.unit] if live and cell is not None else \
+                    costs[rule.unit]
+                if used > rule.limit:
                     return None
-                staged.append((key, entry, end_us, used))
-                answers.append((True, limit - used, (end_us - now_us) / US, 0.0, None))
-        move = entries.move_to_end
-        for key, entry, expires, value in staged:
-            if entry is None:
-                entries[key] = [expires, value]
-            else:
-                entry[0] = expires
-                entry[1] = value
-            move(key)
-        if slots is not None:
-            for i, key, entry, until, held, left in slots:
+                rule.new_value = used
+        # then every counter is charged
+        answers: list[Any] = []
+        for rule in plan:
+            cell = rule.cell
+            code = rule.code
+            if code == _RATE:
+                us = rule.new_value
+                frac = rule.new_frac
+                limit = rule.limit
+                if cell is None:
+                    self._add(rule.key, us + 1, us, frac, now_us)
+                else:
+                    cell.expires = us + 1
+                    cell.value = us
+                    cell.frac = frac
+                    cell.used = True
+                answers.append((True, ((now_us + rule.period_us - us) * limit - frac)
+                                // rule.period_us,
+                                ((us - now_us) * limit + frac) / (limit * US), 0.0, None))
+            elif code == _SLOT:
                 self._lease += 1
                 lease = self._lease
-                held[lease] = until
-                if entry is None:
-                    entries[key] = [until, held]
+                until = now_us + rule.period_us
+                held = rule.held
+                if held is None:
+                    held = {}
+                if cell is None:
+                    cell = self._add(rule.key, until, 0, 0, now_us)
                 else:
-                    if until > entry[0]:
-                        entry[0] = until
-                    entry[1] = held
-                move(key)
-                answers[i] = (True, left, 0.0, 0.0, _new(Lease, (key, lease)))
-        self._writes += 1
-        if not self._writes & 7 or len(entries) > self.max_counters:
-            self._sweep(now_us)
+                    if until > cell.expires:
+                        cell.expires = until
+                    cell.used = True
+                cell.held = held
+                left = rule.limit - len(held) - 1
+                held[lease] = until
+                answers.append((True, left, 0.0, 0.0, _new(Lease, (rule.key, lease))))
+            else:
+                used = rule.new_value
+                if cell is None:
+                    self._add(rule.key, rule.end_us, used, 0, now_us)
+                else:
+                    cell.expires = rule.end_us
+                    cell.value = used
+                    cell.used = True
+                answers.append((True, rule.limit - used, (rule.end_us - now_us) / US, 0.0,
+                                None))
         return answers
 
     def give(self, plan: Compiled, leases: Sequence[Lease], reserved: Costs, actual: Costs,
@@ -191,62 +275,75 @@ class MemoryCounterStore(EmbeddedCounterStore):
         counter of ``plan`` (its token and spend counters) corrected from what it reserved to
         what the request used (``actual``; ``reserved`` itself when the usage is unknown)."""
         now_us = round(now * US)
-        entries = self._entries
+        cells = self._cells
         released = 0
-        for key, lease_id in leases:
-            entry = entries.get(key)
-            if entry is not None and entry[0] > now_us and \
-                    entry[1].pop(lease_id, None) is not None:
+        for lease in leases:
+            cell = cells.get(lease[0])
+            if cell is not None and cell.expires > now_us and cell.held is not None and \
+                    cell.held.pop(lease[1], None) is not None:
                 released += 1
         if actual is reserved:
             return released
-        for code, key, limit, period_us, unit, end_us in plan:
-            delta = reserved[unit] - actual[unit]
+        for rule in plan:
+            delta = reserved[rule.unit] - actual[rule.unit]
             if not delta:
                 continue
-            entry = entries.get(key)
-            if entry is not None and entry[0] <= now_us:
-                entry = None
-            if code == _RATE:  # refund(), inlined
-                t_now = now_us * limit
-                tat = t_now if entry is None or entry[1] < t_now else entry[1]
-                tat -= delta * period_us
-                if tat < t_now:
-                    tat = t_now
-                if entry is None:
-                    entries[key] = [tat // limit + 1, tat]
+            cell = cells.get(rule.key)
+            if rule.code == _RATE:  # refund(), on (us, frac) pairs
+                limit = rule.limit
+                if cell is None or cell.value < now_us:  # expired: value < expires <= now
+                    us, frac = now_us, 0
                 else:
-                    entry[0] = tat // limit + 1
-                    entry[1] = tat
-            elif code == _QUOTA:
-                if entry is not None:
-                    used = entry[1] - delta
-                    entry[1] = used if used > 0 else 0
-                elif delta < 0 and end_us > now_us:
-                    entries[key] = [end_us, -delta]  # evicted: count the extra usage
+                    us, frac = cell.value, cell.frac
+                frac -= delta * rule.rem
+                us += frac // limit - delta * rule.step
+                frac %= limit
+                if us < now_us:
+                    us, frac = now_us, 0
+                if cell is None:
+                    self._add(rule.key, us + 1, us, frac, now_us)
                 else:
-                    continue
-            else:
-                continue
-            entries.move_to_end(key)
-        if len(entries) > self.max_counters:  # a refund may put back an evicted entry
-            self._sweep(now_us)
+                    cell.expires = us + 1
+                    cell.value = us
+                    cell.frac = frac
+            elif rule.code == _QUOTA:
+                if cell is not None and cell.expires > now_us:
+                    used = cell.value - delta
+                    cell.value = used if used > 0 else 0
+                elif delta < 0 and rule.end_us > now_us:  # evicted: count the extra usage
+                    if cell is None:
+                        self._add(rule.key, rule.end_us, -delta, 0, now_us)
+                    else:
+                        cell.expires = rule.end_us
+                        cell.value = -delta
         return released
+
+    def _add(self, key: str, expires: int, value: int, frac: int, now_us: int) -> Cell:
+        cell = Cell(expires, value, frac)
+        self._cells[key] = cell
+        self._added(now_us)
+        return cell
+
+    def _added(self, now_us: int) -> None:
+        """After a new cell: every 8th, a sweep; past the bound, evictions."""
+        self._writes += 1
+        if not self._writes & 7 or len(self._cells) > self.max_counters:
+            self._sweep(now_us)
 
     def _apply_repeating(self, plan: Plan, now: float) -> list[CounterAnswer]:
         """A plan naming one key twice (hand-built: policies never do): its counters charged
-        one by one, so the second sees the first's charge, and every entry the plan touched
+        one by one, so the second sees the first's charge, and every cell the plan touched
         restored when one refuses (all-or-nothing still)."""
-        entries = self._entries
-        saved = {c[1]: _copy(entries.get(c[1])) for c in plan}
+        cells = self._cells
+        saved = {c[1]: _copy(cells.get(c[1])) for c in plan}
         answers = [self.apply_now((c,), now)[0] for c in plan]
         if all(a[0] for a in answers):
             return answers
-        for key, entry in saved.items():
-            if entry is None:
-                entries.pop(key, None)
+        for key, cell in saved.items():
+            if cell is None:
+                cells.pop(key, None)
             else:
-                entries[key] = entry
+                cells[key] = cell
         return [a._replace(lease=None) if a[4] else a for a in answers]
 
     def release_now(self, leases: Sequence[Lease], now: float) -> int:
@@ -269,10 +366,11 @@ class MemoryCounterStore(EmbeddedCounterStore):
             spent[unit] = actual
             costs = [0, 0, 0]
             costs[unit] = reserved
-            self.give(((_CODES[counter.kind], counter.key, counter.limit,
+            rule = Rule(_CODES[counter.kind], counter.key, counter.limit,
                         round(counter.period * US), unit,
-                        _window_end(counter.period, counter.expires, now_us)),),
-                      (), tuple(costs), tuple(spent), now)  # type: ignore[arg-type]
+                        _window_end(counter.period, counter.expires, now_us))
+            self.give((rule,), (), (costs[0], costs[1], costs[2]),
+                      (spent[0], spent[1], spent[2]), now)
         return released
 
     def peek(self, plan: Plan, now: float) -> list[CounterAnswer]:
@@ -282,45 +380,55 @@ class MemoryCounterStore(EmbeddedCounterStore):
         now_us = to_us(now)
         out: list[CounterAnswer] = []
         for c in plan:
-            entry = self._entries.get(c.key)
-            if entry is not None and entry[0] <= now_us:
-                entry = None
+            cell = self._cells.get(c.key)
+            if cell is not None and cell.expires <= now_us:
+                cell = None
             if c.kind == RATE:
                 limit = c.limit
                 allowed, _, remaining, reset, retry = gcra(
-                    0 if entry is None else entry[1], now_us, limit, round(c.period * US),
-                    limit, c.cost)
+                    0 if cell is None else cell.value * limit + cell.frac, now_us, limit,
+                    round(c.period * US), limit, c.cost)
                 if allowed:  # gcra's answer counts the cost as charged: give it back
                     remaining += c.cost
-                    reset = 0.0 if entry is None else max(0.0, (entry[1] // limit - now_us) / US)
+                    reset = 0.0 if cell is None else max(0.0, (cell.value - now_us) / US)
                 out.append(CounterAnswer(allowed, remaining, reset, retry))
             elif c.kind == QUOTA:
-                used = 0 if entry is None else entry[1]
+                used = 0 if cell is None else cell.value
                 reset = max(0.0, (_window_end(c.period, c.expires, now_us) - now_us) / US)
                 fits = used + c.cost <= c.limit
                 out.append(CounterAnswer(fits, c.limit - used, reset, 0.0 if fits else reset))
             else:
-                held = 0 if entry is None else sum(1 for v in entry[1].values() if v > now_us)
+                held = 0 if cell is None or cell.held is None else \
+                    sum(1 for v in cell.held.values() if v > now_us)
                 out.append(CounterAnswer(held < c.limit, c.limit - held, 0.0, 0.0))
         return out
 
     def _sweep(self, now_us: int) -> None:
-        """Drop up to 16 expired entries from the least recently used end, then the least
-        recently used while over the bound. Writers call it every 8th write and whenever over
-        the bound: O(1) amortised per write, and the store never keeps more than its bound."""
-        entries = self._entries
-        for _ in range(min(16, len(entries))):
-            oldest = next(iter(entries.values()))
-            if oldest[0] > now_us:
-                break
-            entries.popitem(last=False)
-        while len(entries) > self.max_counters:
-            if entries.popitem(last=False)[1][0] > now_us:
+        """Up to 16 cells from the front: expired ones dropped, live ones sent to the back.
+        Then, while over the bound, the front cell goes, unless it was used since its last
+        visit (a second chance: bit cleared, sent to the back)."""
+        cells = self._cells
+        for _ in range(min(16, len(cells))):
+            key = next(iter(cells))
+            cell = cells.pop(key)
+            if cell.expires > now_us:
+                cells[key] = cell
+        while len(cells) > self.max_counters:
+            key = next(iter(cells))
+            cell = cells.pop(key)
+            if cell.expires <= now_us:
+                continue
+            if cell.used:
+                cell.used = False
+                cells[key] = cell
+            else:
                 self.evicted_live += 1
 
 
 _new = tuple.__new__
-_RATE, _SLOT, _QUOTA = 0, 1, 2
+_RATE: Final = 0
+_SLOT: Final = 1
+_QUOTA: Final = 2
 _CODES = {RATE: _RATE, CONCURRENCY: _SLOT, QUOTA: _QUOTA}
 UNIT_NAMES = (REQUESTS, TOKENS, SPEND)
 """A compiled counter's unit, by its index in ``Costs``."""
@@ -328,9 +436,8 @@ _UNITS = {name: i for i, name in enumerate(UNIT_NAMES)}
 Costs = tuple[int, int, int]
 """What one request costs each unit's counters: ``(1, tokens, spend)``."""
 _NONE: Costs = (0, 0, 0)
-Compiled = tuple[tuple[int, str, int, int, int, int], ...]
-"""A plan for ``take``: per counter (kind, storage key, limit, period in us, unit (the index
-of its cost in ``Costs``), a quota's window end in us)."""
+Compiled = tuple[Rule, ...]
+"""A plan for ``take`` and ``give``."""
 
 
 def compile_plan(plan: Plan) -> Compiled | None:
@@ -342,18 +449,16 @@ def compile_plan(plan: Plan) -> Compiled | None:
         unit = _UNITS[c.unit]
         if (c.kind == QUOTA and not c.expires) or (unit == 0 and c.cost != 1):
             return None
-        out.append((_CODES[c.kind], c.key, c.limit, round(c.period * US), unit,
-                    round(c.expires * US)))
+        out.append(Rule(_CODES[c.kind], c.key, c.limit, round(c.period * US), unit,
+                        round(c.expires * US)))
     if len({c.key for c in plan}) != len(plan):
         return None
     return tuple(out)
 
 
-def _copy(entry: Entry | None) -> Entry | None:
-    """An entry as it is now: a slot taken later adds to a copy of its slots, not to this."""
-    if entry is None:
-        return None
-    return [entry[0], dict(entry[1]) if isinstance(entry[1], dict) else entry[1]]
+def _copy(cell: Cell | None) -> Cell | None:
+    """A cell as it is now: a slot taken later adds to a copy of its slots, not to this."""
+    return None if cell is None else cell.copy()
 
 
 def _window_end(period: float, expires: float, now_us: int) -> int:
@@ -364,18 +469,19 @@ def _window_end(period: float, expires: float, now_us: int) -> int:
     return now_us - now_us % period_us + period_us
 
 
-def _quota(period: float, expires: float, limit: int, cost: int, entry: Entry | None,
-           now_us: int) -> tuple[CounterAnswer, Entry]:
+def _quota(period: float, expires: float, limit: int, cost: int, cell: Cell | None,
+           now_us: int) -> tuple[CounterAnswer, int, int]:
+    """The quota's answer, its units used after it, and its window end."""
     end = _window_end(period, expires, now_us)
     if end <= now_us:
         # a plan kept past its window would count into a key that is already gone: every
         # request would pass. Loud instead (a StoreError: the fail rule applies).
         raise ValueError(f"a quota counter applied after its window ended ({expires:.0f}): "
                          "build the plan with the same now as apply")
-    used = 0 if entry is None else entry[1]
+    used = 0 if cell is None else cell.value
     reset = (end - now_us) / US
     if used + cost > limit:
-        retry = float("inf") if cost > limit else reset
-        return _new(CounterAnswer, (False, limit - used, reset, retry, None)), [end, used]
+        retry = math.inf if cost > limit else reset
+        return _new(CounterAnswer, (False, limit - used, reset, retry, None)), used, end
     used += cost
-    return _new(CounterAnswer, (True, limit - used, reset, 0.0, None)), [end, used]
+    return _new(CounterAnswer, (True, limit - used, reset, 0.0, None)), used, end

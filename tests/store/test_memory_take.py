@@ -46,7 +46,7 @@ def test_take_and_give_answer_and_charge_exactly_as_apply_and_settle(
     reference, fast = MemoryCounterStore(), MemoryCounterStore()
     compiled = compile_plan(PLAN)
     assert compiled is not None
-    costly = tuple(c for c in compiled if c[4])
+    costly = tuple(c for c in compiled if c.unit)
     now = START
     refused = 0
     for gap, tokens, spend, usage, settle in steps:
@@ -69,8 +69,8 @@ def test_take_and_give_answer_and_charge_exactly_as_apply_and_settle(
             for i in PRICED]
         assert reference.settle_now(leases, corrections, now) == \
             fast.give(costly, leases, costs, actual, now)
-        assert dict(fast._entries) == dict(reference._entries)
-    assert dict(fast._entries) == dict(reference._entries)
+        assert fast.snapshot() == reference.snapshot()
+    assert fast.snapshot() == reference.snapshot()
 
 
 def test_plans_take_cannot_run_are_left_to_apply() -> None:
