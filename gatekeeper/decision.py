@@ -50,7 +50,8 @@ class Decision(NamedTuple):
     def with_headers(self, headers: tuple[tuple[bytes, bytes], ...]) -> Decision:
         """This decision carrying ``headers``: ``_replace`` without its keyword parsing (it
         runs on every limited request)."""
-        return _new(Decision, (*self[:6], headers, self[7]))
+        return _new(Decision, (self[0], self[1], self[2], self[3], self[4], self[5], headers,
+                               self[7]))
 
 
 _new = tuple.__new__

@@ -33,7 +33,7 @@ from gatekeeper.resale.event import Event
 from gatekeeper.resale.score import MIN_BASELINE, ZERO, Score, action_for, score
 from gatekeeper.resale.state import RING, KeyState, ResaleTracker
 
-RESCORE_EVERY = 8
+RESCORE_EVERY = 32
 """Requests after which a key's score is computed again even if nothing new was seen."""
 
 

@@ -230,13 +230,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
                 us = rule.new_value
                 frac = rule.new_frac
                 limit = rule.limit
-                if cell is None:
-                    self._add(rule.key, us + 1, us, frac, now_us)
-                else:
-                    cell.expires = us + 1
-                    cell.value = us
-                    cell.frac = frac
-                    cell.used = True
+                self._put_tat(rule.key, cell, us, frac, now_us)
                 answers.append((True, ((now_us + rule.period_us - us) * limit - frac)
                                 // rule.period_us,
                                 ((us - now_us) * limit + frac) / (limit * US), 0.0, None))
@@ -300,12 +294,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
                 frac %= limit
                 if us < now_us:
                     us, frac = now_us, 0
-                if cell is None:
-                    self._add(rule.key, us + 1, us, frac, now_us)
-                else:
-                    cell.expires = us + 1
-                    cell.value = us
-                    cell.frac = frac
+                self._put_tat(rule.key, cell, us, frac, now_us)
             elif rule.code == _QUOTA:
                 if cell is not None and cell.expires > now_us:
                     used = cell.value - delta
@@ -317,6 +306,16 @@ class MemoryCounterStore(EmbeddedCounterStore):
                         cell.expires = rule.end_us
                         cell.value = -delta
         return released
+
+    def _put_tat(self, key: str, cell: Cell | None, us: int, frac: int, now_us: int) -> None:
+        """A rate's new tat: it expires once the tat has passed (full again)."""
+        if cell is None:
+            self._add(key, us + 1, us, frac, now_us)
+        else:
+            cell.expires = us + 1
+            cell.value = us
+            cell.frac = frac
+            cell.used = True
 
     def _add(self, key: str, expires: int, value: int, frac: int, now_us: int) -> Cell:
         cell = Cell(expires, value, frac)

@@ -50,7 +50,8 @@ class Counting(MemoryCounterStore):
              now: float) -> int:
         self.calls.append("settle")
         if actual is not reserved:
-            self.reconciled += [(UNIT_NAMES[c.unit], reserved[c.unit], actual[c.unit]) for c in plan]
+            self.reconciled += [(UNIT_NAMES[c.unit], reserved[c.unit], actual[c.unit])
+                                for c in plan]
         released = super().give(plan, leases, reserved, actual, now)
         if leases:
             self.released.append(released)
