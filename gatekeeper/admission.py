@@ -17,11 +17,12 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from gatekeeper import reasons
 from gatekeeper.charge import AnyCharge, Charge, LocalCharge
 from gatekeeper.clock import Clock
-from gatekeeper.decision import BLOCK, Decision
+from gatekeeper.decision import BLOCK, Decision, carrying
 from gatekeeper.errors import StoreError
 from gatekeeper.facts import RequestFacts, Scan
 from gatekeeper.limits.answer import Report, outcome
@@ -129,7 +130,7 @@ class Admission:
         return tuple(priced)
 
 
-_new = tuple.__new__
+_new: Final = tuple.__new__
 BudgetWatch = Callable[[Admission, Plan, Sequence[CounterAnswer]], None]
 
 
@@ -260,7 +261,7 @@ def admit_now(counters: EmbeddedCounterStore, clock: Clock, admission: Admission
             return _store_failed(decision, exc), None
         if answers is not None:
             headers, leases = admission.report.allowed(answers)
-            allowed = decision.with_headers(headers) if headers else decision
+            allowed = carrying(decision, headers) if headers else decision
             if leases or admission.reserves:
                 return allowed, LocalCharge(memory, clock, admission.local_priced, leases,
                                             costs, prices, model)
@@ -291,7 +292,7 @@ async def admit(counters: CounterStore, clock: Clock, admission: Admission, deci
     return _conclude(counters, clock, admission, decision, plan, answers, model)
 
 
-STORE_LOG_INTERVAL = 10.0
+STORE_LOG_INTERVAL: Final = 10.0
 """Seconds between two "limits not checked" lines: an outage refuses every limited request,
 and a line each would flood the log (``gatekeeper_decisions_total`` counts every one)."""
 _store_log: list[float] = [-math.inf, 0]
@@ -323,7 +324,7 @@ def _conclude(counters: CounterStore, clock: Clock, admission: Admission, decisi
                                      headers=result.headers,
                                      detail=describe(result.refused)), None
     headers, leases = admission.report.allowed(answers)
-    allowed = decision.with_headers(headers) if headers else decision
+    allowed = carrying(decision, headers) if headers else decision
     if leases or admission.reserves:
         return allowed, Charge(counters, clock, plan, leases, admission.priced,
                                admission.spend_prices, model)

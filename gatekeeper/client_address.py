@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from gatekeeper.networks import EMPTY, IPAddr, NetworkSet, parse_ip
 from gatekeeper.reasons import FORWARDED_MALFORMED, Refusal
 
 HEADERS = ("x-forwarded-for", "forwarded")
-_OWS = " \t"
+_OWS: Final = " \t"
 _LONG_RUN = re.compile(r"[A-Za-z0-9_\-.]{16,}")
-_MAX_HOP = 1024
+_MAX_HOP: Final = 1024
 """A hop longer than this is refused unread: no address needs it, and slicing it costs."""
-_MAX_NODE = 80
+_MAX_NODE: Final = 80
 """Longest bracketed IPv6 with zone id and port; longer texts never reach the parse cache."""
 _OBFPORT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 

@@ -14,7 +14,7 @@ refused, since the app behind may read it as the real one.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from gatekeeper import reasons
 from gatekeeper.client_address import peer_address, resolve_client
@@ -31,8 +31,14 @@ _FORWARDED_SPELLING = Refusal(reasons.FORWARDED_MALFORMED,
                               detail="forwarding header spelt with '_'")
 
 # What a header is to the scan: its slot in the scan, and its canonical name.
-_CREDENTIAL, _FORWARDED, _FORWARDED_ODD, _TENANT, _CONTENT_TYPE, _CONTENT_LENGTH, \
-    _USER_AGENT, _CDN_COUNTRY = range(8)
+_CREDENTIAL: Final = 0
+_FORWARDED: Final = 1
+_FORWARDED_ODD: Final = 2
+_TENANT: Final = 3
+_CONTENT_TYPE: Final = 4
+_CONTENT_LENGTH: Final = 5
+_USER_AGENT: Final = 6
+_CDN_COUNTRY: Final = 7
 
 Headers = list[tuple[bytes, bytes]]
 Scan = tuple[Headers, list[bytes] | None, list[bytes] | None, bool, bytes | None,

@@ -17,7 +17,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import Any, Final
 
 import anyio
 
@@ -51,7 +51,7 @@ from gatekeeper.workers import declared_workers
 
 log = logging.getLogger("gatekeeper")
 
-SCOPE_KEY = "gatekeeper"
+SCOPE_KEY: Final = "gatekeeper"
 """Where an allowed request's Decision is left in the scope, for the app to read the tenant."""
 
 PolicySource = Policy | str | os.PathLike[str] | Mapping[str, Any]

@@ -11,9 +11,10 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
-_V4_MAPPED = 0xFFFF << 32
-_CACHE_MAX = 65_536
+_V4_MAPPED: Final = 0xFFFF << 32
+_CACHE_MAX: Final = 65_536
 
 
 @dataclass(frozen=True, slots=True)

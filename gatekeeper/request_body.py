@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from gatekeeper.policy.request_policy import RequestPolicy
 from gatekeeper.reasons import (
@@ -37,9 +37,9 @@ from gatekeeper.token_estimate import (
     prompt_tokens,
 )
 
-MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
-CHOICE_FIELDS = ("n", "best_of")
-_SHOWN = 64
+MAX_TOKEN_FIELDS: Final = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+CHOICE_FIELDS: Final = ("n", "best_of")
+_SHOWN: Final = 64
 _USAGE_OPTION = b'"stream_options":{"include_usage":true},'
 
 
@@ -69,7 +69,7 @@ class BodyFacts(NamedTuple):
 
 
 NO_BODY = BodyFacts()
-BODY_FACTS = "gatekeeper.body"
+BODY_FACTS: Final = "gatekeeper.body"
 """Where ``admit_request`` leaves a read body's ``BodyFacts`` in the scope for the resale
 stage, which takes it out before the app runs (with every score off it stays there, unused)."""
 
@@ -110,14 +110,14 @@ def read_request(body: bytes, content_type: str | None, rules: RequestPolicy, *,
     return _check(document, rules, len(body) if parse else 0, completes)
 
 
-QUICK_LIMIT = 4096
+QUICK_LIMIT: Final = 4096
 """Bodies up to this size may be estimated without parsing (``quick_read``)."""
-_DECLARED = re.compile(
+_DECLARED: Final = re.compile(
     rb'"(' + b"|".join(name.encode() for name in (*MAX_TOKEN_FIELDS, *CHOICE_FIELDS)) +
     rb')"\s*:\s*(\d{1,12})\b')
-_CHOICES = frozenset(name.encode() for name in CHOICE_FIELDS)
-_STREAMS = re.compile(rb'"stream"\s*:\s*true\b')
-_new = tuple.__new__
+_CHOICES: Final = frozenset(name.encode() for name in CHOICE_FIELDS)
+_STREAMS: Final = re.compile(rb'"stream"\s*:\s*true\b')
+_new: Final = tuple.__new__
 
 
 def quick_read(body: bytes, default_max_tokens: int, completes: bool) -> BodyFacts | None:
@@ -284,7 +284,7 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_unique, parse_constant=_no_consta
 """Built once: ``json.loads`` with options builds a decoder per call."""
 _SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 """The decoder's C scanner (what ``decode`` calls after its own Python checks)."""
-_JSON_SPACE = " \t\n\r"
+_JSON_SPACE: Final = " \t\n\r"
 
 
 def _show(value: object) -> str:

@@ -41,9 +41,9 @@ DISCONNECT: Final = "disconnect"
 ERROR: Final = "error"
 CANCELLED: Final = "cancelled"
 
-USAGE_BUFFER_LIMIT = 1 << 20
+USAGE_BUFFER_LIMIT: Final = 1 << 20
 """The most of a JSON body, or of one SSE event, kept to look for ``usage``."""
-MAX_TOKENS = 1_000_000_000
+MAX_TOKENS: Final = 1_000_000_000
 """Larger token counts are not believed: far above any context window."""
 
 _OFF: Final = 0
@@ -387,7 +387,7 @@ _DECODER = json.JSONDecoder()
 _USUAL = re.compile(rb'"usage"\s*:\s*\{\s*"prompt_tokens"\s*:\s*(\d{1,10})\s*,\s*'
                     rb'"completion_tokens"\s*:\s*(\d{1,10})\s*,\s*"total_tokens"\s*:\s*'
                     rb'(\d{1,10})\s*[,}]')
-_new = tuple.__new__
+_new: Final = tuple.__new__
 
 
 def read_usage(raw: bytes | bytearray) -> Usage | None:
@@ -412,11 +412,11 @@ def _usage_at(raw: bytes | bytearray, at: int) -> Usage | None:
     """
     data = raw if raw.__class__ is bytes else bytes(raw)
     # OpenAI's order without spaces (a compact encoder, streamed chunks): read in place
-    if data.startswith(b'"usage":{"prompt_tokens":', at):
+    if _has(data, at, b'"usage":{"prompt_tokens":'):
         prompt, i = _count(data, at + 25)
-        if i > 0 and data.startswith(b',"completion_tokens":', i):
+        if i > 0 and _has(data, i, b',"completion_tokens":'):
             completion, i = _count(data, i + 21)
-            if i > 0 and data.startswith(b',"total_tokens":', i):
+            if i > 0 and _has(data, i, b',"total_tokens":'):
                 total, i = _count(data, i + 16)
                 if 0 < i < len(data) and (data[i] == 44 or data[i] == 125):  # , or }
                     return _new(Usage, (prompt, completion, total))
@@ -452,3 +452,9 @@ def _count(data: bytes, i: int) -> tuple[int, int]:
     if i == start or i - start > 10 or value > MAX_TOKENS:
         return 0, -1
     return value, i
+
+
+def _has(data: bytes, i: int, text: bytes) -> bool:
+    """``data.startswith(text, i)`` as a slice compared: compiled, both are primitives, where
+    a method call goes through Python."""
+    return data[i:i + len(text)] == text

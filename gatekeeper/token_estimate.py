@@ -14,17 +14,17 @@ estimated as the body's size / 4, which is high.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from gatekeeper.policy.limits import MAX_COUNT
 
-CHARS_PER_TOKEN = 4
-MESSAGE_TOKENS = 4
+CHARS_PER_TOKEN: Final = 4
+MESSAGE_TOKENS: Final = 4
 """Role and separators of one chat message (OpenAI's counting guide says 3 to 4)."""
-MAX_WALK = 10_000
+MAX_WALK: Final = 10_000
 """Messages, parts and inputs looked at for the estimate: bounds the work on a crafted body."""
-MAX_ESTIMATE = MAX_COUNT
-NO_COMPLETION = ("embeddings", "moderations")
+MAX_ESTIMATE: Final = MAX_COUNT
+NO_COMPLETION: Final = ("embeddings", "moderations")
 """Last path segments of endpoints that generate no tokens."""
 
 

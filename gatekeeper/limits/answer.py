@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from math import ceil
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from gatekeeper import reasons
 from gatekeeper.limits.plan import (
@@ -82,11 +82,11 @@ def outcome(plan: Plan, answers: Sequence[CounterAnswer]) -> LimitOutcome:
     return LimitOutcome(False, reason_for(refused), refused, wait, headers)
 
 
-_REQUEST_NAMES = (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests",
+_REQUEST_NAMES: Final = (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests",
                   b"x-ratelimit-reset-requests")
-_TOKEN_NAMES = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens",
+_TOKEN_NAMES: Final = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens",
                 b"x-ratelimit-reset-tokens")
-_new = tuple.__new__
+_new: Final = tuple.__new__
 
 
 def _trio(names: tuple[bytes, bytes, bytes], counter: Counter,
@@ -138,16 +138,20 @@ class Report:
         """Headers and slots of a plan every counter allowed (the caller checked)."""
         headers: list[tuple[bytes, bytes]] = []
         for members, remaining, reset in self.rates:
-            i, limit = members[0]
-            answer = answers[i]
-            if len(members) > 1:  # a key's and its tenant's: the tighter one speaks
-                for j, other in members[1:]:
-                    if answers[j][1] < answer[1]:
-                        answer, limit = answers[j], other
-            left, seconds = answer[1], answer[2]
+            first = members[0]
+            limit = first[1]
+            answer = answers[first[0]]
+            left = answer[1]
+            for k in range(1, len(members)):  # a key's and its tenant's: the tighter speaks
+                other = members[k]
+                candidate = answers[other[0]]
+                if candidate[1] < left:
+                    answer, left, limit = candidate, candidate[1], other[1]
+            seconds = answer[2]
             ms = ceil(seconds * 1000)  # duration(), its usual case inlined
-            headers += (limit, (remaining, b"%d" % (left if left > 0 else 0)),
-                        (reset, _MILLISECONDS[ms] if 0 < ms < 1000 else duration(seconds)))
+            headers.append(limit)
+            headers.append((remaining, b"%d" % (left if left > 0 else 0)))
+            headers.append((reset, _MILLISECONDS[ms] if 0 < ms < 1000 else duration(seconds)))
         slots = self.slots
         if not slots:
             return tuple(headers), ()
@@ -156,5 +160,5 @@ class Report:
         return tuple(headers), tuple([answers[i][4] for i in slots])  # type: ignore[misc]
 
 
-_MILLISECONDS = (b"0s", *(b"%dms" % ms for ms in range(1, 1000)))
+_MILLISECONDS: Final = (b"0s", *(b"%dms" % ms for ms in range(1, 1000)))
 """``duration`` of 1 to 999 ms, ready: a reset under a second is the common case."""

@@ -20,9 +20,9 @@ answer is refused with ``retry_after = inf``, so the caller can say "too large" 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
-US = 1_000_000
+US: Final = 1_000_000
 """Microseconds per second: the resolution of every limit."""
 
 
@@ -39,8 +39,17 @@ class GcraAnswer(NamedTuple):
 
 
 def to_us(now: float) -> int:
-    """Unix seconds to whole microseconds, rounded (so 1.7e9 + 0.05 is exactly 50 000 us on)."""
-    return round(now * US)
+    """Unix seconds to whole microseconds, rounded as ``round()`` rounds (half to even), so
+    1.7e9 + 0.05 is exactly 50 000 us on. Written out: compiled, ``round()`` is a call into
+    Python and this runs on every limited request."""
+    x = now * US
+    if not 0.0 <= x < 4e18:  # negative, huge or NaN: round() says what it is
+        return round(x)
+    whole = int(x)  # truncated: the floor of a positive number
+    rest = x - whole
+    if rest > 0.5 or (rest == 0.5 and whole & 1):
+        whole += 1
+    return whole
 
 
 def gcra(tat: int, now_us: int, limit: int, period_us: int, burst: int,
@@ -65,7 +74,7 @@ def gcra(tat: int, now_us: int, limit: int, period_us: int, burst: int,
                              (new_tat - now) / scale, 0.0))
 
 
-_new = tuple.__new__
+_new: Final = tuple.__new__
 """``_new(GcraAnswer, (...))`` skips the NamedTuple's keyword-parsing ``__new__``: this runs
 once per rate counter per request."""
 

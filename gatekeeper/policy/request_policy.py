@@ -30,6 +30,7 @@ MAX_BODY_BYTES = 256 << 20
 """Larger is a typo: the body is held in memory while it is checked."""
 DEFAULT_MAX_TOKENS = 1024
 MAX_MODEL_NAME = 256
+GLOBBED = 256
 """Longer names never match a glob: no model is named so, and the match stays cheap."""
 MAX_CEILING = 10**9
 """Above any context window (``responder.MAX_TOKENS``)."""
@@ -62,6 +63,10 @@ class RequestPolicy:
     """A rule needs the body read (``needs_json``, or an explicit ``max_body_bytes``)."""
     max_body_digits: int = field(init=False, default=0, repr=False)
     """Digits of ``max_body_bytes``: a shorter content-length is within it, unparsed."""
+    globbed: dict[str, bool] = field(init=False, default_factory=dict, repr=False,
+                                     compare=False)
+    """Model name -> whether a glob allows it, for the first ``GLOBBED`` names asked (clients
+    repeat theirs: a regex match per request is not needed)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "forbidden_order", tuple(sorted(self.forbidden_fields)))
@@ -85,9 +90,14 @@ class RequestPolicy:
     def model_allowed(self, model: str) -> bool:
         if self.models is None or model in self.exact_models:
             return True
-        pattern = self.model_pattern
-        return pattern is not None and len(model) <= MAX_MODEL_NAME and \
-            pattern.match(model) is not None
+        verdict = self.globbed.get(model)
+        if verdict is None:
+            pattern = self.model_pattern
+            verdict = pattern is not None and len(model) <= MAX_MODEL_NAME and \
+                pattern.match(model) is not None
+            if len(self.globbed) < GLOBBED:
+                self.globbed[model] = verdict
+        return verdict
 
 
 NO_REQUEST_RULES = RequestPolicy()

@@ -25,7 +25,7 @@ The score is the sum; its contributions, largest first, are its explanation ("ne
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from gatekeeper.decision import ALLOW, BLOCK, FLAG, SUSPEND, THROTTLE
 from gatekeeper.policy.resale import ResaleSettings
@@ -41,8 +41,8 @@ from gatekeeper.resale.state import (
     settle,
 )
 
-MIN_BASELINE = 5.0
-MIN_PEAK = 2.0
+MIN_BASELINE: Final = 5.0
+MIN_PEAK: Final = 2.0
 _ACTIONS = (FLAG, THROTTLE, BLOCK, SUSPEND)
 
 

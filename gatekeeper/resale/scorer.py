@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
@@ -33,7 +34,7 @@ from gatekeeper.resale.event import Event
 from gatekeeper.resale.score import MIN_BASELINE, ZERO, Score, action_for, score
 from gatekeeper.resale.state import RING, KeyState, ResaleTracker
 
-RESCORE_EVERY = 32
+RESCORE_EVERY: Final = 32
 """Requests after which a key's score is computed again even if nothing new was seen."""
 
 

@@ -37,11 +37,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from gatekeeper.audit import AuditLog
 from gatekeeper.charge import AnyCharge
-from gatekeeper.decision import ALLOW, SUSPEND, Decision
+from gatekeeper.decision import ALLOW, SUSPEND, Decision, carrying
 from gatekeeper.facts import FactReader, RequestFacts, Scan
 from gatekeeper.geo.location import UNKNOWN, Location
 from gatekeeper.geo.travel import Sighting, sighting
@@ -60,11 +60,11 @@ from gatekeeper.types import Scope
 
 log = logging.getLogger("gatekeeper")
 
-HEADER = b"x-gatekeeper-resale"
-PLACES = 16_384
+HEADER: Final = b"x-gatekeeper-resale"
+PLACES: Final = 16_384
 """Client places remembered per runtime (by decision-record key): a flood of distinct
 clients only costs recomputing them."""
-_new = tuple.__new__
+_new: Final = tuple.__new__
 
 
 def resale_on(policy: Policy) -> bool:
@@ -251,7 +251,7 @@ class ResaleStage:
         if not acted.allowed and decision.allowed and charge is not None:
             charge.settle(None)  # refused after charging: give its slots back
         if self.header and acted.allowed and acted.action != ALLOW:
-            acted = acted.with_headers((*acted.headers, (HEADER, acted.action.encode())))
+            acted = carrying(acted, (*acted.headers, (HEADER, acted.action.encode())))
         return acted
 
     def _place(self, facts: RequestFacts | None, scan: Scan, scope: Scope, below: str,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from gatekeeper.decision import ALLOW
 from gatekeeper.geo.travel import Sighting, impossible
@@ -36,17 +36,17 @@ if TYPE_CHECKING:
 ADDRESS, NETWORK, COUNTRY, AGENT, END_USER, MODEL = range(6)
 DIMENSIONS = ("addresses", "networks", "countries", "user_agents", "end_users", "models")
 NEW_SIGNALS = {NETWORK: "new_networks", COUNTRY: "new_countries", AGENT: "new_user_agents"}
-DISTINCT_CAP = 24
-EVENT_CAP = 16
-RING = 10
+DISTINCT_CAP: Final = 24
+EVENT_CAP: Final = 16
+RING: Final = 10
 """The short window is counted in this many slots: a count is exact to a tenth of it."""
-IN_FLIGHT_CAP = 256
+IN_FLIGHT_CAP: Final = 256
 LEARN_WEIGHT, BASELINE_WEIGHT = 0.2, 0.05
 """How much one finished short window moves the baseline (an exponential average): quickly
 while the key learns, slowly after, and by at most ``BASELINE_STEP`` times the baseline, so
 a resold key's flood takes hours to become its normal, not minutes."""
-BASELINE_STEP = 2.0
-_DAY_MASK = (1 << 24) - 1
+BASELINE_STEP: Final = 2.0
+_DAY_MASK: Final = (1 << 24) - 1
 
 
 class KeyState:

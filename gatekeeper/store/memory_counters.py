@@ -174,7 +174,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
         no plan rebuilt per request for its token cost). ``costs`` is ``(1, tokens, spend)``,
         what each unit's counters cost this request. None when a counter refuses: nothing is
         charged, and ``apply_now`` answers the refusal in full (refusals are rare)."""
-        now_us = round(now * US)
+        now_us = to_us(now)
         cells = self._cells
         # first every counter answers, into its rule's scratch; nothing changes until all
         # of them allowed (no await in here: no other request can use the scratch meanwhile)
@@ -268,7 +268,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
         """``settle_now`` for a request charged by ``take``: its slots released, and each
         counter of ``plan`` (its token and spend counters) corrected from what it reserved to
         what the request used (``actual``; ``reserved`` itself when the usage is unknown)."""
-        now_us = round(now * US)
+        now_us = to_us(now)
         cells = self._cells
         released = 0
         for lease in leases:
@@ -356,7 +356,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
         """``give`` for counters of a plan that was not compiled: each correction goes
         through it as a plan of one (a quota of an aligned window gets its end now)."""
         released = self.give((), leases, _NONE, _NONE, now)
-        now_us = round(now * US)
+        now_us = to_us(now)
         for counter, reserved, actual in corrections:
             if reserved == actual or counter.kind not in (RATE, QUOTA):
                 continue
@@ -424,12 +424,12 @@ class MemoryCounterStore(EmbeddedCounterStore):
                 self.evicted_live += 1
 
 
-_new = tuple.__new__
+_new: Final = tuple.__new__
 _RATE: Final = 0
 _SLOT: Final = 1
 _QUOTA: Final = 2
 _CODES = {RATE: _RATE, CONCURRENCY: _SLOT, QUOTA: _QUOTA}
-UNIT_NAMES = (REQUESTS, TOKENS, SPEND)
+UNIT_NAMES: Final = (REQUESTS, TOKENS, SPEND)
 """A compiled counter's unit, by its index in ``Costs``."""
 _UNITS = {name: i for i, name in enumerate(UNIT_NAMES)}
 Costs = tuple[int, int, int]

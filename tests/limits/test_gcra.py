@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gatekeeper.limits.gcra import US, gcra, refund, to_us
 
 NOW = to_us(1_700_000_000.0)
@@ -33,6 +36,12 @@ def test_thirds_do_not_drift_over_many_periods() -> None:
 
 def test_to_us_rounds_float_noise_away() -> None:
     assert to_us(1_700_000_000.05) - to_us(1_700_000_000.0) == 50_000
+
+
+@given(st.floats(-1e13, 1e13) | st.floats(0, 2e9) | st.integers(0, 4 * 10**15).map(
+    lambda us: us / US + 0.0000005))  # exact halves of a microsecond among them
+def test_to_us_is_round_half_to_even(now: float) -> None:
+    assert to_us(now) == round(now * US)
 
 
 def test_refund_never_leaves_credit_beyond_the_burst() -> None:
