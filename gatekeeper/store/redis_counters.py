@@ -35,6 +35,19 @@ unpacked by Redis's ``struct`` library in one call (parsing the same values from
 the server several microseconds per counter). Every value is a whole number below 2^53, which a
 double holds exactly, as a Lua number does."""
 _HEAD, _COST, _ENDS = Struct("<3d"), Struct("<3d"), Struct("<d")
+RATE_VALUE = Struct("<3d")
+"""A rate counter's value in Redis: tat_us, tat_rem and the key's own expiry (us), written by
+the scripts as three doubles (no text to match or format on the server)."""
+
+
+def rate_state(raw: bytes) -> tuple[int, int]:
+    """tat_us and tat_rem from a rate counter's value, as the scripts write it or (text
+    ``'tat_us tat_rem'``) as older ones did, which they still read."""
+    if len(raw) == RATE_VALUE.size and not raw[7:8].isdigit() and raw[7:8] != b" ":
+        tat_us, tat_rem, _ = RATE_VALUE.unpack(raw)
+        return int(tat_us), int(tat_rem)
+    tat, rem = raw.split()
+    return int(tat), int(rem)
 
 
 def apply_args(plan: Plan) -> tuple[list[str], bytes]:
@@ -172,7 +185,7 @@ def reconcile_args(counter: Counter, reserved: int, actual: int,
 
 
 def correction_spec(counter: Counter, reserved: int, actual: int) -> bytes | None:
-    """One correction's 7 values as ``settling.lua``'s ``settle`` reads them (``_correction``
+    """One correction's 7 values as ``counters.lua`` reads them (``_correction``
     packed, ``SPEC``, on every settled request's path); None when there is nothing to correct (a
     concurrency slot, or the usage was the reservation)."""
     kind = _CORRECTED.get(counter.kind)
@@ -206,7 +219,7 @@ def settle_args(leases: Sequence[Lease], corrections: Sequence[tuple[Counter, in
 
 def _correction(counter: Counter, delta: int) -> list[Any] | None:
     """kind, limit, delta, delta_us, delta_rem, ends_us, period_us: one correction, as
-    ``settling.lua``'s ``correct`` takes it; None for a concurrency slot."""
+    ``counters.lua`` takes it (step 3); None for a concurrency slot."""
     if counter.kind not in (RATE, QUOTA):
         return None
     period_us = round(counter.period * US)

@@ -19,12 +19,13 @@ from redis.exceptions import NoScriptError
 class LuaScript:
     __slots__ = ("name", "sha", "text")
 
-    def __init__(self, name: str, *parts: str) -> None:
-        """``parts``: the shared fragments it needs, sent before it (``prelude`` always)."""
+    def __init__(self, name: str, body: str = "counters") -> None:
+        """``name``: the script's own head (its inputs), sent between ``prelude`` and ``body``
+        (the work every counter script shares)."""
         self.name = name
         lua = files("gatekeeper.store") / "lua"
         self.text = "\n".join((lua / f"{part}.lua").read_text("utf-8")
-                              for part in ("prelude", *parts, name))
+                              for part in ("prelude", name, body))
         self.sha = hashlib.sha1(self.text.encode(), usedforsecurity=False).hexdigest()
 
     async def load(self, client: Redis | RedisCluster) -> None:
@@ -38,8 +39,8 @@ class LuaScript:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
-APPLY = LuaScript("apply", "settling")
-RELEASE = LuaScript("release", "settling")
-RECONCILE = LuaScript("reconcile", "settling")
-SETTLE = LuaScript("settle", "settling")
+APPLY = LuaScript("apply")
+RELEASE = LuaScript("release")
+RECONCILE = LuaScript("reconcile")
+SETTLE = LuaScript("settle")
 SCRIPTS = (APPLY, RELEASE, RECONCILE, SETTLE)

@@ -16,6 +16,7 @@ from gatekeeper.policy.load import compile_policy
 from gatekeeper.store.leased import LeasedCounters
 from gatekeeper.store.redis import RedisStore
 from gatekeeper.store.redis_changes import CHANNEL
+from gatekeeper.store.redis_counters import rate_state
 from tests.conftest import PEPPER, Recorder, asgi_request
 from tests.redis_server import redis_server
 from tests.store.conftest import SLACK, empty_redis_store
@@ -246,7 +247,8 @@ async def _charged(store: RedisStore, counter: Counter) -> int:
     raw = await store.redis.get(counter.key)
     if raw is None:
         return 0
-    tat_us, rem = (int(x) for x in raw.split())
+    assert isinstance(raw, bytes)
+    tat_us, rem = rate_state(raw)
     now_us = int((await store.redis.time())[0]) * 1_000_000 + int((await store.redis.time())[1])
     debt = (tat_us * counter.limit + rem) - now_us * counter.limit
     period_us = round(counter.period * 1_000_000)

@@ -17,7 +17,7 @@ from gatekeeper import KeyConflictError, StoreError, new_key
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, TOKENS, Counter, Plan
 from gatekeeper.store.memory_counters import MemoryCounterStore
 from gatekeeper.store.redis import PREFIX, RedisStore
-from gatekeeper.store.redis_counters import apply_args
+from gatekeeper.store.redis_counters import RATE_VALUE, apply_args, rate_state
 from gatekeeper.store.redis_scripts import APPLY
 from tests.redis_server import free_port, redis_server
 from tests.store.conftest import SLACK, empty_redis_store
@@ -250,8 +250,8 @@ async def test_a_stale_quota_is_a_store_error_and_charges_nothing(
 async def test_a_slot_set_moves_its_expiry_once_per_lease_period(
         redis_store: RedisStore) -> None:
     """The set lives a lease period past its last lease; a charge whose lease it already
-    outlives sends no PEXPIRE (the script keeps the set's expiry in it), and moving it prunes
-    the leases whose release was lost."""
+    outlives sends no PEXPIRE (the script keeps the set's expiry in it), and once its soonest
+    lease may have ended, the leases whose release was lost are pruned."""
     slot, key = counter(CONCURRENCY, "cc", 5, 30.0), f"gk:{TAG}:cc"
     lost = (await redis_store.apply((slot,), START))[0].lease
     assert lost is not None
@@ -268,6 +268,62 @@ async def test_a_slot_set_moves_its_expiry_once_per_lease_period(
     assert await calls(redis_store, "zremrangebyscore") == 1
     assert await redis_store.redis.zscore(key, str(lost.id)) is None  # pruned
     assert await redis_store.release([lost], START + 31.0) == 0
+
+
+async def test_a_rate_value_an_older_script_wrote_as_text_still_reads(
+        redis_store: RedisStore) -> None:
+    """Rate values were text ('tat_us tat_rem'); they are three doubles now. A text value left
+    by an older gatekeeper (a rolling upgrade) is read as before, then written in the new form
+    with its TTL moved."""
+    rule = counter(RATE, "text", 10, 60.0)
+    now_us = round(START * 1_000_000)
+    # 4 units charged and 7/10 us: tat 24 s ahead, a remainder to show the exact parts survive
+    await redis_store.redis.set(rule.key, f"{now_us + 24_000_000} 7", px=60_000)
+    answer = (await redis_store.apply((rule,), START))[0]
+    assert answer.allowed and answer.remaining == 10 - 5 - 1  # the remainder takes a unit
+    raw = await redis_store.redis.get(rule.key)
+    assert isinstance(raw, bytes) and len(raw) == RATE_VALUE.size
+    assert rate_state(raw) == (now_us + 24_000_000 + 6_000_000, 7)
+
+
+async def test_a_rate_key_keeps_its_ttl_until_its_tat_would_outlive_it(
+        redis_store: RedisStore) -> None:
+    """A rate key lives a second past its tat; its TTL is moved (PX) only when the tat would
+    outlive it, then to two seconds past the tat (the value keeps that expiry), so most
+    charges keep it (KEEPTTL)."""
+    rule = counter(RATE, "ttl", 1000, 1.0)  # 1 ms of tat per unit
+    start_us = round(START * 1_000_000)
+
+    async def expiry() -> int:
+        raw = await redis_store.redis.get(rule.key)
+        assert isinstance(raw, bytes)
+        return int(RATE_VALUE.unpack(raw)[2])
+
+    for i in range(5):
+        assert (await redis_store.apply((rule,), START + i * 0.1))[0].allowed
+        assert await expiry() == start_us + 1000 + 1 + 2_000_000  # set by the first
+    assert 1_900 <= await redis_store.redis.pttl(rule.key) <= 2_002
+    assert (await redis_store.apply((rule,), START + 1.5))[0].allowed  # tat + 1 s outlives it
+    assert await expiry() == start_us + 1_500_000 + 1000 + 1 + 2_000_000
+
+
+async def test_a_slot_set_an_older_script_wrote_is_counted_again(
+        redis_store: RedisStore) -> None:
+    """Sets written before the count ('n') was kept hold leases and '#' and '@' only: the
+    first charge counts the live leases (an ended one pruned) and keeps the count from then
+    on."""
+    slot = counter(CONCURRENCY, "old", 3, 30.0)
+    now_us = round(START * 1_000_000)
+    await redis_store.redis.zadd(slot.key, {"101": now_us + 20_000_000, "102": now_us - 1,
+                                            "#": -102, "@": -(now_us + 50_000_000)})
+    await redis_store.redis.pexpire(slot.key, 50_000)
+    first = (await redis_store.apply((slot,), START))[0]
+    assert first.allowed and first.remaining == 3 - 1 - 1  # 101 held, 102 ended
+    assert first.lease is not None and first.lease.id == now_us  # ids never below now
+    assert await redis_store.redis.zscore(slot.key, "102") is None
+    assert await redis_store.redis.zscore(slot.key, "n") == -3.0  # two leases held
+    assert (await redis_store.apply((slot,), START + 1.0))[0].allowed
+    assert not (await redis_store.apply((slot,), START + 2.0))[0].allowed
 
 
 async def test_counter_values_not_packed_whole_are_a_clear_script_error(

@@ -1,5 +1,4 @@
 -- Give concurrency slots back. KEYS: each lease's counter key; ARGV[1]: now (prelude.lua),
--- then each lease's id. Returns how many were still held (settling.lua: release).
+-- then each lease's id. Returns how many were still held (counters.lua).
 
-local released = release(table.concat(ARGV, ' ', 2), true)
-return released
+local plan, ids, fixes, counting = '', table.concat(ARGV, ' ', 2), '', true
