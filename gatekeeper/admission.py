@@ -256,11 +256,11 @@ def admit_now(counters: EmbeddedCounterStore, clock: Clock, admission: Admission
         memory: MemoryCounterStore = counters  # type: ignore[assignment]  # renew() checked
         costs = (1, estimate, spend)
         try:
-            answers = memory.take(local, costs, now)
+            leases = memory.take(local, costs, now)
         except Exception as exc:
             return _store_failed(decision, exc), None
-        if answers is not None:
-            headers, leases = admission.report.allowed(answers)
+        if leases is not None:
+            headers = admission.report.headers_of(local)
             allowed = carrying(decision, headers) if headers else decision
             if leases or admission.reserves:
                 return allowed, LocalCharge(memory, clock, admission.local_priced, leases,

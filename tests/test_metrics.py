@@ -7,11 +7,15 @@ import re
 import shutil
 import subprocess
 import sys
+from bisect import bisect_left
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
 from gatekeeper import Metrics, compile_policy
+from gatekeeper.metrics import LATENCY_BUCKETS
 from gatekeeper.policy.canonical import fingerprint
 from gatekeeper.reasons import KEY_REVOKED, OK, REFUSALS
 from tests.conftest import POLICY
@@ -125,3 +129,12 @@ async def test_promtool_finds_the_exposition_clean() -> None:
     refused = subprocess.run([promtool, "check", "metrics"], input=bad, capture_output=True,
                              text=True, timeout=60)
     assert refused.returncode != 0 and "_total" in refused.stdout + refused.stderr
+
+
+@given(st.floats(0, 1.0) | st.sampled_from(LATENCY_BUCKETS))
+def test_a_latency_falls_in_the_bucket_bisect_finds(seconds: float) -> None:
+    metrics = Metrics()
+    metrics.record(KEY_REVOKED, seconds)
+    counts = metrics.latency[1]
+    assert counts[bisect_left(LATENCY_BUCKETS, seconds)] == 1 and sum(counts) == 1
+    assert metrics.latency_sum[1] == seconds and sum(metrics.latency[0]) == 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from math import ceil
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from gatekeeper import reasons
 from gatekeeper.limits.plan import (
@@ -28,6 +28,9 @@ from gatekeeper.limits.plan import (
     Plan,
 )
 from gatekeeper.reasons import Reason
+
+if TYPE_CHECKING:
+    from gatekeeper.store.memory_counters import Compiled
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
@@ -158,6 +161,28 @@ class Report:
         if len(slots) == 1:  # a comprehension is a call: the usual one slot, without it
             return tuple(headers), (answers[slots[0]][4],)  # type: ignore[return-value]
         return tuple(headers), tuple([answers[i][4] for i in slots])  # type: ignore[misc]
+
+
+    def headers_of(self, plan: Compiled) -> Headers:
+        """``allowed``'s headers from the rules of a plan the memory store's ``take`` just
+        charged (each rule holds its answer): the same headers, no answer built."""
+        headers: list[tuple[bytes, bytes]] = []
+        for members, remaining, reset in self.rates:
+            first = members[0]
+            limit = first[1]
+            rule = plan[first[0]]
+            left = rule.left
+            for k in range(1, len(members)):  # a key's and its tenant's: the tighter speaks
+                other = members[k]
+                candidate = plan[other[0]]
+                if candidate.left < left:
+                    rule, left, limit = candidate, candidate.left, other[1]
+            seconds = rule.reset
+            ms = ceil(seconds * 1000)
+            headers.append(limit)
+            headers.append((remaining, b"%d" % (left if left > 0 else 0)))
+            headers.append((reset, _MILLISECONDS[ms] if 0 < ms < 1000 else duration(seconds)))
+        return tuple(headers)
 
 
 _MILLISECONDS: Final = (b"0s", *(b"%dms" % ms for ms in range(1, 1000)))

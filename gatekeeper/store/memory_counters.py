@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
@@ -63,8 +63,8 @@ class Cell:
 class Rule:
     """One counter of a compiled plan (``compile_plan``), for ``take`` and ``give``."""
 
-    __slots__ = ("cell", "code", "end_us", "held", "key", "limit", "new_frac", "new_value",
-                 "period_us", "rem", "step", "unit")
+    __slots__ = ("cell", "code", "end_us", "held", "key", "left", "limit", "new_frac",
+                 "new_value", "period_us", "rem", "reset", "step", "unit")
 
     def __init__(self, code: int, key: str, limit: int, period_us: int, unit: int,
                  end_us: int) -> None:
@@ -85,6 +85,9 @@ class Rule:
         self.new_value = 0
         self.new_frac = 0
         self.held: dict[int, int] | None = None
+        # take's answer: what is left after the charge, and seconds until full again
+        self.left = 0
+        self.reset = 0.0
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # wrappers that count calls, in tests too
@@ -168,12 +171,14 @@ class MemoryCounterStore(EmbeddedCounterStore):
                 self._added(now_us)
         return answers
 
-    def take(self, plan: Compiled, costs: Costs, now: float) -> list[CounterAnswer] | None:
+    def take(self, plan: Compiled, costs: Costs, now: float) -> list[Lease] | None:
         """``apply_now`` of a compiled plan (``compile_plan``) whose every counter allows: the
-        same answers and the same charge, for a fraction of the work (cells changed in place,
-        no plan rebuilt per request for its token cost). ``costs`` is ``(1, tokens, spend)``,
-        what each unit's counters cost this request. None when a counter refuses: nothing is
-        charged, and ``apply_now`` answers the refusal in full (refusals are rare)."""
+        same charge, for a fraction of the work (cells changed in place, no plan rebuilt per
+        request for its token cost, no answer built). ``costs`` is ``(1, tokens, spend)``,
+        what each unit's counters cost this request. Answers the slots taken, and leaves each
+        counter's answer in its rule (``left``, ``reset``; ``answers`` builds apply_now's).
+        None when a counter refuses: nothing is charged, and ``apply_now`` answers the
+        refusal in full (refusals are rare)."""
         now_us = to_us(now)
         cells = self._cells
         # first every counter answers, into its rule's scratch; nothing changes until all
@@ -222,7 +227,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
                     return None
                 rule.new_value = used
         # then every counter is charged
-        answers: list[Any] = []
+        leases: list[Lease] = []
         for rule in plan:
             cell = rule.cell
             code = rule.code
@@ -231,9 +236,8 @@ class MemoryCounterStore(EmbeddedCounterStore):
                 frac = rule.new_frac
                 limit = rule.limit
                 self._put_tat(rule.key, cell, us, frac, now_us)
-                answers.append((True, ((now_us + rule.period_us - us) * limit - frac)
-                                // rule.period_us,
-                                ((us - now_us) * limit + frac) / (limit * US), 0.0, None))
+                rule.left = ((now_us + rule.period_us - us) * limit - frac) // rule.period_us
+                rule.reset = ((us - now_us) * limit + frac) / (limit * US)
             elif code == _SLOT:
                 self._lease += 1
                 lease = self._lease
@@ -248,9 +252,10 @@ class MemoryCounterStore(EmbeddedCounterStore):
                         cell.expires = until
                     cell.used = True
                 cell.held = held
-                left = rule.limit - len(held) - 1
+                rule.left = rule.limit - len(held) - 1
+                rule.reset = 0.0
                 held[lease] = until
-                answers.append((True, left, 0.0, 0.0, _new(Lease, (rule.key, lease))))
+                leases.append(_new(Lease, (rule.key, lease)))
             else:
                 used = rule.new_value
                 if cell is None:
@@ -259,9 +264,17 @@ class MemoryCounterStore(EmbeddedCounterStore):
                     cell.expires = rule.end_us
                     cell.value = used
                     cell.used = True
-                answers.append((True, rule.limit - used, (rule.end_us - now_us) / US, 0.0,
-                                None))
-        return answers
+                rule.left = rule.limit - used
+                rule.reset = (rule.end_us - now_us) / US
+        return leases
+
+    @staticmethod
+    def answers(plan: Compiled, leases: Sequence[Lease]) -> list[CounterAnswer]:
+        """What ``apply_now`` would have answered for the plan ``take`` just charged (its
+        rules' answers, its slots in plan order): for what reads every answer."""
+        taken = iter(leases)
+        return [_new(CounterAnswer, (True, r.left, r.reset, 0.0,
+                                     next(taken) if r.code == _SLOT else None)) for r in plan]
 
     def give(self, plan: Compiled, leases: Sequence[Lease], reserved: Costs, actual: Costs,
              now: float) -> int:
@@ -273,9 +286,12 @@ class MemoryCounterStore(EmbeddedCounterStore):
         released = 0
         for lease in leases:
             cell = cells.get(lease[0])
-            if cell is not None and cell.expires > now_us and cell.held is not None and \
-                    cell.held.pop(lease[1], None) is not None:
-                released += 1
+            if cell is not None and cell.expires > now_us:
+                held = cell.held
+                lease_id = lease[1]
+                if held is not None and lease_id in held:
+                    del held[lease_id]
+                    released += 1
         if actual is reserved:
             return released
         for rule in plan:

@@ -40,11 +40,11 @@ class Counting(MemoryCounterStore):
         self.calls.append("apply")
         return super().apply_now(plan, now)
 
-    def take(self, plan: Compiled, costs: Costs, now: float) -> list[CounterAnswer] | None:
-        answers = super().take(plan, costs, now)
-        if answers is not None:  # a refusal is answered by apply_now, which counts itself
+    def take(self, plan: Compiled, costs: Costs, now: float) -> list[Lease] | None:
+        leases = super().take(plan, costs, now)
+        if leases is not None:  # a refusal is answered by apply_now, which counts itself
             self.calls.append("apply")
-        return answers
+        return leases
 
     def give(self, plan: Compiled, leases: Sequence[Lease], reserved: Costs, actual: Costs,
              now: float) -> int:
@@ -361,7 +361,7 @@ class Broken(MemoryCounterStore):
     def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]:
         raise ConnectionError("counter backend down")
 
-    def take(self, plan: Compiled, costs: Costs, now: float) -> list[CounterAnswer] | None:
+    def take(self, plan: Compiled, costs: Costs, now: float) -> list[Lease] | None:
         raise ConnectionError("counter backend down")
 
 

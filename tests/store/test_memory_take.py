@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gatekeeper.limits.answer import Report
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, SPEND, TOKENS, Counter
 from gatekeeper.store.counters import Correction
 from gatekeeper.store.memory_counters import MemoryCounterStore, compile_plan
@@ -46,6 +47,7 @@ def test_take_and_give_answer_and_charge_exactly_as_apply_and_settle(
     reference, fast = MemoryCounterStore(), MemoryCounterStore()
     compiled = compile_plan(PLAN)
     assert compiled is not None
+    report = Report(PLAN)
     costly = tuple(c for c in compiled if c.unit)
     now = START
     refused = 0
@@ -54,11 +56,15 @@ def test_take_and_give_answer_and_charge_exactly_as_apply_and_settle(
         plan = priced(tokens, spend)
         expected = reference.apply_now(plan, now)
         costs = (1, tokens, spend)
-        got: Any = fast.take(compiled, costs, now)
-        if got is None:  # what the middleware does: the refusal answered in full
+        taken = fast.take(compiled, costs, now)
+        got: Any
+        if taken is None:  # what the middleware does: the refusal answered in full
             refused += 1
             assert not all(a.allowed for a in expected)
             got = fast.apply_now(plan, now)
+        else:
+            got = fast.answers(compiled, taken)
+            assert report.headers_of(compiled) == report.allowed(expected)[0]
         assert [tuple(a) for a in got] == [tuple(a) for a in expected]
         if not settle or not all(a.allowed for a in expected):
             continue
