@@ -1,7 +1,8 @@
 """Compiles the request path with mypyc: the same typed modules, built to C extensions that
-Python imports before the ``.py`` beside them (about a quarter fewer instructions per
-request). Everything else stays Python, and so does everything when it cannot build:
-``GATEKEEPER_COMPILE=0``, no mypyc, or no C compiler (a warning, then the pure install).
+Python imports before the ``.py`` beside them (with limits on, well under half the
+instructions per request). Everything else stays Python, and so does everything when it
+cannot build: ``GATEKEEPER_COMPILE=0``, no mypyc, or no C compiler (a warning, then the pure
+install).
 ``gatekeeper.COMPILED`` says which one a process runs.
 """
 

@@ -178,9 +178,9 @@ class LeasedCounters(CounterStore):
             return answers  # type: ignore[return-value]  # no None left
         try:
             remote = await self.store.apply(tuple(plan[i] for i in strict), now)
-        except BaseException:
+        except BaseException as exc:
             await self._undo(plan, answers, now)
-            raise
+            raise exc  # named: compiled, a bare raise after an await is not this one
         for i, a in zip(strict, remote, strict=True):
             answers[i] = a
         if not all(a.allowed for a in remote):
