@@ -54,7 +54,8 @@ from gatekeeper.request_body import (
 )
 from gatekeeper.responder import Responder
 from gatekeeper.store.counters import CounterStore, EmbeddedCounterStore
-from gatekeeper.store.memory_counters import Compiled, MemoryCounterStore, compile_plan
+from gatekeeper.store.memory_counters import MemoryCounterStore
+from gatekeeper.store.memory_plan import Compiled, compile_plan
 from gatekeeper.token_estimate import path_completes
 from gatekeeper.types import Receive, Scope, Send
 

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from gatekeeper.clock import Clock
 from gatekeeper.limits.plan import TOKENS, Lease, Plan
 from gatekeeper.limits.spend import Prices, spend_of
-from gatekeeper.responder import Responder, Usage
+from gatekeeper.responder import Responder
 from gatekeeper.store.counters import Correction, CounterStore, EmbeddedCounterStore
-from gatekeeper.store.memory_counters import Compiled, Costs, MemoryCounterStore
+from gatekeeper.store.memory_counters import MemoryCounterStore
+from gatekeeper.store.memory_plan import Compiled, Costs
+from gatekeeper.usage import Usage
 
 
 class Charge:

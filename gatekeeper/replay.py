@@ -24,9 +24,9 @@ from gatekeeper.errors import ConfigError
 from gatekeeper.pipeline import INVALID_TARGET, evaluate, prepare, route
 from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import Refusal
-from gatekeeper.responder import Usage, parse_usage
 from gatekeeper.runtime import Runtime
 from gatekeeper.store.base import Store
+from gatekeeper.usage import Usage, parse_usage
 
 
 class RequestRecord(NamedTuple):

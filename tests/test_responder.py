@@ -33,16 +33,13 @@ from gatekeeper.responder import (
     COMPLETE,
     DISCONNECT,
     ERROR,
-    MAX_TOKENS,
     USAGE_BUFFER_LIMIT,
     ClientDisconnected,
     Responder,
     Settle,
-    Usage,
-    parse_usage,
-    read_usage,
 )
 from gatekeeper.types import ASGIApp, Message, Receive, Scope, Send
+from gatekeeper.usage import MAX_TOKENS, Usage, parse_usage, read_usage
 
 pytestmark = pytest.mark.anyio
 

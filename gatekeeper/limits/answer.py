@@ -30,7 +30,7 @@ from gatekeeper.limits.plan import (
 from gatekeeper.reasons import Reason
 
 if TYPE_CHECKING:
-    from gatekeeper.store.memory_counters import Compiled
+    from gatekeeper.store.memory_plan import Compiled
 
 Headers = tuple[tuple[bytes, bytes], ...]
 

@@ -33,7 +33,7 @@ MAX_MODEL_NAME = 256
 GLOBBED = 256
 """Longer names never match a glob: no model is named so, and the match stays cheap."""
 MAX_CEILING = 10**9
-"""Above any context window (``responder.MAX_TOKENS``)."""
+"""Above any context window (``usage.MAX_TOKENS``)."""
 _NAME = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_.:/@+-]{0,127}")
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _GLOB = frozenset("*?[")

@@ -28,66 +28,22 @@ from typing import Final
 from mypy_extensions import mypyc_attr
 
 from gatekeeper.limits.gcra import US, gcra, to_us
-from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, SPEND, TOKENS, Counter, Plan
+from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, Counter, Plan
 from gatekeeper.store.counters import Correction, CounterAnswer, EmbeddedCounterStore, Lease
+from gatekeeper.store.memory_plan import (
+    NO_COSTS,
+    QUOTA_RULE,
+    RATE_RULE,
+    RULE_CODES,
+    SLOT_RULE,
+    UNIT_INDEX,
+    Cell,
+    Compiled,
+    Costs,
+    Rule,
+)
 
 DEFAULT_MAX_COUNTERS = 200_000
-
-
-class Cell:
-    """One counter's state: a rate's ``tat`` (``value`` us + ``frac``/limit us), a quota's
-    units used (``value``; it expires at its window's end), a concurrency counter's slots
-    (``held``: lease id -> expiry in us)."""
-
-    __slots__ = ("expires", "frac", "held", "used", "value")
-
-    def __init__(self, expires: int, value: int, frac: int = 0,
-                 held: dict[int, int] | None = None) -> None:
-        self.expires = expires
-        """Microseconds: at this instant the counter is as if never charged."""
-        self.value = value
-        self.frac = frac
-        self.held = held
-        self.used = True
-        """Charged since the sweep last looked at it (the CLOCK bit)."""
-
-    def copy(self) -> Cell:
-        return Cell(self.expires, self.value, self.frac,
-                    None if self.held is None else dict(self.held))
-
-    def plain(self) -> tuple[int, int, int, dict[int, int] | None]:
-        """The state as plain data (tests compare two stores with it)."""
-        return self.expires, self.value, self.frac, self.held
-
-
-class Rule:
-    """One counter of a compiled plan (``compile_plan``), for ``take`` and ``give``."""
-
-    __slots__ = ("cell", "code", "end_us", "held", "key", "left", "limit", "new_frac",
-                 "new_value", "period_us", "rem", "reset", "step", "unit")
-
-    def __init__(self, code: int, key: str, limit: int, period_us: int, unit: int,
-                 end_us: int) -> None:
-        self.code = code
-        self.key = key
-        self.limit = limit
-        self.period_us = period_us
-        self.unit = unit
-        """The index of its cost in ``Costs``: 0 requests, 1 tokens, 2 spend."""
-        self.end_us = end_us
-        """A quota's window end."""
-        self.step = period_us // limit if limit > 0 else 0
-        """One unit's emission interval, whole microseconds ..."""
-        self.rem = period_us % limit if limit > 0 else 0
-        """... and the rest, in 1/limit microseconds."""
-        # take's scratch, between its check and its charge
-        self.cell: Cell | None = None
-        self.new_value = 0
-        self.new_frac = 0
-        self.held: dict[int, int] | None = None
-        # take's answer: what is left after the charge, and seconds until full again
-        self.left = 0
-        self.reset = 0.0
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # wrappers that count calls, in tests too
@@ -104,8 +60,8 @@ class MemoryCounterStore(EmbeddedCounterStore):
         return len(self._cells)
 
     def snapshot(self) -> dict[str, tuple[int, int, int, dict[int, int] | None]]:
-        """Every live cell's state as plain data: two stores that were charged alike are
-        equal in it."""
+        """Every cell's state as plain data: two stores that were charged alike are equal in
+        it."""
         return {key: cell.plain() for key, cell in self._cells.items()}
 
     def apply_now(self, plan: Plan, now: float) -> list[CounterAnswer]:
@@ -188,7 +144,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
             rule.cell = cell  # an expired one is reused, as if never charged
             live = cell is not None and cell.expires > now_us
             code = rule.code
-            if code == _RATE:  # gcra() with burst = limit, on (us, frac) pairs
+            if code == RATE_RULE:  # gcra() with burst = limit, on (us, frac) pairs
                 cost = costs[rule.unit]
                 limit = rule.limit
                 if cell is None or cell.value < now_us:  # expired: value < expires <= now
@@ -211,7 +167,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
                     return None
                 rule.new_value = us
                 rule.new_frac = frac
-            elif code == _SLOT:
+            elif code == SLOT_RULE:
                 held = cell.held if live and cell is not None else None
                 if held is not None and len(held) >= rule.limit:
                     held = {k: v for k, v in held.items() if v > now_us}
@@ -231,14 +187,14 @@ class MemoryCounterStore(EmbeddedCounterStore):
         for rule in plan:
             cell = rule.cell
             code = rule.code
-            if code == _RATE:
+            if code == RATE_RULE:
                 us = rule.new_value
                 frac = rule.new_frac
                 limit = rule.limit
                 self._put_tat(rule.key, cell, us, frac, now_us)
                 rule.left = ((now_us + rule.period_us - us) * limit - frac) // rule.period_us
                 rule.reset = ((us - now_us) * limit + frac) / (limit * US)
-            elif code == _SLOT:
+            elif code == SLOT_RULE:
                 self._lease += 1
                 lease = self._lease
                 until = now_us + rule.period_us
@@ -274,7 +230,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
         rules' answers, its slots in plan order): for what reads every answer."""
         taken = iter(leases)
         return [_new(CounterAnswer, (True, r.left, r.reset, 0.0,
-                                     next(taken) if r.code == _SLOT else None)) for r in plan]
+                                     next(taken) if r.code == SLOT_RULE else None)) for r in plan]
 
     def give(self, plan: Compiled, leases: Sequence[Lease], reserved: Costs, actual: Costs,
              now: float) -> int:
@@ -299,7 +255,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
             if not delta:
                 continue
             cell = cells.get(rule.key)
-            if rule.code == _RATE:  # refund(), on (us, frac) pairs
+            if rule.code == RATE_RULE:  # refund(), on (us, frac) pairs
                 limit = rule.limit
                 if cell is None or cell.value < now_us:  # expired: value < expires <= now
                     us, frac = now_us, 0
@@ -311,7 +267,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
                 if us < now_us:
                     us, frac = now_us, 0
                 self._put_tat(rule.key, cell, us, frac, now_us)
-            elif rule.code == _QUOTA:
+            elif rule.code == QUOTA_RULE:
                 if cell is not None and cell.expires > now_us:
                     used = cell.value - delta
                     cell.value = used if used > 0 else 0
@@ -350,7 +306,10 @@ class MemoryCounterStore(EmbeddedCounterStore):
         one by one, so the second sees the first's charge, and every cell the plan touched
         restored when one refuses (all-or-nothing still)."""
         cells = self._cells
-        saved = {c[1]: _copy(cells.get(c[1])) for c in plan}
+        saved: dict[str, Cell | None] = {}
+        for c in plan:  # as they are now: a slot taken later adds to a copy, not to these
+            cell = cells.get(c[1])
+            saved[c[1]] = None if cell is None else cell.copy()
         answers = [self.apply_now((c,), now)[0] for c in plan]
         if all(a[0] for a in answers):
             return answers
@@ -371,17 +330,17 @@ class MemoryCounterStore(EmbeddedCounterStore):
                    now: float) -> int:
         """``give`` for counters of a plan that was not compiled: each correction goes
         through it as a plan of one (a quota of an aligned window gets its end now)."""
-        released = self.give((), leases, _NONE, _NONE, now)
+        released = self.give((), leases, NO_COSTS, NO_COSTS, now)
         now_us = to_us(now)
         for counter, reserved, actual in corrections:
             if reserved == actual or counter.kind not in (RATE, QUOTA):
                 continue
-            unit = _UNITS[counter.unit]
+            unit = UNIT_INDEX[counter.unit]
             spent = [0, 0, 0]
             spent[unit] = actual
             costs = [0, 0, 0]
             costs[unit] = reserved
-            rule = Rule(_CODES[counter.kind], counter.key, counter.limit,
+            rule = Rule(RULE_CODES[counter.kind], counter.key, counter.limit,
                         round(counter.period * US), unit,
                         _window_end(counter.period, counter.expires, now_us))
             self.give((rule,), (), (costs[0], costs[1], costs[2]),
@@ -441,41 +400,6 @@ class MemoryCounterStore(EmbeddedCounterStore):
 
 
 _new: Final = tuple.__new__
-_RATE: Final = 0
-_SLOT: Final = 1
-_QUOTA: Final = 2
-_CODES = {RATE: _RATE, CONCURRENCY: _SLOT, QUOTA: _QUOTA}
-UNIT_NAMES: Final = (REQUESTS, TOKENS, SPEND)
-"""A compiled counter's unit, by its index in ``Costs``."""
-_UNITS = {name: i for i, name in enumerate(UNIT_NAMES)}
-Costs = tuple[int, int, int]
-"""What one request costs each unit's counters: ``(1, tokens, spend)``."""
-_NONE: Costs = (0, 0, 0)
-Compiled = tuple[Rule, ...]
-"""A plan for ``take`` and ``give``."""
-
-
-def compile_plan(plan: Plan) -> Compiled | None:
-    """``plan`` for ``take`` and ``give``, once per plan (``Admission`` builds it with the plan);
-    None for the plans they leave to ``apply_now``: a key named twice, a request counter that
-    costs more than one, a quota without its window end (hand-built plans)."""
-    out = []
-    for c in plan:
-        unit = _UNITS[c.unit]
-        if (c.kind == QUOTA and not c.expires) or (unit == 0 and c.cost != 1):
-            return None
-        out.append(Rule(_CODES[c.kind], c.key, c.limit, round(c.period * US), unit,
-                        round(c.expires * US)))
-    if len({c.key for c in plan}) != len(plan):
-        return None
-    return tuple(out)
-
-
-def _copy(cell: Cell | None) -> Cell | None:
-    """A cell as it is now: a slot taken later adds to a copy of its slots, not to this."""
-    return None if cell is None else cell.copy()
-
-
 def _window_end(period: float, expires: float, now_us: int) -> int:
     """The quota's window end: the plan's (calendar windows), else aligned to its period."""
     if expires:

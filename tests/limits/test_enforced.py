@@ -20,7 +20,8 @@ from gatekeeper.limits.plan import CounterAnswer, Lease, Plan
 from gatekeeper.policy.load import compile_policy
 from gatekeeper.request_body import BodyFacts, quick_read
 from gatekeeper.store.counters import Correction, CounterStore
-from gatekeeper.store.memory_counters import UNIT_NAMES, Compiled, Costs, MemoryCounterStore
+from gatekeeper.store.memory_counters import MemoryCounterStore
+from gatekeeper.store.memory_plan import UNIT_NAMES, Compiled, Costs
 from gatekeeper.types import Message, Receive, Scope, Send
 from tests.conftest import CHAT, PEPPER, POLICY, Recorder, asgi_request, make_env
 

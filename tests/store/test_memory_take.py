@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from gatekeeper.limits.answer import Report
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, SPEND, TOKENS, Counter
 from gatekeeper.store.counters import Correction
-from gatekeeper.store.memory_counters import MemoryCounterStore, compile_plan
+from gatekeeper.store.memory_counters import MemoryCounterStore
+from gatekeeper.store.memory_plan import compile_plan
 
 START = 1_700_000_000.0
 WINDOW_END = START + 3_600.0
