@@ -86,9 +86,9 @@ def outcome(plan: Plan, answers: Sequence[CounterAnswer]) -> LimitOutcome:
 
 
 _REQUEST_NAMES: Final = (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests",
-                  b"x-ratelimit-reset-requests")
+                         b"x-ratelimit-reset-requests")
 _TOKEN_NAMES: Final = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens",
-                b"x-ratelimit-reset-tokens")
+                       b"x-ratelimit-reset-tokens")
 _new: Final = tuple.__new__
 
 
@@ -150,11 +150,7 @@ class Report:
                 candidate = answers[other[0]]
                 if candidate[1] < left:
                     answer, left, limit = candidate, candidate[1], other[1]
-            seconds = answer[2]
-            ms = ceil(seconds * 1000)  # duration(), its usual case inlined
-            headers.append(limit)
-            headers.append((remaining, b"%d" % (left if left > 0 else 0)))
-            headers.append((reset, _MILLISECONDS[ms] if 0 < ms < 1000 else duration(seconds)))
+            _add_rate(headers, limit, remaining, left, reset, answer[2])
         slots = self.slots
         if not slots:
             return tuple(headers), ()
@@ -177,12 +173,17 @@ class Report:
                 candidate = plan[other[0]]
                 if candidate.left < left:
                     rule, left, limit = candidate, candidate.left, other[1]
-            seconds = rule.reset
-            ms = ceil(seconds * 1000)
-            headers.append(limit)
-            headers.append((remaining, b"%d" % (left if left > 0 else 0)))
-            headers.append((reset, _MILLISECONDS[ms] if 0 < ms < 1000 else duration(seconds)))
+            _add_rate(headers, limit, remaining, left, reset, rule.reset)
         return tuple(headers)
+
+
+def _add_rate(headers: list[tuple[bytes, bytes]], limit: tuple[bytes, bytes], remaining: bytes,
+              left: int, reset: bytes, seconds: float) -> None:
+    """One unit's trio of an allowed answer: the limit header, what is left, the reset."""
+    ms = ceil(seconds * 1000)  # duration(), its usual case inlined
+    headers.append(limit)
+    headers.append((remaining, b"%d" % (left if left > 0 else 0)))
+    headers.append((reset, _MILLISECONDS[ms] if 0 < ms < 1000 else duration(seconds)))
 
 
 _MILLISECONDS: Final = (b"0s", *(b"%dms" % ms for ms in range(1, 1000)))
