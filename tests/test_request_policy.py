@@ -10,7 +10,9 @@ from gatekeeper import PolicyError, compile_policy
 from gatekeeper.policy.request_policy import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_TOKENS,
+    GLOBBED,
     MAX_BODY_BYTES,
+    MAX_MODEL_NAME,
     NO_REQUEST_RULES,
     RequestPolicy,
 )
@@ -63,6 +65,17 @@ def test_a_full_section() -> None:
 def test_models_match_exact_names_and_globs(model: str, allowed: bool) -> None:
     request = rules({"models": ["gpt-4o-mini", "gpt-4o*", "text-embedding-3-*"]})
     assert request.model_allowed(model) is allowed
+
+
+def test_glob_verdicts_are_remembered_within_bounds_whatever_names_a_client_sends() -> None:
+    request = rules({"models": ["gpt-4o*"]})
+    huge = "gpt-4o" + "x" * MAX_MODEL_NAME
+    assert not request.model_allowed(huge) and huge not in request.globbed
+    for i in range(GLOBBED + 50):
+        assert request.model_allowed(f"gpt-4o-{i}")
+    assert len(request.globbed) == GLOBBED
+    assert request.model_allowed("gpt-4o-late") and not request.model_allowed("gpt-5")
+    assert request.globbed["gpt-4o-0"] is True
 
 
 def test_exact_names_only_compile_no_pattern_and_brackets_are_globs() -> None:

@@ -66,7 +66,8 @@ class RequestPolicy:
     globbed: dict[str, bool] = field(init=False, default_factory=dict, repr=False,
                                      compare=False)
     """Model name -> whether a glob allows it, for the first ``GLOBBED`` names asked (clients
-    repeat theirs: a regex match per request is not needed)."""
+    repeat theirs: a regex match per request is not needed); at most ``GLOBBED`` names of at
+    most ``MAX_MODEL_NAME`` characters each, however many a client makes up."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "forbidden_order", tuple(sorted(self.forbidden_fields)))
@@ -90,11 +91,12 @@ class RequestPolicy:
     def model_allowed(self, model: str) -> bool:
         if self.models is None or model in self.exact_models:
             return True
+        if len(model) > MAX_MODEL_NAME:
+            return False  # never a model name, and never kept: a body may hold a huge one
         verdict = self.globbed.get(model)
         if verdict is None:
             pattern = self.model_pattern
-            verdict = pattern is not None and len(model) <= MAX_MODEL_NAME and \
-                pattern.match(model) is not None
+            verdict = pattern is not None and pattern.match(model) is not None
             if len(self.globbed) < GLOBBED:
                 self.globbed[model] = verdict
         return verdict
