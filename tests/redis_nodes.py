@@ -100,6 +100,17 @@ class RedisNode:
         path = self.directory / "redis.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def promoted_at(self) -> float | None:
+        """When this replica became a primary (epoch seconds, to the millisecond, from its log
+        line "Failover election won"; the log's time is local): before it, nothing served its
+        slots."""
+        for line in self.log().splitlines():
+            if "Failover election won" in line:
+                stamp = " ".join(line.split()[1:5])  # 01 Dec 2026 03:42:43.390
+                whole, _, ms = stamp.rpartition(".")
+                return time.mktime(time.strptime(whole, "%d %b %Y %H:%M:%S")) + int(ms) / 1000
+        return None
+
     def __enter__(self) -> RedisNode:
         return self
 

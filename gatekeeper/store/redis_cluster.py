@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, unquote
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterDownError, ConnectionError, SlotNotCoveredError
 
 from gatekeeper.errors import StoreError
 from gatekeeper.keys import KeyRecord
@@ -41,6 +42,25 @@ IN_FLIGHT = 64
 """Commands in flight at once from one store: redis-py's cluster pools do not wait for a free
 connection (they raise), so the store waits instead, and each node's pool has room for all."""
 _OPTIONS = {"socket_timeout": float, "socket_connect_timeout": float, "max_connections": int}
+_AGAIN = (ConnectionError, ClusterDownError, SlotNotCoveredError)
+"""What a failover leaves behind for one command: a pooled connection to the old primary, or
+a node that has not yet heard of the promotion. Exact types: never a timeout (a hung node
+would cost two), nor a full pool."""
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client with one more try after a failover's error, on the slot map
+    that error made it read again. redis-py's own retries stay off: they would retry timeouts
+    too, and a pipeline's retry closes every connection of the client, failing the commands
+    in flight."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except _AGAIN as exc:
+            if type(exc) not in _AGAIN:
+                raise
+            return await super().execute_command(*args, **kwargs)
 
 
 class RedisClusterStore(RedisStore):
@@ -160,10 +180,10 @@ def cluster_client(url: str, socket_timeout: float = SOCKET_TIMEOUT,
             options[name] = _OPTIONS[name](value)
         except ValueError:
             raise ValueError(f"option {name!r} is not a number") from None
-    return RedisCluster(startup_nodes=nodes, username=unquote(username) or None,
-                        password=unquote(password) or None, ssl=scheme.startswith("rediss"),
-                        retry=Retry(NoBackoff(), 0),
-                        **options)
+    return _Cluster(startup_nodes=nodes, username=unquote(username) or None,
+                    password=unquote(password) or None, ssl=scheme.startswith("rediss"),
+                    retry=Retry(NoBackoff(), 0),
+                    **options)
 
 
 def _node(seed: str) -> ClusterNode:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -131,3 +132,23 @@ async def test_limits_and_costs_at_2_52_are_refused_before_they_lose_precision(
         await store.apply((counter(RATE, TENANT, "huge", 2**52),), START)
     assert "2^52" in str(info.value)
     assert (await store.apply((counter(RATE, TENANT, "big", 2**52 - 1),), START))[0].allowed
+
+
+async def test_connections_the_servers_closed_while_idle_fail_no_request(
+        store: RedisClusterStore, redis_cluster_url: str) -> None:
+    """What a failover leaves: pooled connections to a primary that is gone. A command on one
+    fails once, redis-py reads the slot map again, and the store tries it once more."""
+    plan = (counter(RATE, TENANT, "k", 10), counter(RATE, CLIENT, "ip", 10))
+    assert [a.remaining for a in await store.apply(plan, START)] == [9, 9]
+    assert await store.get_key("nobody") is None
+    admin = RedisCluster.from_url(redis_cluster_url.replace("redis+cluster", "redis", 1)
+                                  .split(",")[0])
+    try:
+        killed = await admin.client_kill_filter(_type="normal", skipme=True,
+                                                target_nodes=RedisCluster.PRIMARIES)
+    finally:
+        await admin.aclose()
+    # the store's connections: one per slot used, at least
+    assert sum(cast("dict[str, int]", killed).values()) >= 2
+    assert [a.remaining for a in await store.apply(plan, START)] == [8, 8]
+    assert await store.get_key("nobody") is None
