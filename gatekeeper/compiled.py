@@ -30,6 +30,8 @@ SOURCES = (
     "gatekeeper/store/memory_counters.py",
     "gatekeeper/store/guarded.py",
     "gatekeeper/store/leased.py",
+    "gatekeeper/store/redis_counters.py",
+    "gatekeeper/store/redis_settles.py",
     "gatekeeper/charge.py",
     "gatekeeper/responder.py",
     "gatekeeper/usage.py",
