@@ -4,17 +4,18 @@ The scripts keep GCRA's ``tat`` in two parts, whole microseconds and a remainder
 limit, because a Lua number is a double (exact up to 2^53) and ``tat`` in units of
 ``1/limit`` us is not; the products a step needs (``cost * period_us / limit``) are computed
 here, exactly, with Python integers. The answers are then computed from the state each
-script read with the same pure functions as the memory store (``limits/gcra.py``), so both
-backends answer alike to the microsecond.
+script read as ``limits/gcra.py`` computes them (a rate's counted from now: ``rate_answer``,
+tested equal to ``gcra``), so both backends answer alike to the microsecond.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from struct import Struct
 from typing import TYPE_CHECKING, Any
 
-from gatekeeper.limits.gcra import US, gcra
+from gatekeeper.limits.gcra import US
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, Counter, CounterAnswer, Lease, Plan
 
 if TYPE_CHECKING:
@@ -130,8 +131,11 @@ def apply_command(sha: str, n: int, keys: bytes, now: bytes, specs: bytes,
     settled = riding.keys()
     n += len(settled)
     ids, corrections = riding.args()
-    return b"".join((b"*%d\r\n$7\r\nEVALSHA\r\n" % (7 + n), bulk(sha), bulk(n),
-                     *map(bulk, settled), keys, now, specs, bulk(ids), bulk(corrections)))
+    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n" % (7 + n), bulk(sha), bulk(n)]
+    for key in settled:
+        parts.append(bulk_key(key))
+    parts += (keys, now, specs, bulk(ids), bulk(corrections))
+    return b"".join(parts)
 
 
 def now_arg(now_us: int | None) -> str | int:
@@ -148,10 +152,8 @@ def answers(plan: Plan, reply: Sequence[int]) -> list[CounterAnswer]:
     for c in plan:
         kind = c[0]
         if kind == RATE:
-            limit = c[3]
-            g = gcra(reply[i + 1] * limit + reply[i + 2], now_us, limit, round(c[4] * US),
-                     limit, c[5])
-            out.append(_new(CounterAnswer, (g[0], g[2], g[3], g[4], None)))
+            out.append(rate_answer(reply[i + 1], reply[i + 2], now_us, c[3],
+                                   round(c[4] * US), c[5]))
         elif kind == QUOTA:
             out.append(quota_answer(c, reply[i + 1], now_us))
         elif reply[i]:
@@ -165,6 +167,23 @@ def answers(plan: Plan, reply: Sequence[int]) -> list[CounterAnswer]:
 
 
 _new = tuple.__new__
+
+
+def rate_answer(tat_us: int, tat_rem: int, now_us: int, limit: int, period_us: int,
+                cost: int) -> CounterAnswer:
+    """``gcra``'s answer (burst = limit) from the tat the script read, ``tat_us`` whole us
+    and ``tat_rem`` in 1/limit us, counted from now: the same numbers, but machine words where
+    ``gcra``'s absolute tat in 1/limit us is a big integer (now in us times the limit)."""
+    ahead = tat_us - now_us
+    before = ahead * limit + tat_rem if ahead >= 0 else 0  # tat - now, in 1/limit us
+    after = before + cost * period_us
+    tau = limit * period_us
+    scale = limit * US
+    if after > tau:
+        retry = math.inf if cost > limit else (after - tau) / scale
+        return _new(CounterAnswer, (False, max(0, (tau - before) // period_us), before / scale,
+                                    retry, None))
+    return _new(CounterAnswer, (True, (tau - after) // period_us, after / scale, 0.0, None))
 
 
 def quota_answer(c: Counter, used: int, now_us: int) -> CounterAnswer:
@@ -188,16 +207,16 @@ def correction_spec(counter: Counter, reserved: int, actual: int) -> bytes | Non
     """One correction's 7 values as ``counters.lua`` reads them (``_correction``
     packed, ``SPEC``, on every settled request's path); None when there is nothing to correct (a
     concurrency slot, or the usage was the reservation)."""
-    kind = _CORRECTED.get(counter.kind)
+    kind = _CORRECTED.get(counter[0])
     delta = actual - reserved
     if kind is None or not delta:
         return None
-    period_us = round(counter.period * US)
-    d_us, d_rem = divmod((delta if delta > 0 else -delta) * period_us, counter.limit)
+    limit = counter[3]
+    period_us = round(counter[4] * US)
+    d_us, d_rem = divmod((delta if delta > 0 else -delta) * period_us, limit)
     if d_us >= FAR_US:
         d_us, d_rem = FAR_US, 0
-    return SPEC.pack(kind, counter.limit, delta, d_us, d_rem, round(counter.expires * US),
-                     period_us)
+    return SPEC.pack(kind, limit, delta, d_us, d_rem, round(counter[7] * US), period_us)
 
 
 def settle_args(leases: Sequence[Lease], corrections: Sequence[tuple[Counter, int, int]],
@@ -248,6 +267,20 @@ def packed_head(sha: str, keys: Sequence[str], arg_count: int) -> bytes:
     """An EVALSHA's wire format up to its first argument (ARGV[1])."""
     return b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + len(keys) + arg_count) + bulk(sha) + \
         bulk(len(keys)) + b"".join(bulk(key) for key in keys)
+
+
+_KEYS: dict[str, bytes] = {}
+"""Keys in the wire format, by key: the same few settle with every request."""
+
+
+def bulk_key(key: str) -> bytes:
+    """``bulk(key)``, remembered (up to ``PARTS_KEPT`` keys)."""
+    found = _KEYS.get(key)
+    if found is None:
+        if len(_KEYS) >= PARTS_KEPT:
+            _KEYS.clear()
+        found = _KEYS[key] = bulk(key)
+    return found
 
 
 def bulk(value: str | int | bytes) -> bytes:

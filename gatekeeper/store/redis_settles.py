@@ -87,15 +87,16 @@ class SettleQueue:
     def add(self, leases: Sequence[Lease], corrections: Sequence[Correction],
             now_us: int | None) -> None:
         """Queue one response's end (no I/O here); nothing to settle queues nothing."""
-        specs = [(c[0].key, spec) for c in corrections
-                 if (spec := correction_spec(*c)) is not None]
+        specs = [(c[0][1], spec) for c in corrections
+                 if (spec := correction_spec(c[0], c[1], c[2])) is not None]
         if not leases and not specs:
             return
         one = self._queue("", now_us) if self._tag is None else None
         for lease in leases:
-            q = one or self._queue(lease.key, now_us)
-            q.lease_keys.append(lease.key)
-            q.ids.append(str(lease.id))
+            key = lease[0]
+            q = one or self._queue(key, now_us)
+            q.lease_keys.append(key)
+            q.ids.append(str(lease[1]))
         for key, spec in specs:
             q = one or self._queue(key, now_us)
             q.correction_keys.append(key)

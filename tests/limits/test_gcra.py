@@ -70,3 +70,19 @@ def test_the_memory_stores_inlined_gcra_answers_exactly_as_gcra() -> None:
             assert (got.allowed, got.remaining, got.reset_after, got.retry_after) == \
                 (want.allowed, want.remaining, want.reset_after, want.retry_after)
             tat = want.tat
+
+
+@given(st.integers(0, 10**12), st.integers(0, 10**12), st.integers(1, 2**40),
+       st.integers(1, 10**11), st.integers(0, 2**41), st.integers(-5, 10**11))
+def test_the_redis_answer_from_the_split_tat_is_gcras(now_us: int, ahead: int, limit: int,
+                                                      period_us: int, cost: int,
+                                                      rem: int) -> None:
+    """``redis_counters.rate_answer`` counts from now in machine words; ``gcra`` from zero in
+    big integers: the same answer, for a tat ahead of now, at now, or behind it (fresh)."""
+    from gatekeeper.store.redis_counters import rate_answer
+
+    tat_us, tat_rem = now_us + ahead - 5, rem % limit  # some behind now: read as fresh
+    got = rate_answer(tat_us, tat_rem, now_us, limit, period_us, cost)
+    want = gcra(tat_us * limit + tat_rem, now_us, limit, period_us, limit, cost)
+    assert (got.allowed, got.remaining, got.reset_after, got.retry_after) == \
+        (want.allowed, want.remaining, want.reset_after, want.retry_after)
