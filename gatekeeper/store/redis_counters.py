@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from struct import Struct
 from typing import TYPE_CHECKING, Any
 
-from gatekeeper.limits.gcra import US
+from gatekeeper.limits.gcra import US, to_us
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, Counter, CounterAnswer, Lease, Plan
 
 if TYPE_CHECKING:
@@ -152,8 +152,8 @@ def answers(plan: Plan, reply: Sequence[int]) -> list[CounterAnswer]:
     for c in plan:
         kind = c[0]
         if kind == RATE:
-            out.append(rate_answer(reply[i + 1], reply[i + 2], now_us, c[3],
-                                   round(c[4] * US), c[5]))
+            out.append(rate_answer(reply[i + 1], reply[i + 2], now_us, c[3], to_us(c[4]),
+                                   c[5]))
         elif kind == QUOTA:
             out.append(quota_answer(c, reply[i + 1], now_us))
         elif reply[i]:
@@ -212,11 +212,12 @@ def correction_spec(counter: Counter, reserved: int, actual: int) -> bytes | Non
     if kind is None or not delta:
         return None
     limit = counter[3]
-    period_us = round(counter[4] * US)
-    d_us, d_rem = divmod((delta if delta > 0 else -delta) * period_us, limit)
+    period_us = to_us(counter[4])
+    units = (delta if delta > 0 else -delta) * period_us
+    d_us, d_rem = units // limit, units % limit
     if d_us >= FAR_US:
         d_us, d_rem = FAR_US, 0
-    return SPEC.pack(kind, limit, delta, d_us, d_rem, round(counter[7] * US), period_us)
+    return SPEC.pack(kind, limit, delta, d_us, d_rem, to_us(counter[7]), period_us)
 
 
 def settle_args(leases: Sequence[Lease], corrections: Sequence[tuple[Counter, int, int]],
