@@ -162,7 +162,8 @@ class Authenticator:
         if credential.kind is CredentialKind.JWT:
             return self._ttl  # the verifier re-checks its cached token and key document
         hit = self._cache.get(credential.token)
-        return 0.0 if hit is None else max(0.0, hit[1] - self._monotonic())
+        left = 0.0 if hit is None else hit[1] - self._monotonic()
+        return left if left > 0.0 else 0.0
 
     def _refuse_unknown(self, token: str, refusal: Refusal, clock: float) -> Refusal:
         self._cache.pop(token, None)

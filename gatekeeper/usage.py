@@ -93,7 +93,9 @@ def _count(data: bytes, i: int) -> tuple[int, int]:
     """The token count written at ``i`` and the index after it; ``(0, -1)`` for anything but
     1 to 10 digits, or a count over ``MAX_TOKENS``."""
     start = i
-    end = min(len(data), i + 11)
+    end = i + 11
+    if end > len(data):
+        end = len(data)
     value = 0
     while i < end:
         c = data[i]

@@ -90,6 +90,8 @@ _REQUEST_NAMES: Final = (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-
 _TOKEN_NAMES: Final = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens",
                        b"x-ratelimit-reset-tokens")
 _new: Final = tuple.__new__
+_MS: Final = (*(b"%dms" % ms for ms in range(1000)), b"1s")
+"""``duration``'s text for 0 to 1000 ms (1000: what 999.5 ms rounds up to, 1s)."""
 
 
 def _trio(names: tuple[bytes, bytes, bytes], counter: Counter,
@@ -101,12 +103,16 @@ def _trio(names: tuple[bytes, bytes, bytes], counter: Counter,
 
 
 def duration(seconds: float) -> bytes:
-    """OpenAI's (Go's) duration text: ``20ms``, ``1.5s``, ``6m0s``, ``1h2m3s``; rounded up."""
+    """OpenAI's (Go's) duration text: ``20ms``, ``1.5s``, ``6m0s``, ``1h2m3s``; rounded up.
+    Under a second (most resets) the text is looked up and the ceiling taken without
+    ``math.ceil``: compiled, either is a call into Python, twice per limited response."""
     if seconds <= 0:
         return b"0s"
-    ms = math.ceil(seconds * 1000)
-    if ms < 1000:
-        return b"%dms" % ms
+    x = seconds * 1000
+    if x < 1000:
+        ms = int(x)
+        return _MS[ms + 1 if ms < x else ms]
+    ms = math.ceil(x)
     hours, rest = divmod(ms, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
     secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")

@@ -244,10 +244,11 @@ def _count(state: KeyState, ts: float, settings: ResaleSettings) -> None:
     slot = int(ts // (short / RING))
     if slot > state.ring_at:
         ring = state.ring
-        for i in range(state.ring_at + 1, min(slot, state.ring_at + RING) + 1):
+        last = state.ring_at + RING
+        for i in range(state.ring_at + 1, (slot if slot < last else last) + 1):
             ring[i % RING] = 0
         state.ring_at = slot
-    state.ring[min(slot, state.ring_at) % RING] += 1
+    state.ring[slot % RING] += 1  # slot <= ring_at now: the latest slot seen, or an older one
 
 
 def fold(baseline: float | None, value: int, learned: bool) -> float:

@@ -212,7 +212,8 @@ class LeasedCounters(CounterStore):
             s.held -= c[5]
             s.counter, s.expires = c, now + c[9]
             reset = s.reset_at - now
-            answers.append(_new(CounterAnswer, (True, max(0, s.held + s.remote),
+            left = s.held + s.remote
+            answers.append(_new(CounterAnswer, (True, left if left > 0 else 0,
                                                 reset if reset > 0 else 0.0, 0.0, None)))
             if s.held * 2 <= size and s.fetch is None and s.quiet_until <= now:
                 top_up = True

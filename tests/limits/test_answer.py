@@ -6,6 +6,8 @@ import json
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gatekeeper import reasons
 from gatekeeper.limits.answer import Report, duration, outcome
@@ -88,3 +90,21 @@ def test_quota_exceeded_speaks_openai_insufficient_quota() -> None:
     (3723.0, b"1h2m3s"), (86_400.0, b"24h0m0s")])
 def test_durations_read_like_openai_s(seconds: float, text: bytes) -> None:
     assert duration(seconds) == text
+
+
+@given(st.floats(-1.0, 5.0) | st.integers(0, 5000).map(lambda ms: ms / 1000)
+       | st.integers(0, 5000).map(lambda ms: ms / 1000 - 0.0005))
+def test_durations_under_a_second_round_up_as_math_ceil_does(seconds: float) -> None:
+    """``duration`` looks the text up under a second; written out it is ``math.ceil`` of the
+    milliseconds, formatted (at 999.5 ms and above: a second)."""
+    if seconds <= 0:
+        assert duration(seconds) == b"0s"
+        return
+    ms = math.ceil(seconds * 1000)
+    if ms < 1000:
+        assert duration(seconds) == b"%dms" % ms
+    else:
+        whole, rest = divmod(ms, 1000)
+        text = f"{whole}.{rest:03d}".rstrip("0").rstrip(".") if whole < 60 else None
+        if text is not None:
+            assert duration(seconds) == f"{text}s".encode()
