@@ -157,3 +157,18 @@ def test_quick_redis_path_runs() -> None:
     assert full is not None and 1.0 <= float(full.group(1)) <= 1.05
     lease = re.search(r"^\| gk-limits-lease \| .* \| (\d+\.\d\d) \|$", out, re.MULTILINE)
     assert lease is not None and float(lease.group(1)) <= 0.05  # issue #18's lease-mode bar
+
+
+def test_lua_parts_prints_a_cost_for_every_part() -> None:
+    """The script calibration, briefly: every part was called and timed by the server."""
+    import os
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is missing under CI=true")
+        pytest.skip("redis-server not installed")
+    out = bench("benchmarks/lua_parts.py", "--calls", "200").stdout
+    costs = dict(re.findall(r"^\| (.+) \| (\d+\.\d\d) \|$", out, re.MULTILINE))
+    assert len(costs) == 9 and "return 1" in costs, out
+    assert all(float(us) > 0 for us in costs.values()), out
