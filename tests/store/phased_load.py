@@ -133,7 +133,8 @@ def judge(load: PhasedLoad, app: PhaseApp, mode: str, limit: int, timeout: float
         assert all(b"store_unavailable" in r.body for r in down)
         # nothing reached the app while the store was down
         assert not [t for sent, t in app.arrivals if sent == "down" and t < back_at]
-        assert set(load.statuses("recovered")) == {200}
+        assert set(load.statuses("recovered")) == {200}, \
+            [(r.status, r.body[:160]) for r in load.of("recovered") if r.status != 200][:3]
     else:
         assert set(load.statuses("up")) == {200, 429}
         assert load.statuses("up")[200] <= limit  # counted in the store
