@@ -198,15 +198,17 @@ def quota_answer(c: Counter, used: int, now_us: int) -> CounterAnswer:
 
 def reconcile_args(counter: Counter, reserved: int, actual: int,
                    now_us: int | None) -> list[Any] | None:
-    """ARGV of ``reconcile.lua``; None when there is nothing to do (a concurrency slot)."""
-    spec = _correction(counter, actual - reserved)
-    return None if spec is None else [now_arg(now_us), *spec]
+    """ARGV of ``reconcile.lua``: ``correction_spec``'s 7 values one by one (whole numbers
+    below 2^53, exact in the doubles packed); None when there is nothing to do."""
+    spec = correction_spec(counter, reserved, actual)
+    return None if spec is None else [now_arg(now_us), *(int(v) for v in SPEC.unpack(spec))]
 
 
 def correction_spec(counter: Counter, reserved: int, actual: int) -> bytes | None:
-    """One correction's 7 values as ``counters.lua`` reads them (``_correction``
-    packed, ``SPEC``, on every settled request's path); None when there is nothing to correct (a
-    concurrency slot, or the usage was the reservation)."""
+    """One correction's 7 values as ``counters.lua`` reads them (step 3: kind, limit, delta,
+    delta_us, delta_rem, ends_us, period_us), packed (``SPEC``; on every settled request's
+    path); None when there is nothing to correct (a concurrency slot, or the usage was the
+    reservation)."""
     kind = _CORRECTED.get(counter[0])
     delta = actual - reserved
     if kind is None or not delta:
@@ -235,19 +237,6 @@ def settle_args(leases: Sequence[Lease], corrections: Sequence[tuple[Counter, in
         return None
     return keys, [now_arg(now_us), " ".join(str(lease.id) for lease in leases),
                   b"".join(specs)]
-
-
-def _correction(counter: Counter, delta: int) -> list[Any] | None:
-    """kind, limit, delta, delta_us, delta_rem, ends_us, period_us: one correction, as
-    ``counters.lua`` takes it (step 3); None for a concurrency slot."""
-    if counter.kind not in (RATE, QUOTA):
-        return None
-    period_us = round(counter.period * US)
-    d_us, d_rem = divmod(abs(delta) * period_us, counter.limit)
-    if d_us >= FAR_US:
-        d_us, d_rem = FAR_US, 0
-    return [_KIND[counter.kind], counter.limit, delta, d_us, d_rem,
-            round(counter.expires * US), period_us]
 
 
 def release_args(leases: Sequence[Lease], now_us: int | None) -> tuple[list[str], list[Any]]:
