@@ -41,6 +41,22 @@ RATE_VALUE = Struct("<3d")
 the scripts as three doubles (no text to match or format on the server)."""
 
 
+SLOTS_HEAD, LEASE = Struct("<3d"), Struct("<2d")
+"""A concurrency counter's value in Redis: the last lease id handed out, a time no lease expires
+before and the key's own expiry (us), then each lease held as its id and expiry (us), all
+doubles: one string the scripts read with the rest in one MGET and write in one SET."""
+
+
+def slots_state(raw: bytes) -> tuple[int, int, int, list[tuple[int, int]]]:
+    """The last id, the soonest-expiry bound, the key's expiry and the leases (id, expiry) of a
+    concurrency counter's value (``SLOTS_HEAD``), for tools and tests that read one."""
+    if len(raw) < SLOTS_HEAD.size or (len(raw) - SLOTS_HEAD.size) % LEASE.size:
+        raise ValueError("not a concurrency counter's value (SLOTS_HEAD, then LEASE each)")
+    last, soon, ends = (int(v) for v in SLOTS_HEAD.unpack_from(raw))
+    leases = [(int(i), int(e)) for i, e in LEASE.iter_unpack(raw[SLOTS_HEAD.size:])]
+    return last, soon, ends, leases
+
+
 def rate_state(raw: bytes) -> tuple[int, int]:
     """tat_us and tat_rem from a rate counter's value, as the scripts write it or (text
     ``'tat_us tat_rem'``) as older ones did, which they still read."""

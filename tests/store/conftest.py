@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TypedDict
 
 import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from gatekeeper.store.redis import RedisStore
 from gatekeeper.store.redis_cluster import RedisClusterStore
+from gatekeeper.store.redis_counters import slots_state
 from tests.redis_server import redis_cluster, redis_server
 
 
@@ -57,3 +60,13 @@ async def redis_store(redis_port: int) -> AsyncIterator[RedisStore]:
         yield store
     finally:
         await store.close()
+
+
+async def slots_held(client: Redis | RedisCluster, key: str) -> int:
+    """Leases held in a concurrency counter's value (``redis_counters.SLOTS_HEAD``); 0 when it
+    is absent."""
+    raw = await client.get(key)
+    if raw is None:
+        return 0
+    assert isinstance(raw, bytes)
+    return len(slots_state(raw)[3])

@@ -24,7 +24,7 @@ from gatekeeper.store.redis import RedisStore
 from gatekeeper.types import Receive, Scope, Send
 from tests.conftest import PEPPER, Recorder, asgi_request
 from tests.redis_server import free_port, redis_server
-from tests.store.conftest import empty_redis_store
+from tests.store.conftest import empty_redis_store, slots_held
 from tests.store.redis_replica import replicas
 from tests.store.test_redis_store import calls
 from tests.test_cli import PEPPER_TEXT, POLICY_YAML, Cli, write_pepper
@@ -80,7 +80,7 @@ async def held_slots(port: int) -> int:
     """Slots held in the acme tenant's concurrency counter, read by a client of its own."""
     client = Redis(port=port)
     try:
-        return int(await client.zcount("gk:{t:acme}:all:cc", "(0", "+inf"))
+        return await slots_held(client, "gk:{t:acme}:all:cc")
     finally:
         await client.aclose()
 

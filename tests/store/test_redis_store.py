@@ -17,7 +17,7 @@ from gatekeeper import KeyConflictError, StoreError, new_key
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, TOKENS, Counter, Plan
 from gatekeeper.store.memory_counters import MemoryCounterStore
 from gatekeeper.store.redis import PREFIX, RedisStore
-from gatekeeper.store.redis_counters import RATE_VALUE, apply_args, rate_state
+from gatekeeper.store.redis_counters import RATE_VALUE, apply_args, rate_state, slots_state
 from gatekeeper.store.redis_scripts import APPLY
 from tests.redis_server import free_port, redis_server
 from tests.store.conftest import SLACK, empty_redis_store
@@ -247,26 +247,36 @@ async def test_a_stale_quota_is_a_store_error_and_charges_nothing(
     assert (await redis_store.apply((live,), START))[0].remaining == 4
 
 
-async def test_a_slot_set_moves_its_expiry_once_per_lease_period(
+async def test_a_slot_counter_moves_its_expiry_once_per_lease_period(
         redis_store: RedisStore) -> None:
-    """The set lives a lease period past its last lease; a charge whose lease it already
-    outlives sends no PEXPIRE (the script keeps the set's expiry in it), and once its soonest
+    """The key lives a lease period past its last lease; a charge whose lease it already
+    outlives keeps its TTL (the script keeps the key's expiry in it), and once its soonest
     lease may have ended, the leases whose release was lost are pruned."""
     slot, key = counter(CONCURRENCY, "cc", 5, 30.0), f"gk:{TAG}:cc"
+    start_us = round(START * 1_000_000)
+
+    async def stored() -> tuple[int, int, int, list[tuple[int, int]]]:
+        raw = await redis_store.redis.get(key)
+        assert isinstance(raw, bytes)
+        return slots_state(raw)
+
     lost = (await redis_store.apply((slot,), START))[0].lease
     assert lost is not None
     assert 30_000 < await redis_store.redis.pttl(key) <= 60_000
-    await redis_store.redis.config_resetstat()
+    assert (await stored())[2] == start_us + 60_000_000
     for t in (1.0, 2.0, 29.0):
         assert (await redis_store.apply((slot,), START + t))[0].allowed
-    assert await calls(redis_store, "pexpire") == 0
-    assert await calls(redis_store, "zremrangebyscore") == 0
-    answers = await redis_store.apply((slot,), START + 31.0)  # its lease would outlive the set
+        assert (await stored())[2] == start_us + 60_000_000  # KEEPTTL
+    assert await redis_store.redis.pttl(key) <= 60_000
+    answers = await redis_store.apply((slot,), START + 31.0)  # its lease would outlive the key
     # held: the leases taken at +2 and +29 (the lost one and +1's have ended)
     assert answers[0].allowed and answers[0].remaining == 5 - 2 - 1
-    assert await calls(redis_store, "pexpire") == 1
-    assert await calls(redis_store, "zremrangebyscore") == 1
-    assert await redis_store.redis.zscore(key, str(lost.id)) is None  # pruned
+    last, soon, ends, leases = await stored()
+    assert ends == start_us + 91_000_000 and 59_000 < await redis_store.redis.pttl(key) <= 60_000
+    assert [expiry for _, expiry in leases] == [start_us + (t + 30) * 1_000_000
+                                                for t in (2, 29, 31)]
+    assert lost.id not in [lease_id for lease_id, _ in leases]  # pruned
+    assert soon == start_us + 32_000_000 and last == leases[-1][0]
     assert await redis_store.release([lost], START + 31.0) == 0
 
 
@@ -307,23 +317,19 @@ async def test_a_rate_key_keeps_its_ttl_until_its_tat_would_outlive_it(
     assert await expiry() == start_us + 1_500_000 + 1000 + 1 + 2_000_000
 
 
-async def test_a_slot_set_an_older_script_wrote_is_counted_again(
+async def test_a_sorted_set_an_older_script_kept_slots_in_is_replaced(
         redis_store: RedisStore) -> None:
-    """Sets written before the count ('n') was kept hold leases and '#' and '@' only: the
-    first charge counts the live leases (an ended one pruned) and keeps the count from then
-    on."""
+    """Older scripts kept a counter's leases in a sorted set: read as a string it is absent
+    (MGET), so the first charge counts from zero and its SET replaces it (the old leases are
+    forgotten once, at the upgrade)."""
     slot = counter(CONCURRENCY, "old", 3, 30.0)
     now_us = round(START * 1_000_000)
-    await redis_store.redis.zadd(slot.key, {"101": now_us + 20_000_000, "102": now_us - 1,
-                                            "#": -102, "@": -(now_us + 50_000_000)})
-    await redis_store.redis.pexpire(slot.key, 50_000)
+    await redis_store.redis.zadd(slot.key, {"101": now_us + 20_000_000, "#": -101})
     first = (await redis_store.apply((slot,), START))[0]
-    assert first.allowed and first.remaining == 3 - 1 - 1  # 101 held, 102 ended
+    assert first.allowed and first.remaining == 3 - 1
     assert first.lease is not None and first.lease.id == now_us  # ids never below now
-    assert await redis_store.redis.zscore(slot.key, "102") is None
-    assert await redis_store.redis.zscore(slot.key, "n") == -3.0  # two leases held
-    assert (await redis_store.apply((slot,), START + 1.0))[0].allowed
-    assert not (await redis_store.apply((slot,), START + 2.0))[0].allowed
+    assert await redis_store.redis.type(slot.key) == b"string"
+    assert await redis_store.release([first.lease], START + 1.0) == 1
 
 
 async def test_counter_values_not_packed_whole_are_a_clear_script_error(

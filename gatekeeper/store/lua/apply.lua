@@ -21,9 +21,7 @@
 --   concurrency: the slots held before this charge, and the soonest lease expiry (us) when
 --         refused or the new lease id when the plan passed.
 -- Nothing of the plan is written unless every counter allows (the settles are, either way).
--- Redis calls: one MGET for every rate and quota key (the corrected ones with them), one SET
--- each written, and per concurrency counter one ZMSCORE (its count and bookkeeping) and, when
--- the plan passed, one ZADD; per set with slots given back, one ZREM.
+-- Redis calls: one MGET of every key, and one SET per key written.
 
-local plan, ids, fixes, counting = ARGV[2], ARGV[3] or '', ARGV[4] or '', false
+local plan, ids, fixes = ARGV[2], ARGV[3] or '', ARGV[4] or ''
 

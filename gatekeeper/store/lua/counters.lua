@@ -1,116 +1,109 @@
 -- The body of every counter script, after prelude.lua and the script's own head (apply.lua,
 -- settle.lua, release.lua, reconcile.lua), which names its inputs:
---   plan      the counters to charge, packed (apply.lua); '' for the others,
---   ids       the lease ids to give back, space-separated, their keys first in KEYS,
---   fixes     the corrections, packed, their keys next in KEYS,
---   counting  count the slots still held (an expired lease pruned first, so it counts
---             nothing); else the leases are only removed (a lease id is never handed out
---             twice, so a late release of an expired one frees no other).
+--   plan   the counters to charge, packed (apply.lua); '' for the others,
+--   ids    the lease ids to give back, space-separated, their keys first in KEYS,
+--   fixes  the corrections, packed, their keys next in KEYS.
 -- Settles first, then the plan: a slot given back is free for the plan that carries it, and a
 -- counter both corrected and charged is read and written once.
 --
--- One body, mostly straight-line code: what a script costs the server beyond its redis.calls
--- is mostly the functions and tables it makes on every call (closures, upvalues, the
--- collector), which cost more than the arithmetic, so there are three functions.
+-- Every counter is one string key, so one MGET reads them all and one SET writes each: what
+-- a script costs the server beyond its redis.calls is mostly the tables and functions it makes
+-- on every call (allocation, the collector), so there is one function, one table per key and
+-- the reply's.
 
--- 1. Give slots back: one ZREM per set (a batch names a set many times).
-local released, nk, dropped = 0, 0, nil
-if tonumber(ids) then  -- one lease (a response's end riding alone): no gmatch, no tables
-  nk = 1
-  local key = KEYS[1]
-  local gone = counting and redis.call('ZREMRANGEBYSCORE', key, '0', fmt('%d', now)) or 0
-  released = redis.call('ZREM', key, ids)
-  gone = gone + released
-  if gone > 0 then dropped = {[key] = gone} end
-elseif ids ~= '' then
-  local by, keys = {}, {}
-  for id in string.gmatch(ids, '%S+') do
-    nk = nk + 1
-    local key = KEYS[nk]
-    if tonumber(id) then  -- a lease id, never the set's bookkeeping ('#', '@', 'n', 's')
-      local list = by[key]
-      if not list then
-        list = {}
-        by[key] = list
-        keys[#keys + 1] = key
-      end
-      list[#list + 1] = id
-    end
-  end
-  dropped = {}
-  for j = 1, #keys do
-    local key = keys[j]
-    local gone = counting and redis.call('ZREMRANGEBYSCORE', key, '0', fmt('%d', now)) or 0
-    local freed = redis.call('ZREM', key, unpack(by[key]))
-    released = released + freed
-    gone = gone + freed
-    if gone > 0 then dropped[key] = (dropped[key] or 0) + gone end
-  end
-end
+-- 1. Read every key in one MGET (a key of another type, such as an older script's sorted set
+-- of slots, reads as absent and is replaced when written).
+local values = #KEYS > 0 and redis.call('MGET', unpack(KEYS)) or {}
 
--- 2. Read every rate and quota key in one MGET: every KEYS after the leases' (a concurrency
--- set among them reads as nil: cheaper than a list of the others).
-local read, NONE = {}, {}
-local last = #KEYS
-if nk < last then
-  local values = redis.call('MGET', unpack(KEYS, nk + 1))
-  for i = nk + 1, last do read[KEYS[i]] = values[i - nk] end
-end
-
--- Rate and quota counters by key: {rate?, a, b, x} with rate: a = tat_us, b = tat_rem
--- (tat = tat_us * limit + tat_rem, like limits/gcra.py), quota: a = units used (false:
--- absent), b = the window's end (us); x: until when the key lives (us; 0: unknown, quota: 1
--- when it exists). 'put' marks a key to write; ka and kb hold what a refused plan still
--- writes (the settles').
-local staged = {}
-
--- A rate counter's state, tat never before now (a tat that has passed reads as fresh). Its
--- value: tat_us, tat_rem and the key's expiry (us) as three little-endian doubles (struct: no
--- text to match or format); a key an older script wrote as text, 'tat_us tat_rem', still
--- reads: its 8th character is a digit or a space, where the 8th byte of a double holding a
--- whole number below 2^53 (sign and exponent) is 0 or above '9'.
-local function rate(key)
-  local s = staged[key]
+-- A counter's state by key, made on first use, every field named at once (a field added later
+-- grows the table: another allocation):
+--   rate:  a, b = tat_us, tat_rem (tat = tat_us * limit + tat_rem, in units of 1/limit us,
+--          like limits/gcra.py: two parts, as a Lua number is exact only up to 2^53, and
+--          tat_us * limit is not), never before now (a tat that has passed reads as fresh);
+--          x = until when the key lives (us; 0: unknown).
+--   quota: a = units used (false: absent), b = the window's end (us), x = 1 when it exists.
+--   slots: the leases, each its id and expiry (us) as two doubles, in one string (l), after a
+--          head of three: the last id handed out (a), a time no lease expires before (b), and
+--          the key's own expiry (x); n leases held. Leases that have ended (a crashed
+--          replica's, a lost release) are dropped when read once b has passed.
+--   put:   write a, b (the plan's); ka, kb: what a refused plan still writes (the settles').
+--   For slots: put is the plan's leases (their string), ka marks the settles' changes, kb the
+--   ids handed out, last first.
+-- A rate key's value: tat_us, tat_rem and x as three little-endian doubles (struct: no text
+-- to match or format); a key an older script wrote as text, 'tat_us tat_rem', still reads: its
+-- 8th character is a digit or a space, where the 8th byte of a double holding a whole number
+-- below 2^53 (sign and exponent) is 0 or above '9'.
+local states = {}
+local function state(i, kind)
+  local key = KEYS[i]
+  local s = states[key]
   if s then
-    if s.a < now then s.a, s.b = now, 0 end
+    if kind == RATE and s.a < now then s.a, s.b = now, 0 end
     return s
   end
-  s = {rate = true, a = now, b = 0, x = 0}
-  local v = read[key]
-  if v == nil then v = redis.call('GET', key) end
-  if v then
-    local t, r, x
-    local high = #v == 24 and string.byte(v, 8)
-    if high and (high == 0 or high > 57) then
-      t, r, x = struct.unpack('<ddd', v)
-    else
-      t, r = string.match(v, '^(%d+) (%d+)$')
-      t, r, x = tonumber(t), tonumber(r), 0
+  local v = values[i]
+  if kind == RATE then
+    local t, r, x = now, 0, 0
+    if v then
+      local high = #v == 24 and string.byte(v, 8)
+      if high and (high == 0 or high > 57) then
+        t, r, x = struct.unpack('<ddd', v)
+      else
+        t, r = string.match(v, '^(%d+) (%d+)$')
+        t, r = tonumber(t), tonumber(r)
+      end
+      if t < now then t, r = now, 0 end
     end
-    s.x = x
-    if t >= now then s.a, s.b = t, r end
+    s = {kind = RATE, a = t, b = r, x = x, e = 0, n = 0, l = false, put = false, ka = false,
+         kb = 0}
+  elseif kind == QUOTA then
+    s = {kind = QUOTA, a = v and tonumber(v), b = 0, x = v and 1 or 0, e = 0, n = 0,
+         l = false, put = false, ka = false, kb = 0}
+  else
+    local last, soon, ends, leases, n, pruned = 0, 0, 0, '', 0, false
+    if v and #v >= 24 and (#v - 24) % 16 == 0 then
+      last, soon, ends = struct.unpack('<ddd', v)
+      leases = string.sub(v, 25)
+      n = #leases / 16
+      if n > 0 and soon <= now then
+        local live, first = {}, 0
+        for p = 1, #leases, 16 do
+          local expiry = struct.unpack('<d', leases, p + 8)
+          if expiry > now then
+            live[#live + 1] = string.sub(leases, p, p + 15)
+            if first == 0 or expiry < first then first = expiry end
+          end
+        end
+        leases, soon, pruned = table.concat(live), first, true
+        n = #leases / 16
+      end
+    end
+    s = {kind = SLOTS, a = last, b = soon, x = ends, e = ends, n = n, l = leases, put = false,
+         ka = pruned, kb = last}
   end
-  staged[key] = s
+  states[key] = s
   return s
 end
 
--- A quota counter's state; ends: its window's end (0: aligned to period, hand-built counters),
--- returned with it. A quota's key is named by its window and expires when it ends (set when
--- it is made), so a key that exists already keeps its TTL.
-local function quota(key, ends, period)
-  if ends == 0 then
-    local r = now - math.floor(now / period) * period
-    if r < 0 then r = r + period elseif r >= period then r = r - period end
-    ends = now - r + period
+-- 2. Give slots back: remove each lease from its counter's string (an id is a double's 8
+-- bytes, found where a lease starts; a lease id is never handed out twice, so a late release
+-- of an expired one frees no other).
+local released, nk = 0, 0
+local at, size = 1, #ids
+while at <= size do
+  local stop = string.find(ids, ' ', at, true) or size + 1
+  local id = tonumber(string.sub(ids, at, stop - 1))
+  at, nk = stop + 1, nk + 1
+  if id then
+    local s = state(nk, SLOTS)
+    local leases, find = s.l, struct.pack('<d', id)
+    local p = string.find(leases, find, 1, true)
+    while p and p % 16 ~= 1 do p = string.find(leases, find, p + 1, true) end
+    if p then
+      s.l = string.sub(leases, 1, p - 1) .. string.sub(leases, p + 16)
+      s.n, s.ka, released = s.n - 1, true, released + 1
+    end
   end
-  local s = staged[key]
-  if not s then
-    local v = read[key]
-    if v == nil then v = redis.call('GET', key) end
-    s = {rate = false, a = v and tonumber(v), b = ends, x = v and 1 or 0}
-    staged[key] = s
-  end
-  return s, ends
 end
 
 -- 3. Correct each rate or quota counter by the real usage: kind (RATE or QUOTA), limit, delta
@@ -118,12 +111,12 @@ end
 -- period_us, limit), computed exactly by the caller), ends (quota: the window's end; 0:
 -- aligned to period), period_us. A rate never holds credit beyond its full burst (tat >= now);
 -- a quota never goes below zero and a window that has ended is not reopened.
-local nf = count(fixes)
+local nf = #fixes / 56
+if nf % 1 ~= 0 then error({err = BAD_SPEC}) end
 for j = 1, nf do
   local kind, limit, delta, d_us, d_rem, ends, period = struct.unpack(SPEC, fixes, 56 * j - 55)
-  local key = KEYS[nk + j]
   if kind == RATE then
-    local s = rate(key)
+    local s = state(nk + j, RATE)
     local tat, rem = s.a, s.b
     if delta > 0 then
       tat, rem = tat + d_us, rem + d_rem
@@ -135,40 +128,35 @@ for j = 1, nf do
     end
     s.a, s.b, s.put, s.ka, s.kb = tat, rem, true, tat, rem
   elseif kind == QUOTA then
-    local s
-    s, ends = quota(key, ends, period)
+    if ends == 0 then  -- aligned to its period (hand-built counters; as in step 4)
+      local r = now - math.floor(now / period) * period
+      if r < 0 then r = r + period elseif r >= period then r = r - period end
+      ends = now - r + period
+    end
+    local s = state(nk + j, QUOTA)
     if ends > now and (s.a or delta > 0) then
-      s.a = s.a and math.max(0, s.a + delta) or delta
-      s.b, s.put, s.ka, s.kb = ends, true, s.a, ends
+      local used = (s.a or 0) + delta
+      if used < 0 then used = 0 end
+      s.a, s.b, s.put, s.ka, s.kb = used, ends, true, used, ends
     end
   end
 end
 
--- 4. Charge the plan: every counter decided, nothing of it written unless all allow.
--- Concurrency slots: a sorted set per counter, each lease id scored by its expiry (us), plus
--- bookkeeping members with negative scores (outside every lease range, never pruned):
---   '#' at -(the last id handed out),
---   '@' at -(the key's own expiry, us): PEXPIRE is sent only when a lease would outlive the
---       key, and then the key gets a further period;
---   'n' at -(1 + the leases in the set), so a charge reads its count with the rest in one
---       ZMSCORE instead of counting them (ZCOUNT);
---   's' at -(a time no lease in the set expires before): while it is ahead of now every
---       lease counted is live; once it is not, the expired leases (a crashed replica's, a
---       lost release) are pruned and the rest counted again, which also heals a count that
---       a set written by an older script never kept.
--- By key: {n (leases held), last, ends, soon, exists, dirty (n or soon to write), adds}.
-local n = count(plan)
+-- 4. Charge the plan: every counter decided, nothing of it written unless all allow. The
+-- reply: now, passed, then per counter allowed, a, b (apply.lua), made at its size for up to
+-- three counters.
+local n = #plan / 56
+if n % 1 ~= 0 then error({err = BAD_SPEC}) end
 local base = nk + nf
-local out = {now, 1}
+local out = {now, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+local o = 2
 local passed = true
-local held
 for i = 1, n do
   local kind, limit, period, cost, add_us, add_rem, ends = struct.unpack(SPEC, plan,
                                                                          56 * i - 55)
-  local key = KEYS[base + i]
   local ok, a, b = 0, 0, 0
   if kind == RATE then
-    local s = rate(key)
+    local s = state(base + i, RATE)
     a, b = s.a, s.b
     if add_us >= 0 then
       local t2, r2 = a + add_us, b + add_rem
@@ -181,127 +169,93 @@ for i = 1, n do
       end
     end
   elseif kind == QUOTA then
-    local s
-    s, ends = quota(key, ends, period)
+    if ends == 0 then  -- aligned to its period (hand-built counters; as in step 3)
+      local r = now - math.floor(now / period) * period
+      if r < 0 then r = r + period elseif r >= period then r = r - period end
+      ends = now - r + period
+    end
     if ends <= now then
       passed = nil
       break
     end
+    local s = state(base + i, QUOTA)
     a = s.a or 0
     if a + cost <= limit then
       ok = 1
       s.a, s.b, s.put = a + cost, ends, true
     end
   else
-    held = held or {}
-    local s = held[key]
-    if not s then
-      local h = redis.call('ZMSCORE', key, 'n', '#', '@', 's')
-      s = {n = 0, last = 0, ends = 0, soon = 0, exists = false, dirty = false}
-      if h[2] then
-        local gone = dropped and dropped[key]
-        s.exists, s.last, s.ends = true, -h[2], h[3] and -h[3] or 0
-        s.soon = h[4] and -h[4] or 0
-        s.n = (h[1] and -h[1] - 1 or -1) - (gone or 0)
-        s.dirty = gone ~= nil
-        if s.n < 0 or (s.n > 0 and s.soon <= now) then
-          redis.call('ZREMRANGEBYSCORE', key, '0', fmt('%d', now))
-          s.n = redis.call('ZCOUNT', key, '(0', '+inf')
-          local first = redis.call('ZRANGEBYSCORE', key, '(0', '+inf', 'WITHSCORES', 'LIMIT',
-                                   '0', '1')
-          s.soon = first[2] and tonumber(first[2]) or 0
-          s.dirty = true
-        end
-      end
-      if dropped then dropped[key] = nil end  -- counted in s.n from here on
-      held[key] = s
-    end
+    -- a lease: the next id (never below now: an id is not handed out again after the key
+    -- expired), expiring a period from now; the key lives a period past its last lease
+    local s = state(base + i, SLOTS)
     a = s.n
     if a < limit then
       ok = 1
-      s.n = a + 1
-      local adds = s.adds  -- flat: where its lease id goes in out, its expiry, its period
-      if not adds then
-        adds = {}
-        s.adds = adds
-      end
-      local k = #adds
-      adds[k + 1], adds[k + 2], adds[k + 3] = #out + 3, now + period, period
+      local id, expiry = s.kb + 1, now + period
+      if id < now then id = now end
+      local lease = struct.pack('<dd', id, expiry)
+      s.n, s.kb, s.put, b = a + 1, id, s.put and s.put .. lease or lease, id
+      if a == 0 or expiry < s.b then s.b = expiry end
+      if expiry > s.e then s.e = expiry + period end
     else
-      -- read only when refused: the soonest live lease, else one this plan just staged
-      local first = redis.call('ZRANGEBYSCORE', key, '(' .. fmt('%d', now), '+inf',
-                               'WITHSCORES', 'LIMIT', '0', '1')
-      b = first[2] and tonumber(first[2]) or now + period
+      -- refused: the soonest live lease (held, or one this plan just took)
+      local leases = s.put and s.l .. s.put or s.l
+      for p = 9, #leases, 16 do
+        local expiry = struct.unpack('<d', leases, p)
+        if b == 0 or expiry < b then b = expiry end
+      end
+      if b == 0 then b = now + period end
     end
   end
   if ok == 0 then passed = false end
-  out[#out + 1] = ok
-  out[#out + 1] = a
-  out[#out + 1] = b
+  out[o + 1], out[o + 2], out[o + 3] = ok, a, b
+  o = o + 3
 end
+if o < 11 then out[o + 1] = nil end
 
--- 5. Write. Rate and quota counters: what was staged, or (refused) only what the settles
--- wrote. A rate key lives a second past its tat (RATE_SLACK_US); its TTL is moved (PX) only
--- when that would outlive it, then a second further: most writes keep the TTL (KEEPTTL), which
--- costs the server less than setting one.
-for key, s in pairs(staged) do
-  local a, b = s.a, s.b
-  if not passed then
-    a, b = s.ka, s.kb
-  elseif not s.put then
-    a = nil
-  end
-  if a then
-    if s.rate then
-      local x = s.x
-      if a + 1 + RATE_SLACK_US <= x then
-        redis.call('SET', key, struct.pack('<ddd', a, b, x), 'KEEPTTL')
+-- 5. Write: what the plan staged, or (refused) only what the settles changed. A rate key
+-- lives a second past its tat (RATE_SLACK_US); its TTL is moved (PX) only when that would
+-- outlive it, then a second further: most writes keep the TTL (KEEPTTL), which costs the
+-- server less than setting one. A slots key is written with a new TTL only when a lease would
+-- outlive it (x moved).
+for key, s in pairs(states) do
+  local kind = s.kind
+  if kind == SLOTS then
+    if passed and s.put then
+      local e = s.e
+      local value = struct.pack('<ddd', s.kb, s.b, e) .. s.l .. s.put
+      if e > s.x then
+        redis.call('SET', key, value, 'PX', fmt('%d', math.ceil((e - now) / 1000)))
       else
-        x = a + 1 + 2 * RATE_SLACK_US
-        redis.call('SET', key, struct.pack('<ddd', a, b, x), 'PX',
-                   fmt('%d', math.ceil((x - now) / 1000)))
+        redis.call('SET', key, value, 'KEEPTTL')
       end
-    elseif s.x == 1 then
-      redis.call('SET', key, fmt('%d', a), 'KEEPTTL')
-    else
-      redis.call('SET', key, fmt('%d', a), 'PX', fmt('%d', math.ceil((b - now) / 1000)))
+    elseif s.ka then
+      redis.call('SET', key, struct.pack('<ddd', s.a, s.b, s.x) .. s.l, 'KEEPTTL')
+    end
+  else
+    local a, b = s.a, s.b
+    if not passed then
+      a, b = s.ka, s.kb
+    elseif not s.put then
+      a = false
+    end
+    if a then
+      if kind == RATE then
+        local x = s.x
+        if a + 1 + RATE_SLACK_US <= x then
+          redis.call('SET', key, struct.pack('<ddd', a, b, x), 'KEEPTTL')
+        else
+          x = a + 1 + 2 * RATE_SLACK_US
+          redis.call('SET', key, struct.pack('<ddd', a, b, x), 'PX',
+                     fmt('%d', math.ceil((x - now) / 1000)))
+        end
+      elseif s.x == 1 then
+        redis.call('SET', key, fmt('%d', a), 'KEEPTTL')
+      else
+        redis.call('SET', key, fmt('%d', a), 'PX', fmt('%d', math.ceil((b - now) / 1000)))
+      end
     end
   end
-end
-
--- Concurrency sets: with the plan passed, the leases staged (their ids put where out's index
--- says) with the bookkeeping in one ZADD; a count moved by releases or a prune alone in one
--- ZADD, or in one ZINCRBY for a set the plan did not read.
-for key, s in pairs(held or NONE) do
-  local adds = passed and s.adds
-  local held_n = s.n - (s.adds and #s.adds / 3 or 0)
-  local soon = s.soon
-  if adds then
-    if held_n == 0 then soon = adds[2] end
-    local id, ends, period = s.last, 0, 0
-    local members = {}
-    for j = 1, #adds, 3 do
-      local expiry = adds[j + 1]
-      id = math.max(id + 1, now)  -- never below now: an id is not handed out again after
-      out[adds[j]] = id           -- the set expired
-      members[#members + 1] = fmt('%d', expiry)
-      members[#members + 1] = fmt('%d', id)
-      if expiry > ends then ends, period = expiry, adds[j + 2] end
-      if expiry < soon then soon = expiry end
-    end
-    local extend = ends > s.ends
-    if extend then ends = ends + period end  -- the key lives a period past its last lease
-    redis.call('ZADD', key, fmt('%d', -id), '#', fmt('%d', -1 - s.n), 'n', fmt('%d', -soon), 's',
-               fmt('%d', -math.max(ends, s.ends)), '@', unpack(members))
-    if extend then redis.call('PEXPIRE', key, fmt('%d', math.ceil((ends - now) / 1000))) end
-  elseif s.dirty and s.exists then
-    redis.call('ZADD', key, fmt('%d', -1 - held_n), 'n', fmt('%d', -math.max(soon, 1)), 's')
-  end
-end
-for key, gone in pairs(dropped or NONE) do
-  -- an older script's set has no 'n': made here above zero, it reads as lost and is counted
-  -- again (above)
-  redis.call('ZINCRBY', key, fmt('%d', gone), 'n')
 end
 
 if passed == nil then

@@ -19,22 +19,16 @@ local fmt = string.format
 local RATE_SLACK_US = 1000000
 
 -- A counter's kind (redis_counters._KIND).
-local RATE, QUOTA = 1, 2  -- and 3: concurrency slots
+local RATE, QUOTA, SLOTS = 1, 2, 3
 
 -- Every counter's (apply.lua) or correction's (counters.lua) 7 values, packed by the caller
 -- (redis_counters.SPEC: little-endian doubles), one after another: read with Redis's struct
 -- library, one counter's at a time straight into locals (SPEC: the format; unpacking them all
 -- into one table first costs the server several microseconds more, measured), where matching
 -- the same numbers in text costs microseconds. Each value is a whole number below 2^53, exact
--- in a double as in a Lua number. Returns how many counters packed holds.
+-- in a double as in a Lua number.
 local SPEC = '<ddddddd'
-local function count(packed)
-  local n = #packed / 56
-  if n ~= math.floor(n) then
-    error({err = 'ERR counter values must be 7 doubles each (redis_counters.SPEC)'})
-  end
-  return n
-end
+local BAD_SPEC = 'ERR counter values must be 7 doubles each (redis_counters.SPEC)'
 
 local now = ARGV[1]
 if now == '' then

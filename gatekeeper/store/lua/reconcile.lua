@@ -2,7 +2,7 @@
 -- key. ARGV: now (prelude.lua), kind (RATE or QUOTA), limit, delta, delta_us, delta_rem,
 -- ends_us, period_us.
 
-local plan, ids, counting = '', '', false
+local plan, ids = '', ''
 local fixes = struct.pack(SPEC, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
                           tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
                           tonumber(ARGV[8]))

@@ -1,4 +1,4 @@
 -- Give concurrency slots back. KEYS: each lease's counter key; ARGV[1]: now (prelude.lua),
 -- then each lease's id. Returns how many were still held (counters.lua).
 
-local plan, ids, fixes, counting = '', table.concat(ARGV, ' ', 2), '', true
+local plan, ids, fixes = '', table.concat(ARGV, ' ', 2), ''

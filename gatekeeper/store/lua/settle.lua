@@ -4,4 +4,4 @@
 -- (prelude.lua). ARGV[2]: the lease ids, space-separated, in KEYS order. ARGV[3]: every
 -- correction's 7 values (prelude.lua: SPEC). Returns how many slots were still held.
 
-local plan, ids, fixes, counting = '', ARGV[2], ARGV[3], true
+local plan, ids, fixes = '', ARGV[2], ARGV[3]
