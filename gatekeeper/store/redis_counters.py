@@ -159,9 +159,26 @@ def now_arg(now_us: int | None) -> str | int:
     return "" if now_us is None else now_us
 
 
-def answers(plan: Plan, reply: Sequence[int]) -> list[CounterAnswer]:
+_REPLIES: dict[int, Struct] = {}
+
+
+def reply_numbers(reply: bytes) -> tuple[int, ...]:
+    """``apply.lua``'s reply: whole numbers as little-endian 8-byte integers, one string."""
+    size = len(reply)
+    unpack = _REPLIES.get(size)
+    if unpack is None:
+        if size % 8:
+            raise ValueError(f"an apply reply is 8-byte integers, not {size} bytes")
+        unpack = _REPLIES[size] = Struct(f"<{size // 8}q")
+    return unpack.unpack(reply)
+
+
+def answers(plan: Plan, packed: bytes) -> list[CounterAnswer]:
     """One answer per counter from ``apply.lua``'s reply (leases only when the plan passed).
     Fields by index: this runs for every counter of every request."""
+    reply = reply_numbers(packed)
+    if len(reply) != 2 + 3 * len(plan):
+        raise ValueError(f"an apply reply for {len(plan)} counters has {len(reply)} numbers")
     now_us, passed = reply[0], reply[1]
     out: list[CounterAnswer] = []
     i = 2

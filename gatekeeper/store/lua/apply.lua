@@ -13,7 +13,8 @@
 --   add_us, add_rem   rate: divmod(cost * period_us, limit), computed exactly by the caller
 --                     (-1 when cost > limit: it can never pass),
 --   ends_us           quota: the window's end (0: aligned to its period).
--- Returns {now_us, passed, then per counter: allowed, a, b}:
+-- Returns now_us, passed, then per counter allowed, a, b, as little-endian 8-byte integers
+-- in one string (redis_counters.reply_numbers):
 --   rate: the tat before this charge, as tat_us and tat_rem (tat = tat_us * limit + tat_rem,
 --         in units of 1/limit us, like limits/gcra.py: kept in two parts because a Lua number
 --         is a double, exact only up to 2^53, and tat_us * limit is not);
