@@ -27,7 +27,7 @@ from gatekeeper.audit_stream import audit_stream_for
 from gatekeeper.auth import checked_pepper
 from gatekeeper.breaker import Breaker
 from gatekeeper.clock import Clock, SystemClock
-from gatekeeper.decision import FLAG, Decision
+from gatekeeper.decision import FLAG, Decision, is_allowed
 from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.metrics import Metrics
 from gatekeeper.pipeline import INVALID_TARGET, MISS, evaluate, prepare, route
@@ -199,7 +199,7 @@ class Gatekeeper:
         self.metrics.record(decision.reason, perf_counter() - started)
         if self.observer is not None:
             self.observer(scope, decision, now)
-        if decision.allowed:
+        if is_allowed(decision):
             scope[SCOPE_KEY] = decision
             if kind != "http":
                 try:
