@@ -27,7 +27,6 @@ from gatekeeper.reasons import (
     MAX_TOKENS_TOO_LARGE,
     MODEL_NOT_ALLOWED,
     N_TOO_LARGE,
-    Reason,
     Refusal,
 )
 from gatekeeper.token_estimate import (
@@ -37,8 +36,11 @@ from gatekeeper.token_estimate import (
     prompt_tokens,
 )
 
-MAX_TOKEN_FIELDS: Final = ("max_tokens", "max_completion_tokens", "max_output_tokens")
-CHOICE_FIELDS: Final = ("n", "best_of")
+MAX_TOKEN_FIELDS: Final[tuple[str, ...]] = ("max_tokens", "max_completion_tokens",
+                                            "max_output_tokens")
+CHOICE_FIELDS: Final[tuple[str, ...]] = ("n", "best_of")
+"""Tuples of any length to the compiler: one of fixed length is a C struct, boxed into a new
+tuple at every call that passes it on (``_largest``, twice per checked body)."""
 _SHOWN: Final = 64
 _USAGE_OPTION = b'"stream_options":{"include_usage":true},'
 
@@ -217,32 +219,32 @@ def _check(document: dict[str, Any], rules: RequestPolicy, size: int,
         model = None
     elif not rules.model_allowed(model):
         return Refusal(MODEL_NOT_ALLOWED, detail=f"model {_show(model)}")
-    max_tokens = _largest(document, MAX_TOKEN_FIELDS, rules.max_tokens, MAX_TOKENS_TOO_LARGE)
-    if isinstance(max_tokens, Refusal):
-        return max_tokens
-    n = _largest(document, CHOICE_FIELDS, rules.max_n, N_TOO_LARGE)
-    if isinstance(n, Refusal):
-        return n
+    try:
+        max_tokens = _largest(document, MAX_TOKEN_FIELDS, rules.max_tokens)
+        n = _largest(document, CHOICE_FIELDS, rules.max_n)
+    except _Refused as refused:
+        return refused.refusal
     choices = n if n is not None and n > 1 else 1
     completion = completion_tokens(max_tokens, rules.default_max_tokens, choices) \
         if completes else 0
     options = document.get("stream_options")
     user = document.get("user")
-    if user.__class__ is not str:
+    if type(user) is not str:
         user = document.get("safety_identifier")
-        if user.__class__ is not str:
+        if type(user) is not str:
             user = None
     prompt = prompt_tokens(document, size) if size else 0
     return _new(BodyFacts, (
         model, max_tokens, choices, document.get("stream") is True,
-        options.__class__ is dict and options.get("include_usage") is True,
+        type(options) is dict and options.get("include_usage") is True,
         user, prompt if prompt < MAX_ESTIMATE else MAX_ESTIMATE, completion, document))
 
 
-def _largest(document: dict[str, Any], names: tuple[str, ...], ceiling: int | None,
-             over: Reason) -> int | Refusal | None:
+def _largest(document: dict[str, Any], names: tuple[str, ...],
+             ceiling: int | None) -> int | None:
     """The largest whole number among ``names``; a wrong type or a value over ``ceiling`` is
-    a refusal when there is a ceiling, and ignored (for the estimate) when there is none."""
+    a refusal when there is a ceiling (raised as ``_Refused``), and ignored (for the estimate)
+    when there is none."""
     found: int | None = None
     for name in names:
         value = document.get(name)
@@ -252,13 +254,23 @@ def _largest(document: dict[str, Any], names: tuple[str, ...], ceiling: int | No
             value = int(value)
         if type(value) is not int:
             if ceiling is not None:
-                return Refusal(BODY_INVALID, detail=f"{name} is not a whole number")
+                raise _Refused(Refusal(BODY_INVALID, detail=f"{name} is not a whole number"))
             continue
         if ceiling is not None and value > ceiling:
             shown = value if value <= MAX_ESTIMATE else f"over {MAX_ESTIMATE}"
-            return Refusal(over, detail=f"{name} {shown} over {ceiling}")
+            over = MAX_TOKENS_TOO_LARGE if name in MAX_TOKEN_FIELDS else N_TOO_LARGE
+            raise _Refused(Refusal(over, detail=f"{name} {shown} over {ceiling}"))
         found = value if found is None else max(found, value)
     return found
+
+
+class _Refused(Exception):
+    """``_largest``'s refusal, raised: its usual answer (a number or None) then needs no type
+    check on every request, and neither the reason nor ``Refusal`` is looked up for it."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason.code)
+        self.refusal = refusal
 
 
 class _Repeated(ValueError):

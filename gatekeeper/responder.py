@@ -163,7 +163,7 @@ class Responder:
                 if len(body) <= USAGE_BUFFER_LIMIT:
                     self._read_usage(body)
             elif watch != _OFF:
-                self._observe(body if body.__class__ is bytes else bytes(body), more)
+                self._observe(body if type(body) is bytes else bytes(body), more)
             if not more:
                 pending = self._settled(DISCONNECT if self._disconnected else COMPLETE)
                 if pending is not None:
@@ -215,7 +215,7 @@ class Responder:
         plain = True
         for header in message.get("headers") or ():
             name = header[0]
-            name = (name if name.__class__ is bytes else bytes(name)).lower()
+            name = (name if type(name) is bytes else bytes(name)).lower()
             if name in names:
                 continue
             if name == b"content-type":
@@ -333,7 +333,7 @@ def with_headers(message: Message, headers: Iterable[Any],
     if names is None:
         names = header_names(ours)
     kept = [h for h in headers
-            if (h[0] if h[0].__class__ is bytes else bytes(h[0])).lower() not in names]
+            if (h[0] if type(h[0]) is bytes else bytes(h[0])).lower() not in names]
     kept += ours
     return {**message, "headers": kept}
 
