@@ -164,6 +164,10 @@ def parse_json_object(body: bytes) -> tuple[dict[str, Any] | None, str]:
         return None, "not UTF-8"
     if text.startswith("\ufeff"):
         text = text[1:]
+    if text[:1] == "{" and text.find("\\") < 0:
+        usual = _without_repeats(text)
+        if usual is not None:
+            return usual, ""
     try:
         if text[:1] == "{":  # the usual body: the decoder's scanner alone, no wrapper calls
             document, end = _SCAN(text, 0)
@@ -288,6 +292,53 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
+def _without_repeats(text: str) -> dict[str, Any] | None:
+    """The usual body (an object, no backslash, nested at most ``_SHALLOW`` deep) parsed
+    without ``_unique``'s hook, or None when that cannot show it valid and free of repeated
+    keys (``parse_json_object`` then parses it the careful way, which names what is wrong).
+
+    Without a backslash every ``"`` delimits a string, so the text holds ``count('"') / 2``
+    strings, each a key or a string value; a repeated key loses at least its own string from
+    the parsed document, so the counts agree exactly when no key was repeated."""
+    try:
+        document, end = _PLAIN_SCAN(text, 0)
+        if end != len(text) or type(document) is not dict or \
+                2 * _strings_in(document, 0) != text.count('"'):
+            return None
+    except (ValueError, RecursionError, StopIteration, _Deep):
+        return None
+    return document
+
+
+_SHALLOW: Final = 32
+"""Deeper bodies take the careful way: near the recursion limit, its hook's extra call could
+fail where the plain scanner does not."""
+
+
+class _Deep(Exception):
+    pass
+
+
+def _strings_in(document: dict[str, Any], depth: int) -> int:
+    """Keys and string values in a parsed object, nested ones included."""
+    return len(document) + _strings_among(list(document.values()), depth)
+
+
+def _strings_among(values: list[Any], depth: int) -> int:
+    if depth > _SHALLOW:
+        raise _Deep
+    n = 0
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            n += 1
+        elif kind is dict:
+            n += _strings_in(value, depth + 1)
+        elif kind is list:
+            n += _strings_among(value, depth + 1)
+    return n
+
+
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
@@ -296,6 +347,9 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_unique, parse_constant=_no_consta
 """Built once: ``json.loads`` with options builds a decoder per call."""
 _SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 """The decoder's C scanner (what ``decode`` calls after its own Python checks)."""
+_PLAIN_SCAN: Final[Callable[[str, int], tuple[Any, int]]] = json.JSONDecoder(
+    parse_constant=_no_constant).scan_once  # type: ignore[attr-defined]
+"""The same scanner building its objects itself, with no hook (``_without_repeats``)."""
 _JSON_SPACE: Final = " \t\n\r"
 
 
