@@ -43,6 +43,12 @@ CANCELLED: Final = "cancelled"
 USAGE_BUFFER_LIMIT: Final = 1 << 20
 """The most of a JSON body, or of one SSE event, kept to look for ``usage``."""
 
+LOWERED_NAMES: Final = 256
+_LOWERED: Final[dict[bytes, bytes]] = {}
+"""Header name as an app sends it -> in lowercase, for the first ``LOWERED_NAMES`` names (the
+app's, never a client's): apps send the same few in every response, and ``bytes.lower`` is
+a method call that makes a new object, whose hash the look-up in ``names`` then computes."""
+
 _OFF: Final = 0
 _JSON: Final = 1
 _SSE: Final = 2
@@ -213,9 +219,18 @@ class Responder:
         kept: list[Any] = []
         media = b""
         plain = True
+        lowered = _LOWERED
         for header in message.get("headers") or ():
             name = header[0]
-            name = (name if type(name) is bytes else bytes(name)).lower()
+            if type(name) is bytes:
+                low = lowered.get(name)
+                if low is None:
+                    low = name.lower()
+                    if len(lowered) < LOWERED_NAMES:
+                        lowered[name] = low
+                name = low
+            else:
+                name = bytes(name).lower()
             if name in names:
                 continue
             if name == b"content-type":
