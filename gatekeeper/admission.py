@@ -22,7 +22,7 @@ from typing import Final
 from gatekeeper import reasons
 from gatekeeper.charge import AnyCharge, Charge, LocalCharge
 from gatekeeper.clock import Clock
-from gatekeeper.decision import BLOCK, Decision, carrying
+from gatekeeper.decision import BLOCK, Decision, carrying, is_allowed
 from gatekeeper.errors import StoreError
 from gatekeeper.facts import RequestFacts, Scan
 from gatekeeper.limits.answer import Report, outcome
@@ -195,7 +195,7 @@ async def admit_request(counters: CounterStore, clock: Clock, admission: Admissi
         else:
             decision, charge = await admit(counters, clock, admission, decision, now,
                                            estimate, model)
-        if not decision.allowed:
+        if not is_allowed(decision):
             return decision, None, None
     if http and (responder is not None or charge is not None or decision.headers):
         if responder is None:
@@ -235,7 +235,7 @@ def admit_plain(counters: CounterStore, clock: Clock, admission: Admission,
         # ``embedded`` said so: a local annotation costs nothing, cast() is a call
         embedded: EmbeddedCounterStore = counters  # type: ignore[assignment]
         decision, charge = admit_now(embedded, clock, admission, decision, now)
-        if not decision.allowed:
+        if not is_allowed(decision):
             return decision, None, None
     if http and charge is not None:
         return decision, Responder(receive, send, headers=decision.headers,

@@ -19,6 +19,7 @@ SOURCES = (
     "gatekeeper/keys.py",
     "gatekeeper/principal.py",
     "gatekeeper/decision.py",
+    "gatekeeper/runtime.py",
     "gatekeeper/pipeline.py",
     "gatekeeper/admission.py",
     "gatekeeper/request_body.py",

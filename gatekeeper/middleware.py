@@ -27,7 +27,7 @@ from gatekeeper.audit_stream import audit_stream_for
 from gatekeeper.auth import checked_pepper
 from gatekeeper.breaker import Breaker
 from gatekeeper.clock import Clock, SystemClock
-from gatekeeper.decision import FLAG, Decision
+from gatekeeper.decision import FLAG, Decision, is_allowed
 from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.metrics import Metrics
 from gatekeeper.pipeline import INVALID_TARGET, MISS, evaluate, prepare, route
@@ -53,6 +53,11 @@ log = logging.getLogger("gatekeeper")
 
 SCOPE_KEY: Final = "gatekeeper"
 """Where an allowed request's Decision is left in the scope, for the app to read the tenant."""
+
+_MISS: Final[Any] = MISS
+_elapsed: Final = perf_counter
+"""Module constants of their own: compiled, an imported name is looked up in the module's
+dict at every use, twice each per request."""
 
 PolicySource = Policy | str | os.PathLike[str] | Mapping[str, Any]
 Observer = Callable[[Scope, Decision, float], None]
@@ -155,13 +160,13 @@ class Gatekeeper:
         rt = self.runtime  # read once: a reload never mixes two policies in one request
         path: str = scope["path"]
         root: str = scope.get("root_path", "")
-        below = rt.route_memo.get((root, path) if root else path, MISS)  # route_key, inlined
-        if below is MISS:
+        below = rt.route_memo.get((root, path) if root else path, _MISS)  # route_key, inlined
+        if below is _MISS:
             below = route(rt, path, root)
         if below == "":
             await self.app(scope, receive, send)
             return
-        started = perf_counter()
+        started = _elapsed()
         now, mono = self._now(), self._mono()
         facts = admission = charge = responder = None
         if below is None:
@@ -196,10 +201,10 @@ class Gatekeeper:
                     if responder is not None:  # the score's header too
                         responder.arm(decision.headers,
                                       None if charge is None else charge.settle)
-        self.metrics.record(decision.reason, perf_counter() - started)
+        self.metrics.record(decision.reason, _elapsed() - started)
         if self.observer is not None:
             self.observer(scope, decision, now)
-        if decision.allowed:
+        if is_allowed(decision):
             scope[SCOPE_KEY] = decision
             if kind != "http":
                 try:

@@ -53,7 +53,7 @@ def record_key(rt: Runtime, scan: Scan, peer: object, below: str) -> tuple[Any, 
     host, the forwarding, tenant and CDN country headers (and the path when it names the
     tenant): the same key is the same client in the same place. None when the peer is not
     the (host, port) tuple servers send: such requests are not reused."""
-    if peer.__class__ is not tuple:
+    if type(peer) is not tuple:
         if peer is not None:
             return None
         host = None

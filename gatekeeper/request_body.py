@@ -27,7 +27,6 @@ from gatekeeper.reasons import (
     MAX_TOKENS_TOO_LARGE,
     MODEL_NOT_ALLOWED,
     N_TOO_LARGE,
-    Reason,
     Refusal,
 )
 from gatekeeper.token_estimate import (
@@ -37,8 +36,11 @@ from gatekeeper.token_estimate import (
     prompt_tokens,
 )
 
-MAX_TOKEN_FIELDS: Final = ("max_tokens", "max_completion_tokens", "max_output_tokens")
-CHOICE_FIELDS: Final = ("n", "best_of")
+MAX_TOKEN_FIELDS: Final[tuple[str, ...]] = ("max_tokens", "max_completion_tokens",
+                                            "max_output_tokens")
+CHOICE_FIELDS: Final[tuple[str, ...]] = ("n", "best_of")
+"""Tuples of any length to the compiler: one of fixed length is a C struct, boxed into a new
+tuple at every call that passes it on (``_largest``, twice per checked body)."""
 _SHOWN: Final = 64
 _USAGE_OPTION = b'"stream_options":{"include_usage":true},'
 
@@ -162,6 +164,10 @@ def parse_json_object(body: bytes) -> tuple[dict[str, Any] | None, str]:
         return None, "not UTF-8"
     if text.startswith("\ufeff"):
         text = text[1:]
+    if text[:1] == "{" and text.find("\\") < 0:
+        usual = _without_repeats(text)
+        if usual is not None:
+            return usual, ""
     try:
         if text[:1] == "{":  # the usual body: the decoder's scanner alone, no wrapper calls
             document, end = _SCAN(text, 0)
@@ -217,32 +223,32 @@ def _check(document: dict[str, Any], rules: RequestPolicy, size: int,
         model = None
     elif not rules.model_allowed(model):
         return Refusal(MODEL_NOT_ALLOWED, detail=f"model {_show(model)}")
-    max_tokens = _largest(document, MAX_TOKEN_FIELDS, rules.max_tokens, MAX_TOKENS_TOO_LARGE)
-    if isinstance(max_tokens, Refusal):
-        return max_tokens
-    n = _largest(document, CHOICE_FIELDS, rules.max_n, N_TOO_LARGE)
-    if isinstance(n, Refusal):
-        return n
+    try:
+        max_tokens = _largest(document, MAX_TOKEN_FIELDS, rules.max_tokens)
+        n = _largest(document, CHOICE_FIELDS, rules.max_n)
+    except _Refused as refused:
+        return refused.refusal
     choices = n if n is not None and n > 1 else 1
     completion = completion_tokens(max_tokens, rules.default_max_tokens, choices) \
         if completes else 0
     options = document.get("stream_options")
     user = document.get("user")
-    if user.__class__ is not str:
+    if type(user) is not str:
         user = document.get("safety_identifier")
-        if user.__class__ is not str:
+        if type(user) is not str:
             user = None
     prompt = prompt_tokens(document, size) if size else 0
     return _new(BodyFacts, (
         model, max_tokens, choices, document.get("stream") is True,
-        options.__class__ is dict and options.get("include_usage") is True,
+        type(options) is dict and options.get("include_usage") is True,
         user, prompt if prompt < MAX_ESTIMATE else MAX_ESTIMATE, completion, document))
 
 
-def _largest(document: dict[str, Any], names: tuple[str, ...], ceiling: int | None,
-             over: Reason) -> int | Refusal | None:
+def _largest(document: dict[str, Any], names: tuple[str, ...],
+             ceiling: int | None) -> int | None:
     """The largest whole number among ``names``; a wrong type or a value over ``ceiling`` is
-    a refusal when there is a ceiling, and ignored (for the estimate) when there is none."""
+    a refusal when there is a ceiling (raised as ``_Refused``), and ignored (for the estimate)
+    when there is none."""
     found: int | None = None
     for name in names:
         value = document.get(name)
@@ -252,13 +258,23 @@ def _largest(document: dict[str, Any], names: tuple[str, ...], ceiling: int | No
             value = int(value)
         if type(value) is not int:
             if ceiling is not None:
-                return Refusal(BODY_INVALID, detail=f"{name} is not a whole number")
+                raise _Refused(Refusal(BODY_INVALID, detail=f"{name} is not a whole number"))
             continue
         if ceiling is not None and value > ceiling:
             shown = value if value <= MAX_ESTIMATE else f"over {MAX_ESTIMATE}"
-            return Refusal(over, detail=f"{name} {shown} over {ceiling}")
+            over = MAX_TOKENS_TOO_LARGE if name in MAX_TOKEN_FIELDS else N_TOO_LARGE
+            raise _Refused(Refusal(over, detail=f"{name} {shown} over {ceiling}"))
         found = value if found is None else max(found, value)
     return found
+
+
+class _Refused(Exception):
+    """``_largest``'s refusal, raised: its usual answer (a number or None) then needs no type
+    check on every request, and neither the reason nor ``Refusal`` is looked up for it."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason.code)
+        self.refusal = refusal
 
 
 class _Repeated(ValueError):
@@ -276,6 +292,53 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
+def _without_repeats(text: str) -> dict[str, Any] | None:
+    """The usual body (an object, no backslash, nested at most ``_SHALLOW`` deep) parsed
+    without ``_unique``'s hook, or None when that cannot show it valid and free of repeated
+    keys (``parse_json_object`` then parses it the careful way, which names what is wrong).
+
+    Without a backslash every ``"`` delimits a string, so the text holds ``count('"') / 2``
+    strings, each a key or a string value; a repeated key loses at least its own string from
+    the parsed document, so the counts agree exactly when no key was repeated."""
+    try:
+        document, end = _PLAIN_SCAN(text, 0)
+        if end != len(text) or type(document) is not dict or \
+                2 * _strings_in(document, 0) != text.count('"'):
+            return None
+    except (ValueError, RecursionError, StopIteration, _Deep):
+        return None
+    return document
+
+
+_SHALLOW: Final = 32
+"""Deeper bodies take the careful way: near the recursion limit, its hook's extra call could
+fail where the plain scanner does not."""
+
+
+class _Deep(Exception):
+    pass
+
+
+def _strings_in(document: dict[str, Any], depth: int) -> int:
+    """Keys and string values in a parsed object, nested ones included."""
+    return len(document) + _strings_among(list(document.values()), depth)
+
+
+def _strings_among(values: list[Any], depth: int) -> int:
+    if depth > _SHALLOW:
+        raise _Deep
+    n = 0
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            n += 1
+        elif kind is dict:
+            n += _strings_in(value, depth + 1)
+        elif kind is list:
+            n += _strings_among(value, depth + 1)
+    return n
+
+
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
@@ -284,6 +347,9 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_unique, parse_constant=_no_consta
 """Built once: ``json.loads`` with options builds a decoder per call."""
 _SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 """The decoder's C scanner (what ``decode`` calls after its own Python checks)."""
+_PLAIN_SCAN: Final[Callable[[str, int], tuple[Any, int]]] = json.JSONDecoder(
+    parse_constant=_no_constant).scan_once  # type: ignore[attr-defined]
+"""The same scanner building its objects itself, with no hook (``_without_repeats``)."""
 _JSON_SPACE: Final = " \t\n\r"
 
 

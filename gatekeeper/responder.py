@@ -43,6 +43,12 @@ CANCELLED: Final = "cancelled"
 USAGE_BUFFER_LIMIT: Final = 1 << 20
 """The most of a JSON body, or of one SSE event, kept to look for ``usage``."""
 
+LOWERED_NAMES: Final = 256
+_LOWERED: Final[dict[bytes, bytes]] = {}
+"""Header name as an app sends it -> in lowercase, for the first ``LOWERED_NAMES`` names (the
+app's, never a client's): apps send the same few in every response, and ``bytes.lower`` is
+a method call that makes a new object, whose hash the look-up in ``names`` then computes."""
+
 _OFF: Final = 0
 _JSON: Final = 1
 _SSE: Final = 2
@@ -163,7 +169,7 @@ class Responder:
                 if len(body) <= USAGE_BUFFER_LIMIT:
                     self._read_usage(body)
             elif watch != _OFF:
-                self._observe(body if body.__class__ is bytes else bytes(body), more)
+                self._observe(body if type(body) is bytes else bytes(body), more)
             if not more:
                 pending = self._settled(DISCONNECT if self._disconnected else COMPLETE)
                 if pending is not None:
@@ -213,9 +219,18 @@ class Responder:
         kept: list[Any] = []
         media = b""
         plain = True
+        lowered = _LOWERED
         for header in message.get("headers") or ():
             name = header[0]
-            name = (name if name.__class__ is bytes else bytes(name)).lower()
+            if type(name) is bytes:
+                low = lowered.get(name)
+                if low is None:
+                    low = name.lower()
+                    if len(lowered) < LOWERED_NAMES:
+                        lowered[name] = low
+                name = low
+            else:
+                name = bytes(name).lower()
             if name in names:
                 continue
             if name == b"content-type":
@@ -333,7 +348,7 @@ def with_headers(message: Message, headers: Iterable[Any],
     if names is None:
         names = header_names(ours)
     kept = [h for h in headers
-            if (h[0] if h[0].__class__ is bytes else bytes(h[0])).lower() not in names]
+            if (h[0] if type(h[0]) is bytes else bytes(h[0])).lower() not in names]
     kept += ours
     return {**message, "headers": kept}
 

@@ -41,16 +41,20 @@ def completion_tokens(max_tokens: int | None, default: int, choices: int) -> int
     return total if total < MAX_ESTIMATE else MAX_ESTIMATE
 
 
-def prompt_tokens(document: Mapping[str, Any], size: int) -> int:
-    """The prompt estimate of a parsed body of ``size`` bytes (see the module docstring)."""
+def prompt_tokens(document: dict[str, Any], size: int) -> int:
+    """The prompt estimate of a parsed body of ``size`` bytes (see the module docstring).
+    A ``dict``, as parsed (compiled, its look-ups are then direct, not generic mapping calls).
+    """
     messages = document.get("messages")
-    if messages.__class__ is list and len(messages) <= MAX_WALK and "input" not in document \
+    if type(messages) is list and len(messages) <= MAX_WALK and "input" not in document \
             and "prompt" not in document and "instructions" not in document:
         # the usual chat body, messages of plain text: the walk below, without its calls
         chars = 0
         for item in messages:
-            content = item.get("content") if item.__class__ is dict else None
-            if content.__class__ is not str or "tool_calls" in item or "arguments" in item \
+            if type(item) is not dict:
+                break
+            content = item.get("content")
+            if type(content) is not str or "tool_calls" in item or "arguments" in item \
                     or "output" in item:
                 break
             chars += len(content)

@@ -62,7 +62,7 @@ def _usage_at(raw: bytes | bytearray, at: int) -> Usage | None:
     key cannot sit inside a string (a quote there is escaped), so the last ``"usage"`` is the
     top-level one in OpenAI's shapes; anything else answers None and the caller parses it all.
     """
-    data = raw if raw.__class__ is bytes else bytes(raw)
+    data = raw if type(raw) is bytes else bytes(raw)
     # OpenAI's order without spaces (a compact encoder, streamed chunks): read in place
     if _has(data, at, b'"usage":{"prompt_tokens":'):
         prompt, i = _count(data, at + 25)

@@ -14,6 +14,7 @@ from gatekeeper import (
     parse_ip,
 )
 from gatekeeper import reasons as r
+from gatekeeper.decision import ACTIONS, Decision, is_allowed
 from gatekeeper.networks import parse_network
 from gatekeeper.principal import CredentialKind, KeyStatus
 from tests.conftest import POLICY
@@ -75,3 +76,13 @@ def test_refusal_from_authentication_keeps_its_key_id() -> None:
 def test_same_inputs_same_answer() -> None:
     inputs = (facts("203.0.113.1"), key(), POL, NOW)
     assert decide(*inputs) == decide(*inputs)
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+@pytest.mark.parametrize("reason", [r.OK, r.RATE_LIMITED, r.RESALE_THROTTLED, r.KEY_SUSPENDED])
+def test_is_allowed_is_the_allowed_property(action: str, reason: r.Reason) -> None:
+    """The request path asks ``is_allowed`` (one C call compiled); everything else reads the
+    property: both must say the same for every action and reason."""
+    decision = Decision(reason, action=action)
+    expected = action in ("allow", "flag") or (action == "throttle" and reason.status < 400)
+    assert is_allowed(decision) is decision.allowed is expected

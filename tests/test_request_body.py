@@ -420,3 +420,47 @@ def test_a_body_is_one_json_object_and_nothing_else(raw: bytes, problem: str) ->
     document, found = parse_json_object(raw)
     assert found == problem
     assert (document == {"model": "m"}) is (problem == "")
+
+
+def _careful(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    """What ``parse_json_object`` answered before its fast path: every object through a
+    hook that refuses a repeated key."""
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [name for name, _ in pairs]
+        for name in names:
+            if names.count(name) > 1:
+                raise KeyError(name)
+        return dict(pairs)
+
+    try:
+        document = json.loads(raw.decode("utf-8").removeprefix("\ufeff"),
+                              object_pairs_hook=unique, parse_constant=_no_constant)
+    except KeyError as exc:
+        return None, f"repeats the key {exc.args[0]!r}"
+    except ValueError:
+        return None, "not JSON"
+    return (document, "") if isinstance(document, dict) else (None, "not a JSON object")
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(name)
+
+
+def _nested(depth: int, inner: str) -> bytes:
+    return ('{"a":' * depth + inner + "}" * depth).encode()
+
+
+@pytest.mark.parametrize("raw", [
+    chat(), b'{"a": "x", "b": ["x", {"c": "y"}, [["z"]]], "d": {"e": {}}}',
+    b'{"a": [{"k": 1}, {"k": 2}]}',  # the same key in two objects: not a repeat
+    b'{"a": 1, "b": 2, "a": 3}', b'{"a": [{"k": 1, "k": 1}]}',
+    b'{"a": [[{"b": {"c": 1, "c": 2}}]]}',
+    b'{"a": "", "": 1, "": 2}', b'{"a\\"": 1, "a\\"": 2}', b'{"a": "\\"x\\": 1", "b": 2}',
+    b'{"q": "say \\"hi\\"", "q": "twice"}', b'{"a": 1} ', b'{"a": "\\u0062", "b": 1}',
+    _nested(32, '{"b": 1, "b": 2}'), _nested(40, '{"b": 1, "b": 2}'), _nested(40, '{"b": 1}'),
+    b'{"a": NaN}', b'{"a": 1,}', b'{"a": 1}{"b": 2}',
+])
+def test_the_fast_parse_answers_as_the_careful_one(raw: bytes) -> None:
+    """Bodies without a backslash are parsed without the repeated-key hook and their keys
+    counted instead: the answer is the careful parse's, repeats anywhere included."""
+    assert parse_json_object(raw) == _careful(raw)

@@ -33,6 +33,7 @@ from gatekeeper.responder import (
     COMPLETE,
     DISCONNECT,
     ERROR,
+    LOWERED_NAMES,
     USAGE_BUFFER_LIMIT,
     ClientDisconnected,
     Responder,
@@ -409,6 +410,18 @@ async def test_headers_given_as_a_one_shot_iterable_are_all_kept() -> None:
     assert list(peer.sent[0]["headers"]) == [
         (b"content-type", b"application/json"), (b"x-app", b"kept"), *OURS]
     assert responder.usage == Usage(**USAGE)
+
+
+async def test_ours_replace_an_app_header_in_any_case_past_the_lowered_names_kept() -> None:
+    """Header names are lowered once per name and the first ``LOWERED_NAMES`` kept: past
+    them, and in any case, an app's header of one of our names is still replaced."""
+    many = [(f"X-App-{i}".encode(), b"v") for i in range(LOWERED_NAMES + 10)]
+    for spelling in (b"X-Gatekeeper", b"x-GATEKEEPER", b"x-gatekeeper"):
+        peer = Peer()
+        await Responder(peer.receive, peer.send, headers=OURS).run(
+            raw_app(b"{}", content_type=b"application/json",
+                    extra_headers=[*many, (spelling, b"from the app")]), http_scope())
+        assert list(peer.sent[0]["headers"])[1:] == [*many, *OURS]
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n"])

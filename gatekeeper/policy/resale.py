@@ -27,13 +27,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Final
 
 from gatekeeper.geo.travel import TravelRule
 from gatekeeper.networks import NetworkSet, parse_network
 from gatekeeper.policy.fields import Fields
 from gatekeeper.policy.geo import country_problem
 
-OFF, SHADOW, ENFORCE = "off", "shadow", "enforce"
+OFF: Final = "off"
+SHADOW: Final = "shadow"
+ENFORCE: Final = "enforce"
+"""``Final``: the compiled request path compares a tenant's mode with a constant, not with a
+look-up in a module's dict."""
 MODES = (OFF, SHADOW, ENFORCE)
 THRESHOLDS = ("flag", "throttle", "block", "suspend")
 """In rising order: a score at or above a threshold takes that action (the highest wins)."""

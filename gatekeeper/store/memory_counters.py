@@ -41,6 +41,7 @@ from gatekeeper.store.memory_plan import (
     Compiled,
     Costs,
     Rule,
+    cost_of,
 )
 
 DEFAULT_MAX_COUNTERS = 200_000
@@ -145,7 +146,7 @@ class MemoryCounterStore(EmbeddedCounterStore):
             live = cell is not None and cell.expires > now_us
             code = rule.code
             if code == RATE_RULE:  # gcra() with burst = limit, on (us, frac) pairs
-                cost = costs[rule.unit]
+                cost = cost_of(costs, rule.unit)
                 limit = rule.limit
                 if cell is None or cell.value < now_us:  # expired: value < expires <= now
                     us = now_us
@@ -177,8 +178,9 @@ class MemoryCounterStore(EmbeddedCounterStore):
             else:  # a quota: its window end is in the plan (compile_plan checked)
                 if rule.end_us <= now_us:
                     return None  # a plan kept past its window: apply_now says so, loudly
-                used = cell.value + costs[rule.unit] if live and cell is not None else \
-                    costs[rule.unit]
+                used = cost_of(costs, rule.unit)
+                if live and cell is not None:
+                    used += cell.value
                 if used > rule.limit:
                     return None
                 rule.new_value = used
@@ -248,10 +250,10 @@ class MemoryCounterStore(EmbeddedCounterStore):
                 if held is not None and lease_id in held:
                     del held[lease_id]
                     released += 1
-        if actual is reserved:
+        if actual == reserved:  # unknown usage: nothing to correct (compiled, ``is`` boxes both)
             return released
         for rule in plan:
-            delta = reserved[rule.unit] - actual[rule.unit]
+            delta = cost_of(reserved, rule.unit) - cost_of(actual, rule.unit)
             if not delta:
                 continue
             cell = cells.get(rule.key)

@@ -78,6 +78,14 @@ UNIT_INDEX = {name: i for i, name in enumerate(UNIT_NAMES)}
 Costs = tuple[int, int, int]
 """What one request costs each unit's counters: ``(1, tokens, spend)``."""
 NO_COSTS: Costs = (0, 0, 0)
+
+
+def cost_of(costs: Costs, unit: int) -> int:
+    """``costs[unit]``: compiled, ``Costs`` is a C struct, and indexing it with a variable
+    first boxes it into a new tuple of new ints (per counter, per request)."""
+    if unit == 0:
+        return costs[0]
+    return costs[1] if unit == 1 else costs[2]
 Compiled = tuple[Rule, ...]
 """A plan for ``take`` and ``give``."""
 
