@@ -37,7 +37,8 @@ PARTS = {
     "+ TIME": "redis.call('TIME') return 1",
     "+ SET ... KEEPTTL": "redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') return 1",
     "+ MGET of 2 keys": "redis.call('MGET', KEYS[1], KEYS[2]) return 1",
-    "+ ZMSCORE of 4 members": "redis.call('ZMSCORE', KEYS[3], 'n', '#', '@', 's') return 1",
+    "+ 4 struct.pack of 3 doubles": "for i = 1, 4 do struct.pack('<ddd', i, 2, 3) end return 1",
+    "+ a table reply of 11 numbers": "return {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}",
 }
 """A part each: what the scripts do per counter or per call (``counters.lua``)."""
 
@@ -47,7 +48,7 @@ def measure(port: int, calls: int) -> dict[str, float]:
     keys = ("gk:{t}:a", "gk:{t}:b", "gk:{t}:c")
     client.set(keys[0], b"x" * 24)
     client.set(keys[1], b"y" * 24)
-    client.zadd(keys[2], {"n": -3, "#": -5, "@": -1.7e15, "s": -1.7e15, "1": 1.7e15})
+    client.set(keys[2], b"w" * 40)
     args = (struct.pack("<7d", *range(7)), b"z" * 24)
     out: dict[str, float] = {}
     for name, body in PARTS.items():

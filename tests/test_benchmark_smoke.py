@@ -170,5 +170,35 @@ def test_lua_parts_prints_a_cost_for_every_part() -> None:
         pytest.skip("redis-server not installed")
     out = bench("benchmarks/lua_parts.py", "--calls", "200").stdout
     costs = dict(re.findall(r"^\| (.+) \| (\d+\.\d\d) \|$", out, re.MULTILINE))
-    assert len(costs) == 9 and "return 1" in costs, out
+    assert len(costs) == 10 and "return 1" in costs, out  # lua_parts.PARTS
     assert all(float(us) > 0 for us in costs.values()), out
+
+
+def test_lua_replay_gives_each_apply_the_time_its_reply_carried() -> None:
+    """A recorded apply that asked for the server's time is replayed with the time the server
+    answered with (so the lease ids it hands out match the releases recorded after it); a
+    settle gets the last apply's, and commands keep their order per connection."""
+    from benchmarks.lua_replay import _wire, commands
+
+    apply = [b"EVALSHA", b"a" * 40, b"1", b"gk:{t}:cc", b"", b"plan"]
+    settle = [b"EVALSHA", b"s" * 40, b"1", b"gk:{t}:cc", b"", b"42", b""]
+    reply = (1_700_000_000_000_123).to_bytes(8, "little") + (1).to_bytes(8, "little")
+    chunks = [(0, "c", _wire([b"PING"])), (0, "s", b"+PONG\r\n"),
+              (0, "c", _wire(apply)), (0, "s", b"$16\r\n" + reply + b"\r\n"),
+              (1, "c", _wire(settle)), (1, "s", b":1\r\n")]
+    order = commands(chunks)
+    assert [conn for conn, _ in order] == [0, 0, 1]
+    assert order[0][1] == [b"PING"]
+    assert order[1][1][4] == b"1700000000000123" and order[1][1][5] == b"plan"
+    assert order[2][1][4] == b"1700000000000123"
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None or shutil.which("redis-server") is None,
+                    reason="valgrind or redis-server is not installed: lua_replay.py is an "
+                           "optional tool (apt-get install valgrind redis-server to run this)")
+def test_lua_replay_counts_the_server_per_call() -> None:
+    out = bench("benchmarks/lua_replay.py", "--scenario", "gk-one-limit-redis",
+                "--requests", "50").stdout
+    found = re.search(r"(\d+) calls, ([\d,]+) in all", out)
+    assert found is not None, out
+    assert int(found.group(1)) >= 50 and int(found.group(2).replace(",", "")) > 0, out
