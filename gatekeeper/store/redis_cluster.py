@@ -48,19 +48,28 @@ a node that has not yet heard of the promotion. Exact types: never a timeout (a 
 would cost two), nor a full pool."""
 
 
+_READS = frozenset({"GET", "MGET", "HGET", "ZRANGE", "INFO"})
+"""The store's commands that change nothing: tried twice more after a failover's error, where
+a write is tried once more (a script run twice may count twice; a read run twice costs a round
+trip). After a failover redis-py may close every connection of the client more than once (on
+every fifth MOVED, on a slot map read again), failing a retried command too."""
+
+
 class _Cluster(RedisCluster):
-    """redis-py's cluster client with one more try after a failover's error, on the slot map
-    that error made it read again. redis-py's own retries stay off: they would retry timeouts
-    too, and a pipeline's retry closes every connection of the client, failing the commands
-    in flight."""
+    """redis-py's cluster client with one more try after a failover's error (two for a read),
+    on the slot map that error made it read again. redis-py's own retries stay off: they would
+    retry timeouts too, and a pipeline's retry closes every connection of the client, failing
+    the commands in flight."""
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await super().execute_command(*args, **kwargs)
-        except _AGAIN as exc:
-            if type(exc) not in _AGAIN:
-                raise
-            return await super().execute_command(*args, **kwargs)
+        left = 2 if args and args[0] in _READS else 1
+        while True:
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except _AGAIN as exc:
+                if not left or type(exc) not in _AGAIN:
+                    raise
+                left -= 1
 
 
 class RedisClusterStore(RedisStore):

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError
 
 from gatekeeper.errors import StoreError
 from gatekeeper.limits.plan import CONCURRENCY, QUOTA, RATE, REQUESTS, TOKENS, Counter
@@ -132,6 +133,37 @@ async def test_limits_and_costs_at_2_52_are_refused_before_they_lose_precision(
         await store.apply((counter(RATE, TENANT, "huge", 2**52),), START)
     assert "2^52" in str(info.value)
     assert (await store.apply((counter(RATE, TENANT, "big", 2**52 - 1),), START))[0].allowed
+
+
+async def test_after_a_failover_error_a_read_is_tried_twice_more_and_a_script_once(
+        store: RedisClusterStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py may drop every connection of the client again while a retried command runs
+    (a slot map read again, every fifth MOVED): a key read survives two such failures in a
+    row, a script (which may have run) is sent at most twice."""
+    real = RedisCluster.execute_command
+    failures: list[str] = []
+
+    async def failing(self: RedisCluster, *args: Any, **kwargs: Any) -> Any:
+        if failures:
+            failures.pop()
+            raise ConnectionError("Connection lost")
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(RedisCluster, "execute_command", failing)
+    failures[:] = ["a", "b"]
+    assert await store.get_key("nobody") is None and not failures
+    failures[:] = ["a", "b", "c"]
+    with pytest.raises(StoreError):
+        await store.get_key("nobody")
+    assert not failures
+    plan = (counter(RATE, TENANT, "k", 10),)
+    failures[:] = ["a"]
+    assert [a.remaining for a in await store.apply(plan, START)] == [9]
+    failures[:] = ["a", "b"]
+    with pytest.raises(StoreError):
+        await store.apply(plan, START)
+    assert failures == []
+    assert [a.remaining for a in await store.apply(plan, START)] == [8]  # nothing was sent
 
 
 async def test_connections_the_servers_closed_while_idle_fail_no_request(
