@@ -27,8 +27,8 @@ local values = #KEYS > 0 and redis.call('MGET', unpack(KEYS)) or {}
 --          the key's own expiry (x); n leases held. Leases that have ended (a crashed
 --          replica's, a lost release) are dropped when read once b has passed.
 --   put:   write a, b (the plan's); ka, kb: what a refused plan still writes (the settles').
---   For slots: put is the plan's leases (their string), ka marks the settles' changes, kb the
---   ids handed out, last first.
+--   For slots: put is the plan's leases (their string), ka marks the settles' changes, kb is
+--   the last id handed out, e the key's expiry once the plan's leases are in (x: as read).
 -- A rate key's value: tat_us, tat_rem and x as three little-endian doubles (struct: no text
 -- to match or format); a key an older script wrote as text, 'tat_us tat_rem', still reads: its
 -- 8th character is a digit or a space, where the 8th byte of a double holding a whole number
@@ -216,7 +216,7 @@ end
 -- lives a second past its tat (RATE_SLACK_US); its TTL is moved (PX) only when that would
 -- outlive it, then a second further: most writes keep the TTL (KEEPTTL), which costs the
 -- server less than setting one. A slots key is written with a new TTL only when a lease would
--- outlive it (x moved).
+-- outlive it (e past x).
 for key, s in pairs(states) do
   local kind = s.kind
   if kind == SLOTS then
