@@ -52,7 +52,7 @@ from gatekeeper.request_body import (
     read_request,
     with_include_usage,
 )
-from gatekeeper.responder import Responder
+from gatekeeper.responder import Responder, is_whole
 from gatekeeper.store.counters import CounterStore, EmbeddedCounterStore
 from gatekeeper.store.memory_counters import MemoryCounterStore
 from gatekeeper.store.memory_plan import Compiled, compile_plan
@@ -171,7 +171,9 @@ async def admit_request(counters: CounterStore, clock: Clock, admission: Admissi
             return _refused(decision, reasons.BODY_TOO_LARGE,
                             f"content-length {int(declared)}"), None, None
         responder = Responder(receive, send, watch_usage=admission.reserves)
-        body = await responder.read_body(rules.max_body_bytes)
+        message = await receive()  # read_body's usual case needs no coroutine of its own
+        body = responder.whole_body(message, rules.max_body_bytes) if is_whole(message) \
+            else await responder.read_body(rules.max_body_bytes, message)
         if body is None:
             return _refused(decision, reasons.BODY_TOO_LARGE,
                             f"over {rules.max_body_bytes} bytes"), None, None

@@ -37,7 +37,7 @@ from gatekeeper.policy.model import Policy
 from gatekeeper.reasons import Reason
 from gatekeeper.reloader import PolicyReloader
 from gatekeeper.resale.stage import ResaleMemory
-from gatekeeper.responder import ClientDisconnected, HeaderSend
+from gatekeeper.responder import PENDING, ClientDisconnected, HeaderSend
 from gatekeeper.runtime import Runtime
 from gatekeeper.store import DEFAULT_STORE_URL, Store, store_from_url
 from gatekeeper.store.counters import CounterStore
@@ -212,8 +212,14 @@ class Gatekeeper:
                 finally:
                     if charge is not None:  # a websocket holds its slot until it closes
                         charge.settle(None)  # never awaited: memory settles, Redis queues
-            elif responder is not None:
-                await responder.run(self.app, scope)
+            elif responder is not None:  # Responder.run, inlined: one coroutine fewer
+                error: BaseException | None = None
+                try:
+                    await self.app(scope, responder.receive, responder.send)
+                except BaseException as exc:
+                    error = exc  # no await in here (compiled: see Responder.run)
+                if error is not None or responder.outcome == PENDING:
+                    await responder.ended(error)
             elif decision.headers:  # only then is send wrapped
                 await self.app(scope, receive, HeaderSend(
                     send, decision.headers, None if admission is None else admission.report.names))

@@ -112,17 +112,14 @@ class Responder:
         """Give the app ``body`` in place of the one read (call after ``read_body``)."""
         self._replay = {"type": "http.request", "body": body, "more_body": False}
 
-    async def read_body(self, limit: int) -> bytes | None:
+    async def read_body(self, limit: int, first: Message | None = None) -> bytes | None:
         """The whole request body, or ``None`` as soon as it would pass ``limit`` bytes (nothing
         past the limit is kept). Call once, before ``run``; the app is then given the same bytes.
+        ``first``: the first message, when the caller received it (``whole_body`` said no).
         """
-        message = await self._receive()
-        if message["type"] == "http.request" and not message.get("more_body", False):
-            body: bytes = message.get("body", b"")  # the usual case: all of it at once
-            if len(body) > limit:
-                return None
-            self._replay = message  # given to the app as it came
-            return body
+        message = await self._receive() if first is None else first
+        if is_whole(message):
+            return self.whole_body(message, limit)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -140,6 +137,15 @@ class Responder:
             message = await self._receive()
         body = b"".join(chunks)
         self._replay = {"type": "http.request", "body": body, "more_body": False}
+        return body
+
+    def whole_body(self, message: Message, limit: int) -> bytes | None:
+        """``read_body`` of a first message that holds all of the body (``is_whole``), with no
+        coroutine: the usual case."""
+        body: bytes = message.get("body", b"")
+        if len(body) > limit:
+            return None
+        self._replay = message  # given to the app as it came
         return body
 
     async def receive(self) -> Message:
@@ -194,6 +200,13 @@ class Responder:
             await app(scope, self.receive, self.send)
         except BaseException as exc:
             error = exc
+        if error is not None or self.outcome == PENDING:
+            await self.ended(error)
+
+    async def ended(self, error: BaseException | None) -> None:
+        """``run``'s end, for a caller that awaited the app itself (one coroutine fewer per
+        request): call it when the app raised ``error`` or returned before its last body;
+        settles once, then re-raises ``error``."""
         if self.outcome == PENDING:
             # Raising or returning before the last body: the client left, or the app failed.
             await self._finish(
@@ -333,6 +346,11 @@ class Responder:
         if bound.cancelled_caught:
             log.error("settle gave up after %.3g s (outcome %s)", self._settle_timeout,
                       self.outcome)
+
+
+def is_whole(message: Message) -> bool:
+    """A request message holding all of the body (the usual case)."""
+    return message["type"] == "http.request" and not message.get("more_body", False)
 
 
 def header_names(headers: Sequence[tuple[bytes, bytes]]) -> Names:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from math import ceil
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from gatekeeper import reasons
 from gatekeeper.limits.plan import (
@@ -129,7 +129,9 @@ class Report:
     __slots__ = ("names", "rates", "slots")
 
     def __init__(self, plan: Plan) -> None:
-        rates: list[tuple[tuple[tuple[int, tuple[bytes, bytes]], ...], bytes, bytes]] = []
+        # the limit header typed Any: to the compiler a tuple[bytes, bytes] is a C struct,
+        # boxed into a new tuple at every append (twice per allowed request)
+        rates: list[tuple[tuple[tuple[int, Any], ...], bytes, bytes]] = []
         for unit, names in ((REQUESTS, _REQUEST_NAMES), (TOKENS, _TOKEN_NAMES)):
             members = tuple((i, (names[0], b"%d" % c.limit)) for i, c in enumerate(plan)
                             if c.kind == RATE and c.unit == unit)
@@ -183,7 +185,7 @@ class Report:
         return tuple(headers)
 
 
-def _add_rate(headers: list[tuple[bytes, bytes]], limit: tuple[bytes, bytes], remaining: bytes,
+def _add_rate(headers: list[tuple[bytes, bytes]], limit: Any, remaining: bytes,
               left: int, reset: bytes, seconds: float) -> None:
     """One unit's trio of an allowed answer: the limit header, what is left, the reset."""
     ms = ceil(seconds * 1000)  # duration(), its usual case inlined
