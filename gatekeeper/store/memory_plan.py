@@ -79,6 +79,9 @@ Costs = tuple[int, int, int]
 """What one request costs each unit's counters: ``(1, tokens, spend)``."""
 NO_COSTS: Costs = (0, 0, 0)
 
+Compiled = tuple[Rule, ...]
+"""A plan for ``take`` and ``give``."""
+
 
 def cost_of(costs: Costs, unit: int) -> int:
     """``costs[unit]``: compiled, ``Costs`` is a C struct, and indexing it with a variable
@@ -86,8 +89,6 @@ def cost_of(costs: Costs, unit: int) -> int:
     if unit == 0:
         return costs[0]
     return costs[1] if unit == 1 else costs[2]
-Compiled = tuple[Rule, ...]
-"""A plan for ``take`` and ``give``."""
 
 
 def compile_plan(plan: Plan) -> Compiled | None:
